@@ -1,0 +1,1 @@
+"""Softmax classification three ways: the stage code of the DVC pipeline."""

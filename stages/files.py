@@ -1,0 +1,49 @@
+"""Writing outputs all at once: a stage that fails leaves no half-written file behind."""
+
+import io
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_torch_atomic(obj: Any, path: str | Path) -> None:
+    # torch.save names the zip's root folder after the file it writes to; saving to a buffer
+    # always names it "archive", so the bytes do not depend on the (temporary) file name.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _as_float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def float32_str(value: float) -> str:
+    """The shortest decimal that reads back as the same float32: byte-stable, without noise digits."""
+    for digits in range(1, 9):
+        text = f"{value:.{digits}g}"
+        if _as_float32(float(text)) == _as_float32(value):
+            return text
+    return f"{value:.9g}"  # 9 significant digits always round-trip a float32

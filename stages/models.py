@@ -1,0 +1,97 @@
+"""The three implementations of softmax classification, and the cost each one trains on.
+
+- low_level:  softmax and cross-entropy from tensor primitives; W and b are raw tensors.
+- functional: the same W and b, with torch.nn.functional.cross_entropy on the logits.
+- high_level: an nn.Module holding nn.Linear, with F.cross_entropy.
+"""
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMPLEMENTATIONS = ("low_level", "functional", "high_level")
+
+
+def softmax(z: Tensor) -> Tensor:
+    """Row-wise softmax from primitives. Subtracting each row's max changes nothing mathematically
+    (softmax is shift-invariant) but keeps exp() from overflowing on large logits."""
+    shifted = z - z.amax(dim=1, keepdim=True).detach()
+    exp = torch.exp(shifted)
+    return exp / torch.sum(exp, dim=1, keepdim=True)
+
+
+def log_softmax(z: Tensor) -> Tensor:
+    """log(softmax(z)) without ever taking log of an underflowed 0: z - max - log(sum(exp(z - max)))."""
+    shifted = z - z.amax(dim=1, keepdim=True).detach()
+    return shifted - torch.log(torch.sum(torch.exp(shifted), dim=1, keepdim=True))
+
+
+def one_hot(y: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
+    return torch.zeros(len(y), n_classes, dtype=dtype, device=y.device).scatter_(1, y.unsqueeze(1), 1)
+
+
+def low_level_cross_entropy(z: Tensor, y: Tensor, double_softmax: bool = False) -> Tensor:
+    """Mean cross-entropy of logits z against class indices y, from primitives.
+
+    double_softmax=True is the lesson's published code, -log(softmax(softmax(z))): a bug that
+    squashes the probabilities towards uniform, so its costs differ from F.cross_entropy's.
+    """
+    y_one_hot = one_hot(y, z.shape[1], z.dtype)
+    log_p = torch.log(softmax(softmax(z))) if double_softmax else log_softmax(z)
+    return torch.sum(y_one_hot * -log_p, dim=1).mean()
+
+
+class RawLinear:
+    """z = x W + b with W and b as plain tensors, as the lesson's low-level and functional code has them."""
+
+    def __init__(self, n_features: int, n_classes: int, device: torch.device | str = "cpu") -> None:
+        self.W = torch.zeros((n_features, n_classes), device=device, requires_grad=True)
+        # One scalar bias, as in the lesson. It cannot learn anything: adding the same number to
+        # every logit leaves softmax unchanged, so its gradient is zero and it stays at 0.
+        self.b = torch.zeros(1, device=device, requires_grad=True)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x.matmul(self.W) + self.b
+
+    def parameters(self) -> list[Tensor]:
+        return [self.W, self.b]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"W": self.W.detach(), "b": self.b.detach()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            self.W.copy_(state["W"])
+            self.b.copy_(state["b"])
+
+
+class SoftmaxClassifier(nn.Module):
+    """The high-level model: one nn.Linear; softmax lives inside F.cross_entropy."""
+
+    def __init__(self, n_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+Model = RawLinear | SoftmaxClassifier
+Cost = Callable[[Tensor, Tensor], Tensor]
+
+
+def build_model(impl: str, n_features: int, n_classes: int, device: torch.device | str = "cpu") -> Model:
+    """A fresh model. high_level draws its initial weights from torch's generator: seed it first."""
+    if impl == "high_level":
+        return SoftmaxClassifier(n_features, n_classes).to(device)
+    return RawLinear(n_features, n_classes, device)
+
+
+def cost_function(impl: str, double_softmax: bool = False) -> Cost:
+    """The cost each implementation trains on: logits, class indices -> mean cross-entropy."""
+    if impl == "low_level":
+        return partial(low_level_cross_entropy, double_softmax=double_softmax)
+    return F.cross_entropy

@@ -1,0 +1,15 @@
+import pytest
+
+from stages.data import toy
+from stages.params import TrainParams
+
+
+@pytest.fixture
+def lesson_params() -> TrainParams:
+    """The lesson's settings, as in params.yaml."""
+    return TrainParams(epochs=1000, lr=0.1, seed=1, device="cpu", log_every=100, double_softmax=False)
+
+
+@pytest.fixture
+def toy_data():
+    return toy()

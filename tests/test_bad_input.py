@@ -1,0 +1,176 @@
+"""Each user mistake gets one line that names the parameter or file and the fix, exit status 1,
+and no output written."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ruamel.yaml import YAML
+
+from stages import evaluate, prepare, train
+from stages.data import save_prepared, toy
+from stages.errors import run_stage
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD_PARAMS = YAML(typ="safe").load((REPO / "params.yaml").read_text())
+TRAIN_ARGS = ["low_level", "data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv"]
+
+
+def write_params(directory: Path, section: str | None = None, key: str | None = None, value=None, text=None):
+    params = {name: dict(values) for name, values in GOOD_PARAMS.items()}
+    if key is not None:
+        params[section][key] = value
+    elif section is not None:
+        del params[section]
+    if text is None:
+        yaml = YAML(typ="safe")
+        yaml.default_flow_style = False
+        with open(directory / "params.yaml", "w") as f:
+            yaml.dump(params, f)
+    else:
+        (directory / "params.yaml").write_text(text)
+
+
+def run(stage_main, argv: list[str]) -> str:
+    """Run a stage in-process as its __main__ does; return the one line it exits with.
+
+    sys.exit("message") exits with status 1 after printing the message: the last test here checks
+    that for a real process."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage("stage", lambda: stage_main(argv))
+    message = exit_info.value.code
+    assert isinstance(message, str) and "\n" not in message
+    return message
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_prepared(toy(), tmp_path / "data" / "prepared.pt")
+    return tmp_path
+
+
+def no_train_outputs(directory: Path) -> bool:
+    return not (directory / "models").exists() and not (directory / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("device", "tpu", "train.device must be one of auto, cpu, cuda, got 'tpu'"),
+        ("lr", 0, "train.lr must be a number > 0, got 0"),
+        ("lr", -0.1, "train.lr must be a number > 0, got -0.1"),
+        ("lr", "fast", "train.lr must be a number > 0, got 'fast'"),
+        ("lr", float("nan"), "train.lr must be a number > 0, got nan"),
+        ("epochs", 0, "train.epochs must be a positive integer, got 0"),
+        ("epochs", 1.5, "train.epochs must be a positive integer, got 1.5"),
+        ("epochs", "ten", "train.epochs must be a positive integer, got 'ten'"),
+        ("epochs", True, "train.epochs must be a positive integer, got True"),
+        ("seed", -1, "train.seed must be an integer from 0 to 2**63 - 1, got -1"),
+        ("log_every", 0, "train.log_every must be a positive integer, got 0"),
+        ("double_softmax", "yes please", "train.double_softmax must be true or false, got 'yes please'"),
+        (
+            "lrr",
+            0.1,
+            "unknown key 'train.lrr'; allowed in 'train': epochs, lr, seed, device, log_every, double_softmax",
+        ),
+    ],
+)
+def test_bad_train_param(workdir, key, value, expected):
+    write_params(workdir, "train", key, value)
+    assert run(train.main, TRAIN_ARGS) == f"stage: error: params.yaml: {expected}"
+    assert no_train_outputs(workdir)
+
+
+def test_missing_train_section(workdir):
+    write_params(workdir, "train")
+    message = run(train.main, TRAIN_ARGS)
+    assert message == (
+        "stage: error: params.yaml: missing section 'train'; "
+        "add it with keys epochs, lr, seed, device, log_every, double_softmax"
+    )
+    assert no_train_outputs(workdir)
+
+
+def test_missing_train_key(workdir):
+    params = {name: dict(values) for name, values in GOOD_PARAMS.items()}
+    del params["train"]["lr"]
+    (workdir / "params.yaml").write_text(
+        "data:\n  source: toy\ntrain:\n" + "".join(f"  {k}: {str(v).lower()}\n" for k, v in params["train"].items())
+    )
+    assert run(train.main, TRAIN_ARGS).endswith("missing key 'train.lr'; add it to section 'train'")
+    assert no_train_outputs(workdir)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("data", "source", "mnist", "params.yaml: data.source must be one of toy, got 'mnist'"),
+        ("data", "path", "x.csv", "params.yaml: unknown key 'data.path'; allowed in 'data': source"),
+        ("data", None, None, "params.yaml: missing section 'data'; add it with keys source"),
+    ],
+)
+def test_bad_data_param(tmp_path, monkeypatch, section, key, value, expected):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, section, key, value)
+    assert run(prepare.main, ["data/prepared.pt"]) == f"stage: error: {expected}"
+    assert not (tmp_path / "data").exists()
+
+
+def test_params_file_that_is_not_yaml(workdir):
+    write_params(workdir, text="train: [epochs: 1\n")
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: params.yaml: not valid YAML (")
+    assert message.endswith("); fix its syntax")
+    assert no_train_outputs(workdir)
+
+
+def test_no_params_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = run(prepare.main, ["data/prepared.pt"])
+    assert message == "stage: error: params.yaml: file not found; run the stage from the repository root"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda(workdir):
+    write_params(workdir, "train", "device", "cuda")
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: train.device is 'cuda' but CUDA is not available here (torch ")
+    assert message.endswith("use 'auto' or 'cpu'")
+    assert no_train_outputs(workdir)
+
+
+def test_missing_prepared_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    message = run(train.main, TRAIN_ARGS)
+    assert message == "stage: error: data/prepared.pt: prepared data not found; run `dvc repro prepare` first"
+    assert no_train_outputs(tmp_path)
+
+
+def test_missing_model(workdir):
+    args = ["data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "metrics/low_level.json"]
+    message = run(evaluate.main, args)
+    assert message == "stage: error: models/low_level.pt: trained model not found; run `dvc repro` to train it"
+    assert not (workdir / "metrics").exists()
+
+
+def test_diverging_training_writes_nothing(workdir):
+    write_params(workdir, "train", "lr", 1e38)
+    message = run(train.main, TRAIN_ARGS)
+    assert message == "stage: error: the cost became nan at epoch 1 with train.lr=1e+38; lower train.lr"
+    assert no_train_outputs(workdir)
+
+
+def test_a_real_stage_process_prints_one_line_and_no_traceback(workdir):
+    write_params(workdir, "train", "lr", -1)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.train", *TRAIN_ARGS], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr == "train: error: params.yaml: train.lr must be a number > 0, got -1\n"
+    assert no_train_outputs(workdir)

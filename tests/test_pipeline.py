@@ -1,0 +1,114 @@
+"""End to end: the real `dvc repro` in a fresh copy of the repository, as a user who cloned it runs it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages.models import IMPLEMENTATIONS
+
+REPO = Path(__file__).resolve().parent.parent
+PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages"]
+RESULTS = [
+    "dvc.lock",
+    *(f"metrics/{impl}.json" for impl in IMPLEMENTATIONS),
+    *(f"plots/cost/{impl}.tsv" for impl in IMPLEMENTATIONS),
+]
+
+pytestmark = pytest.mark.slow
+
+
+def sh(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        # The stages' `python` must be this interpreter, with torch; DVC must not phone home.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    return sh(cwd, sys.executable, "-m", "dvc", *args)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """The pipeline's code and parameters, without any result, committed in a new git repository."""
+    root = tmp_path_factory.mktemp("clone")
+    for name in PIPELINE_FILES:
+        source, target = REPO / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-q", "-m", "pipeline")
+    dvc(root, "repro")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-q", "-m", "results")
+    return root
+
+
+def metrics(root: Path) -> dict[str, dict]:
+    return {impl: json.loads((root / f"metrics/{impl}.json").read_text()) for impl in IMPLEMENTATIONS}
+
+
+def test_repro_reproduces_the_committed_results_byte_for_byte(clone):
+    for name in RESULTS:
+        assert (clone / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs from the committed one"
+
+
+def test_metrics_are_those_of_the_lesson(clone):
+    results = metrics(clone)
+    for impl in IMPLEMENTATIONS:
+        assert set(results[impl]) == {"accuracy", "final_cost", "eval_cost", "device"}
+        assert results[impl]["accuracy"] >= 7 / 8
+        assert results[impl]["device"] == "cpu"
+    assert f"{results['functional']['final_cost']:.6f}" == "0.399962"  # the lesson's last printed cost
+    assert abs(results["low_level"]["final_cost"] - results["functional"]["final_cost"]) < 1e-6
+    shown = json.loads(dvc(clone, "metrics", "show", "--json"))
+    assert json.dumps(shown).count("final_cost") == 3
+
+
+def test_second_repro_runs_nothing(clone):
+    assert "Data and pipelines are up to date." in dvc(clone, "repro")
+    assert sh(clone, "git", "status", "--porcelain") == ""
+
+
+def test_forced_repro_changes_no_byte(clone):
+    before = {name: (clone / name).read_bytes() for name in RESULTS}
+    dvc(clone, "repro", "-f")
+    assert {name: (clone / name).read_bytes() for name in RESULTS} == before
+    assert sh(clone, "git", "status", "--porcelain") == ""
+
+
+def test_plots_show_renders_the_three_cost_curves(clone):
+    dvc(clone, "plots", "show")
+    page = (clone / "dvc_plots" / "index.html").read_text()
+    assert "Training cost per epoch" in page
+    for impl in IMPLEMENTATIONS:
+        assert page.count(f'"filename": "{impl}.tsv"') == 1001  # one point per epoch, 0 to 1000
+
+
+def test_experiment_with_another_lr_changes_the_metrics(clone):
+    dvc(clone, "exp", "run", "-S", "train.lr=0.05")
+    diff = json.loads(dvc(clone, "metrics", "diff", "--json"))
+    for impl in IMPLEMENTATIONS:
+        change = diff[f"metrics/{impl}.json"]["final_cost"]
+        assert change["new"] > change["old"]  # half the step size: less far down in 1000 epochs
+    experiments = json.dumps(json.loads(dvc(clone, "exp", "show", "--json")))
+    assert '"lr": 0.05' in experiments
+    sh(clone, "git", "checkout", "--", ".")

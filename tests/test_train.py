@@ -1,0 +1,149 @@
+"""The training loop against the lesson: its published figures, its code run verbatim, and the
+agreements the mathematics promises between our three implementations."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+
+from stages.data import TOY_X, TOY_Y
+from stages.errors import UserError
+from stages.evaluate import evaluate
+from stages.models import IMPLEMENTATIONS
+from stages.train import costs_tsv, train
+
+CPU = torch.device("cpu")
+
+# Printed by the lesson's F.cross_entropy version (its first five log lines).
+PUBLISHED_FUNCTIONAL_LOG = [
+    "Epoch    0/1000 Cost: 1.098612",
+    "Epoch  100/1000 Cost: 0.761050",
+    "Epoch  200/1000 Cost: 0.689991",
+    "Epoch  300/1000 Cost: 0.643229",
+    "Epoch  400/1000 Cost: 0.604117",
+]
+
+
+def lesson_log(variant: str) -> list[str]:
+    """The lesson's own training code, run verbatim, returning the lines it prints."""
+    torch.manual_seed(1)
+    x_train = torch.FloatTensor(TOY_X)
+    y_train = torch.LongTensor(TOY_Y)
+    if variant == "high_level":
+        model = nn.Linear(4, 3)
+        parameters = list(model.parameters())
+    else:
+        W = torch.zeros((4, 3), requires_grad=True)
+        b = torch.zeros(1, requires_grad=True)
+        parameters = [W, b]
+    optimizer = optim.SGD(parameters, lr=0.1)
+    nb_epochs = 1000
+    lines = []
+    for epoch in range(nb_epochs + 1):
+        if variant == "double_softmax":
+            hypothesis = F.softmax(x_train.matmul(W) + b, dim=1)
+            y_one_hot = torch.zeros_like(hypothesis)
+            y_one_hot.scatter_(1, y_train.unsqueeze(1), 1)
+            cost = (y_one_hot * -torch.log(F.softmax(hypothesis, dim=1))).sum(dim=1).mean()
+        elif variant == "high_level":
+            cost = F.cross_entropy(model(x_train), y_train)
+        else:
+            cost = F.cross_entropy(x_train.matmul(W) + b, y_train)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+        if epoch % 100 == 0:
+            lines.append(f"Epoch {epoch:4d}/{nb_epochs} Cost: {cost.item():.6f}")
+    return lines
+
+
+def printed_lines(capsys) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+def test_functional_prints_the_lessons_published_costs(toy_data, lesson_params, capsys):
+    train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    lines = printed_lines(capsys)
+    assert lines[:5] == PUBLISHED_FUNCTIONAL_LOG
+    assert lines == lesson_log("functional")
+
+
+def test_high_level_prints_what_the_lessons_code_prints(toy_data, lesson_params, capsys):
+    train("high_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    assert printed_lines(capsys) == lesson_log("high_level")
+
+
+def test_double_softmax_reproduces_the_lessons_low_level_costs(toy_data, lesson_params, capsys):
+    params = dataclasses.replace(lesson_params, double_softmax=True)
+    train("low_level", toy_data.train, toy_data.n_classes, params, CPU)
+    assert printed_lines(capsys) == lesson_log("double_softmax")
+
+
+def test_low_level_and_functional_cost_curves_agree(toy_data, lesson_params):
+    _, low = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    _, functional = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    assert len(low) == len(functional) == 1001
+    assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < 1e-6
+
+
+def test_double_softmax_differs_from_the_correct_cost(toy_data, lesson_params):
+    _, correct = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    params = dataclasses.replace(lesson_params, double_softmax=True)
+    _, double = train("low_level", toy_data.train, toy_data.n_classes, params, CPU)
+    assert correct[0] == pytest.approx(double[0])  # from W = 0 all probabilities are 1/3 either way
+    assert double[-1] - correct[-1] > 0.1
+
+
+@pytest.mark.parametrize("impl", ["functional", "high_level"])
+def test_double_softmax_flag_is_ignored_by_the_other_implementations(impl, toy_data, lesson_params):
+    _, plain = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    params = dataclasses.replace(lesson_params, double_softmax=True)
+    _, flagged = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    assert plain == flagged
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_each_implementation_learns_the_toy_set(impl, toy_data, lesson_params):
+    model, costs = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    assert costs[-1] < costs[0]
+    assert evaluate(model, toy_data.eval)["accuracy"] >= 7 / 8
+
+
+def test_scalar_bias_learns_nothing(toy_data, lesson_params):
+    # softmax(z + c) == softmax(z): the scalar bias's gradient is (numerically) zero.
+    model, _ = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    assert abs(model.b.item()) < 1e-5
+    assert model.W.abs().max().item() > 0.1
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_training_repeats_bit_for_bit(impl, toy_data, lesson_params):
+    first_model, first = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    second_model, second = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    assert first == second
+    for a, b in zip(first_model.state_dict().values(), second_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_diverging_cost_stops_with_the_epoch_and_a_hint(impl, toy_data, lesson_params, capsys):
+    params = dataclasses.replace(lesson_params, lr=1e38, epochs=300)
+    with pytest.raises(UserError, match=r"the cost became (nan|inf) at epoch \d+ with train.lr=1e\+38; lower train.lr"):
+        train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+
+
+def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
+    params = dataclasses.replace(lesson_params, epochs=7, log_every=3)
+    _, costs = train("functional", toy_data.train, toy_data.n_classes, params, CPU)
+    assert len(costs) == 8
+    assert [line.split(" Cost")[0] for line in printed_lines(capsys)] == [
+        "Epoch    0/7",
+        "Epoch    3/7",
+        "Epoch    6/7",
+    ]
+
+
+def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():
+    assert costs_tsv([1.0986123085021973, 0.25414797663688660]) == "epoch\tcost\n0\t1.0986123\n1\t0.25414798\n"
