@@ -8,7 +8,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test lint lock
+.PHONY: repro test lint lock container-check
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(VENV)/.installed
 
 test: lint
 	python -m pytest
+
+# The image, built and run for real with podman (as root, on a Debian machine like CI's).
+container-check:
+	bash .ci/container-check
 
 # Re-pin every package after a change to requirements.in.
 lock:

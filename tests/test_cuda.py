@@ -1,0 +1,58 @@
+"""The CUDA path of each stage. Skipped without CUDA (as on CI); run it on a GPU machine."""
+
+import json
+
+import pytest
+import torch
+
+from stages import evaluate, prepare, train
+from stages.models import IMPLEMENTATIONS
+from stages.params import TrainParams
+from stages.train import train as train_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+PARAMS = """\
+data:
+  source: toy
+train:
+  epochs: 1000
+  lr: 0.1
+  seed: 1
+  device: cuda
+  log_every: 100
+  double_softmax: false
+"""
+
+
+def test_stages_run_on_cuda(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    prepare.main(["data/prepared.pt"])
+    for impl in IMPLEMENTATIONS:
+        train.main([impl, "data/prepared.pt", f"models/{impl}.pt", f"plots/cost/{impl}.tsv"])
+        evaluate.main(["data/prepared.pt", f"models/{impl}.pt", f"plots/cost/{impl}.tsv", f"metrics/{impl}.json"])
+        metrics = json.loads((tmp_path / f"metrics/{impl}.json").read_text())
+        assert metrics["device"] == "cuda"
+        assert metrics["accuracy"] >= 7 / 8
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_cuda_matches_cpu(impl, toy_data, lesson_params: TrainParams):
+    models, costs = {}, {}
+    for device in ("cpu", "cuda"):
+        models[device], costs[device] = train_model(
+            impl, toy_data.train, toy_data.n_classes, lesson_params, torch.device(device)
+        )
+    assert max(abs(a - b) for a, b in zip(costs["cpu"], costs["cuda"], strict=True)) < 1e-5
+    cpu_state = models["cpu"].state_dict()
+    for name, value in models["cuda"].state_dict().items():
+        torch.testing.assert_close(value.cpu(), cpu_state[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_cuda_repeats_bit_for_bit(impl, toy_data, lesson_params: TrainParams):
+    cuda = torch.device("cuda")
+    _, first = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda)
+    _, second = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda)
+    assert first == second
