@@ -33,6 +33,8 @@ def load_model(path: str | Path) -> tuple[Model, dict]:
 
 def final_cost(costs_path: str | Path) -> float:
     """The training cost at the last epoch: the last number the lesson prints."""
+    if not Path(costs_path).is_file():
+        raise UserError(f"{costs_path}: training costs not found; run `dvc repro` to train the model")
     last_row = Path(costs_path).read_text(encoding="utf-8").splitlines()[-1]
     return float(last_row.split("\t")[1])
 

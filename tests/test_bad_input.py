@@ -158,6 +158,17 @@ def test_missing_model(workdir):
     assert not (workdir / "metrics").exists()
 
 
+def test_missing_costs(workdir):
+    write_params(workdir)
+    train.main(["low_level", "data/prepared.pt", "models/low_level.pt", "elsewhere/low_level.tsv"])
+    args = ["data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "metrics/low_level.json"]
+    message = run(evaluate.main, args)
+    assert message == (
+        "stage: error: plots/cost/low_level.tsv: training costs not found; run `dvc repro` to train the model"
+    )
+    assert not (workdir / "metrics").exists()
+
+
 def test_diverging_training_writes_nothing(workdir):
     write_params(workdir, "train", "lr", 1e38)
     message = run(train.main, TRAIN_ARGS)
