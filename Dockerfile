@@ -53,6 +53,7 @@ COPY pyproject.toml params.yaml dvc.yaml dvc.lock .dvcignore .gitignore ./
 COPY .dvc/config .dvc/.gitignore .dvc/
 COPY stages/ stages/
 COPY tests/ tests/
+COPY scripts/ scripts/
 COPY metrics/ metrics/
 COPY plots/ plots/
 
