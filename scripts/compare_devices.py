@@ -28,9 +28,11 @@ def run_stages(device: str, workdir: Path) -> dict[str, dict]:
     prepare.main([str(workdir / "data.pt")])
     metrics = {}
     for impl in IMPLEMENTATIONS:
-        model, costs, out = (str(workdir / f"{impl}.{ext}") for ext in ("pt", "tsv", "json"))
-        train.main([impl, str(workdir / "data.pt"), model, costs])
-        evaluate.main([str(workdir / "data.pt"), model, costs, out])
+        model, costs, test_costs, out, confusion = (
+            str(workdir / f"{impl}{suffix}") for suffix in (".pt", ".tsv", "_test.tsv", ".json", ".csv")
+        )
+        train.main([impl, str(workdir / "data.pt"), model, costs, test_costs])
+        evaluate.main([str(workdir / "data.pt"), model, costs, out, confusion])
         metrics[impl] = json.loads(Path(out).read_text())
     return metrics
 

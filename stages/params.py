@@ -1,32 +1,47 @@
 """params.yaml: read it and check every value a stage needs before the stage does any work."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
 
-from stages.data import SOURCES
 from stages.errors import UserError
 
 PARAMS_FILE = "params.yaml"
+SOURCES = ("toy", "iris", "digits", "csv", "synthetic")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
 class DataParams:
     source: str
+    test_size: float = 0.0  # 0: evaluate on the training data, as the lesson does
+    standardize: bool = False  # statistics from the training split only
+    seed: int = 0  # the split, and the synthetic data
+    path: str | None = None  # csv: the file
+    label: str | None = None  # csv: the label column
+    features: tuple[str, ...] | None = None  # csv: the feature columns; None: every other column
+    n_samples: int = 1000  # synthetic
+    n_features: int = 20  # synthetic
+    n_classes: int = 3  # synthetic
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int  # counted as the lesson does: range(epochs + 1), so epochs + 1 updates
+    epochs: int  # counted as the lesson does: range(epochs + 1), so epochs + 1 passes over the data
     lr: float
     seed: int
     device: str
     log_every: int
     double_softmax: bool  # low_level only: reproduce the lesson's published (buggy) costs
+    batch_size: int = 0  # 0: full batch, as in the lesson
+    optimizer: str = "sgd"
+    momentum: float = 0.0  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam only
+    weight_decay: float = 0.0
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -46,23 +61,34 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
-def _section(params: dict[str, Any], name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+def _section(params: dict[str, Any], name: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
     if name not in params:
-        raise UserError(f"params.yaml: missing section '{name}'; add it with keys {', '.join(keys)}")
+        raise UserError(f"params.yaml: missing section '{name}'; add it with keys {', '.join(required)}")
     section = params[name]
+    allowed = required + optional
     if not isinstance(section, dict):
-        raise UserError(f"params.yaml: section '{name}' must be a mapping of {', '.join(keys)}, got {section!r}")
+        raise UserError(f"params.yaml: section '{name}' must be a mapping of {', '.join(allowed)}, got {section!r}")
     for key in section:
-        if key not in keys:
-            raise UserError(f"params.yaml: unknown key '{name}.{key}'; allowed in '{name}': {', '.join(keys)}")
-    for key in keys:
+        if key not in allowed:
+            raise UserError(f"params.yaml: unknown key '{name}.{key}'; allowed in '{name}': {', '.join(allowed)}")
+    for key in required:
         if key not in section:
             raise UserError(f"params.yaml: missing key '{name}.{key}'; add it to section '{name}'")
     return section
 
 
+def _with_defaults(section: dict[str, Any], params_class: type) -> dict[str, Any]:
+    """The section's values, and the dataclass's defaults for the optional keys it leaves out."""
+    defaults = {field.name: field.default for field in fields(params_class) if field.default is not MISSING}
+    return {**defaults, **section}
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
@@ -71,21 +97,53 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
 
 
 def data_params(params: dict[str, Any]) -> DataParams:
-    section = _section(params, "data", ("source",))
-    source = section["source"]
+    optional = ("test_size", "standardize", "seed", "path", "label", "features", "n_samples", "n_features", "n_classes")
+    values = _with_defaults(_section(params, "data", ("source",), optional), DataParams)
+    source = values["source"]
     _check(isinstance(source, str) and source in SOURCES, "data.source", source, f"one of {', '.join(SOURCES)}")
-    return DataParams(source=source)
+    test_size, standardize, seed = values["test_size"], values["standardize"], values["seed"]
+    _check(_is_number(test_size) and 0 <= test_size < 1, "data.test_size", test_size, "a number from 0 up to 1")
+    _check(isinstance(standardize, bool), "data.standardize", standardize, "true or false")
+    _check(_is_int(seed) and 0 <= seed < 2**63, "data.seed", seed, "an integer from 0 to 2**63 - 1")
+    path, label, features = values["path"], values["label"], values["features"]
+    if source == "csv":
+        _check(isinstance(path, str) and path != "", "data.path", path, "the CSV file's path when data.source is csv")
+        _check(isinstance(label, str) and label != "", "data.label", label, "the label column when data.source is csv")
+    is_names = isinstance(features, list) and len(features) > 0 and all(isinstance(f, str) for f in features)
+    _check(features is None or is_names, "data.features", features, "a list of column names, or null for all")
+    n_samples, n_features, n_classes = values["n_samples"], values["n_features"], values["n_classes"]
+    _check(_is_int(n_samples) and n_samples >= 2, "data.n_samples", n_samples, "an integer >= 2")
+    _check(_is_int(n_features) and n_features >= 1, "data.n_features", n_features, "a positive integer")
+    _check(_is_int(n_classes) and n_classes >= 2, "data.n_classes", n_classes, "an integer >= 2")
+    return DataParams(
+        source, float(test_size), standardize, seed, path, label,
+        tuple(features) if features is not None else None, n_samples, n_features, n_classes,
+    )  # fmt: skip
 
 
 def train_params(params: dict[str, Any]) -> TrainParams:
-    section = _section(params, "train", ("epochs", "lr", "seed", "device", "log_every", "double_softmax"))
-    epochs, lr, seed = section["epochs"], section["lr"], section["seed"]
-    device, log_every, double_softmax = section["device"], section["log_every"], section["double_softmax"]
+    required = ("epochs", "lr", "seed", "device", "log_every", "double_softmax")
+    optional = ("batch_size", "optimizer", "momentum", "betas", "weight_decay")
+    values = _with_defaults(_section(params, "train", required, optional), TrainParams)
+    epochs, lr, seed = values["epochs"], values["lr"], values["seed"]
+    device, log_every, double_softmax = values["device"], values["log_every"], values["double_softmax"]
     _check(_is_int(epochs) and epochs >= 1, "train.epochs", epochs, "a positive integer")
-    is_number = (_is_int(lr) or isinstance(lr, float)) and math.isfinite(lr)
-    _check(is_number and lr > 0, "train.lr", lr, "a number > 0")
+    _check(_is_number(lr) and lr > 0, "train.lr", lr, "a number > 0")
     _check(_is_int(seed) and 0 <= seed < 2**63, "train.seed", seed, "an integer from 0 to 2**63 - 1")
     _check(device in DEVICES, "train.device", device, f"one of {', '.join(DEVICES)}")
     _check(_is_int(log_every) and log_every >= 1, "train.log_every", log_every, "a positive integer")
     _check(isinstance(double_softmax, bool), "train.double_softmax", double_softmax, "true or false")
-    return TrainParams(epochs, float(lr), seed, device, log_every, double_softmax)
+    batch_size, optimizer = values["batch_size"], values["optimizer"]
+    momentum, betas, weight_decay = values["momentum"], values["betas"], values["weight_decay"]
+    _check(
+        _is_int(batch_size) and batch_size >= 0, "train.batch_size", batch_size, "0 (full batch) or a positive integer"
+    )
+    _check(optimizer in OPTIMIZERS, "train.optimizer", optimizer, f"one of {', '.join(OPTIMIZERS)}")
+    _check(_is_number(momentum) and 0 <= momentum < 1, "train.momentum", momentum, "a number from 0 up to 1")
+    betas_ok = isinstance(betas, list | tuple) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
+    _check(betas_ok, "train.betas", betas, "two numbers from 0 up to 1, e.g. [0.9, 0.999]")
+    _check(_is_number(weight_decay) and weight_decay >= 0, "train.weight_decay", weight_decay, "a number >= 0")
+    return TrainParams(
+        epochs, float(lr), seed, device, log_every, double_softmax,
+        batch_size, optimizer, float(momentum), (float(betas[0]), float(betas[1])), float(weight_decay),
+    )  # fmt: skip

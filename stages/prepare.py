@@ -1,14 +1,17 @@
 """Stage `prepare`: turn the dataset named by `data.source` into tensors under data/."""
 
 import argparse
+import sys
 
-from stages.data import SOURCES, Prepared, save_prepared
+from stages.data import Prepared, check_table, load_table, prepare_table, save_prepared
 from stages.errors import run_stage
 from stages.params import DataParams, data_params, load_params
 
 
 def prepare(params: DataParams) -> Prepared:
-    return SOURCES[params.source]()
+    table = load_table(params)
+    check_table(table, params.path if params.source == "csv" else f"data.source={params.source}")
+    return prepare_table(table, params)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +19,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="where to write the prepared tensors, e.g. data/prepared.pt")
     args = parser.parse_args(argv)
     params = data_params(load_params())
-    save_prepared(prepare(params), args.out)
+    prepared = prepare(params)
+    save_prepared(prepared, args.out)
+    print(
+        f"{params.source}: {len(prepared.train.y)} training rows, "
+        + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")
+        + f"{prepared.n_features} features, classes {', '.join(f'{i}={c}' for i, c in enumerate(prepared.classes))}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Stage `train`: fit one implementation with the lesson's full-batch SGD loop; save the model and
-its cost at every epoch."""
+"""Stage `train`: fit one implementation with the lesson's loop; save the model, its training cost
+at every epoch and, when there is a test split, its test cost every `log_every` epochs."""
 
 import argparse
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from stages.data import Split, load_prepared
 from stages.device import make_deterministic, resolve_device
@@ -13,34 +15,70 @@ from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.params import TrainParams, load_params, train_params
 
 
-def train(
-    impl: str, data: Split, n_classes: int, params: TrainParams, device: torch.device
-) -> tuple[Model, list[float]]:
-    """Train `impl` on `data`; return the model and the cost of every epoch 0..epochs.
+class Trained(NamedTuple):
+    model: Model
+    costs: list[float]  # training cost of every epoch 0..epochs
+    test_costs: list[tuple[int, float]]  # (epoch, test cost) every log_every epochs, when there is a test split
 
-    As in the lesson, an epoch's cost is computed before that epoch's update, and there are
-    epochs + 1 of them, so the last cost printed is that of the model after `epochs` updates.
+
+def make_optimizer(parameters: list[torch.Tensor], params: TrainParams) -> torch.optim.Optimizer:
+    if params.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=params.lr, betas=params.betas, weight_decay=params.weight_decay)
+    return torch.optim.SGD(parameters, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
+
+
+def train(
+    impl: str, data: Split, n_classes: int, params: TrainParams, device: torch.device, test: Split | None = None
+) -> Trained:
+    """Train `impl` on `data`.
+
+    As in the lesson there are epochs + 1 passes (range(epochs + 1)), and with full batches an
+    epoch's cost is computed before that epoch's update: the last cost printed is that of the model
+    after `epochs` updates. With mini-batches (train.batch_size > 0) an epoch's cost is the mean of
+    its batches' costs, each computed before its own update.
     """
     torch.manual_seed(params.seed)
     model = build_model(impl, data.x.shape[1], n_classes, device)
     cost_of = cost_function(impl, params.double_softmax)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr)
+    optimizer = make_optimizer(model.parameters(), params)
     x, y = data.x.to(device), data.y.to(device)
+    n_rows = len(y)
+    batch_size = params.batch_size if 0 < params.batch_size < n_rows else n_rows
+    shuffle = torch.Generator().manual_seed(params.seed)
+    if test is not None:
+        test = Split(test.x.to(device), test.y.to(device))
     # Costs stay on the device and are read back only when printed: no host sync on every epoch.
     costs = torch.empty(params.epochs + 1, device=device)
+    test_costs: list[tuple[int, torch.Tensor]] = []
     checked = 0
     for epoch in range(params.epochs + 1):
-        cost = cost_of(model(x), y)
-        optimizer.zero_grad()
-        cost.backward()
-        optimizer.step()
-        costs[epoch] = cost.detach()
+        if test is not None and epoch % params.log_every == 0:
+            with torch.no_grad():
+                test_costs.append((epoch, F.cross_entropy(model(test.x), test.y)))
+        if batch_size == n_rows:
+            costs[epoch] = _step(model, cost_of, optimizer, x, y)
+        else:
+            order = torch.randperm(n_rows, generator=shuffle).to(device)
+            total = torch.zeros((), device=device)
+            for start in range(0, n_rows, batch_size):
+                rows = order[start : start + batch_size]
+                total += _step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
+            costs[epoch] = total / n_rows
         if epoch % params.log_every == 0 or epoch == params.epochs:
             _stop_if_not_finite(costs[checked : epoch + 1], checked, params.lr)
             checked = epoch + 1
             if epoch % params.log_every == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
-    return model, costs.tolist()
+    return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
+
+
+def _step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One update; returns the cost before it."""
+    cost = cost_of(model(x), y)
+    optimizer.zero_grad()
+    cost.backward()
+    optimizer.step()
+    return cost.detach()
 
 
 def _stop_if_not_finite(costs: torch.Tensor, first_epoch: int, lr: float) -> None:
@@ -51,9 +89,8 @@ def _stop_if_not_finite(costs: torch.Tensor, first_epoch: int, lr: float) -> Non
         raise UserError(f"the cost became {value} at epoch {epoch} with train.lr={lr}; lower train.lr")
 
 
-def costs_tsv(costs: list[float]) -> str:
-    rows = [f"{epoch}\t{float32_str(cost)}\n" for epoch, cost in enumerate(costs)]
-    return "epoch\tcost\n" + "".join(rows)
+def costs_tsv(rows: list[tuple[int, float]], column: str = "cost") -> str:
+    return f"epoch\t{column}\n" + "".join(f"{epoch}\t{float32_str(cost)}\n" for epoch, cost in rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,16 +99,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data", help="prepared tensors, e.g. data/prepared.pt")
     parser.add_argument("model", help="where to save the trained model, e.g. models/low_level.pt")
     parser.add_argument("costs", help="where to write the cost per epoch (TSV), e.g. plots/cost/low_level.tsv")
+    parser.add_argument("test_costs", help="where to write the test cost (TSV), e.g. plots/test_cost/low_level.tsv")
     args = parser.parse_args(argv)
     params = train_params(load_params())
     make_deterministic()
     device = resolve_device(params.device)
     prepared = load_prepared(args.data)
-    model, costs = train(args.impl, prepared.train, prepared.n_classes, params, device)
+    test = prepared.eval if prepared.has_test else None
+    model, costs, test_costs = train(args.impl, prepared.train, prepared.n_classes, params, device, test)
     state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
-    checkpoint = {"impl": args.impl, "n_features": prepared.n_features, "n_classes": prepared.n_classes,
+    checkpoint = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
                   "device": device.type, "state": state}  # fmt: skip
-    write_text_atomic(args.costs, costs_tsv(costs))
+    write_text_atomic(args.costs, costs_tsv(list(enumerate(costs))))
+    # Without a test split the file holds the header alone: DVC wants every declared output to exist.
+    write_text_atomic(args.test_costs, costs_tsv(test_costs, "test_cost"))
     save_torch_atomic(checkpoint, args.model)
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from stages.data import toy
-from stages.params import TrainParams
+from stages.data import prepare_table, toy
+from stages.params import DataParams, TrainParams
 
 
 @pytest.fixture
@@ -12,4 +12,4 @@ def lesson_params() -> TrainParams:
 
 @pytest.fixture
 def toy_data():
-    return toy()
+    return prepare_table(toy(), DataParams(source="toy"))

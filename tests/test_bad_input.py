@@ -11,12 +11,19 @@ import torch
 from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
-from stages.data import save_prepared, toy
+from stages.data import prepare_table, save_prepared, toy
 from stages.errors import run_stage
+from stages.params import DataParams
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_PARAMS = YAML(typ="safe").load((REPO / "params.yaml").read_text())
-TRAIN_ARGS = ["low_level", "data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv"]
+TRAIN_ARGS = [
+    "low_level", "data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "plots/test_cost/low_level.tsv"
+]  # fmt: skip
+EVALUATE_ARGS = [
+    "data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "metrics/low_level.json",
+    "plots/confusion/low_level.csv",
+]  # fmt: skip
 
 
 def write_params(directory: Path, section: str | None = None, key: str | None = None, value=None, text=None):
@@ -49,7 +56,7 @@ def run(stage_main, argv: list[str]) -> str:
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    save_prepared(toy(), tmp_path / "data" / "prepared.pt")
+    save_prepared(prepare_table(toy(), DataParams(source="toy")), tmp_path / "data" / "prepared.pt")
     return tmp_path
 
 
@@ -75,7 +82,8 @@ def no_train_outputs(directory: Path) -> bool:
         (
             "lrr",
             0.1,
-            "unknown key 'train.lrr'; allowed in 'train': epochs, lr, seed, device, log_every, double_softmax",
+            "unknown key 'train.lrr'; allowed in 'train': epochs, lr, seed, device, log_every, double_softmax, "
+            "batch_size, optimizer, momentum, betas, weight_decay",
         ),
     ],
 )
@@ -108,8 +116,19 @@ def test_missing_train_key(workdir):
 @pytest.mark.parametrize(
     "section, key, value, expected",
     [
-        ("data", "source", "mnist", "params.yaml: data.source must be one of toy, got 'mnist'"),
-        ("data", "path", "x.csv", "params.yaml: unknown key 'data.path'; allowed in 'data': source"),
+        (
+            "data",
+            "source",
+            "mnist",
+            "params.yaml: data.source must be one of toy, iris, digits, csv, synthetic, got 'mnist'",
+        ),
+        (
+            "data",
+            "pathh",
+            "x.csv",
+            "params.yaml: unknown key 'data.pathh'; allowed in 'data': source, test_size, "
+            "standardize, seed, path, label, features, n_samples, n_features, n_classes",
+        ),
         ("data", None, None, "params.yaml: missing section 'data'; add it with keys source"),
     ],
 )
@@ -152,17 +171,15 @@ def test_missing_prepared_data(tmp_path, monkeypatch):
 
 
 def test_missing_model(workdir):
-    args = ["data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "metrics/low_level.json"]
-    message = run(evaluate.main, args)
+    message = run(evaluate.main, EVALUATE_ARGS)
     assert message == "stage: error: models/low_level.pt: trained model not found; run `dvc repro` to train it"
     assert not (workdir / "metrics").exists()
 
 
 def test_missing_costs(workdir):
     write_params(workdir)
-    train.main(["low_level", "data/prepared.pt", "models/low_level.pt", "elsewhere/low_level.tsv"])
-    args = ["data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "metrics/low_level.json"]
-    message = run(evaluate.main, args)
+    train.main(["low_level", "data/prepared.pt", "models/low_level.pt", "elsewhere/cost.tsv", "elsewhere/test.tsv"])
+    message = run(evaluate.main, EVALUATE_ARGS)
     assert message == (
         "stage: error: plots/cost/low_level.tsv: training costs not found; run `dvc repro` to train the model"
     )

@@ -30,8 +30,16 @@ def test_stages_run_on_cuda(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(PARAMS)
     prepare.main(["data/prepared.pt"])
     for impl in IMPLEMENTATIONS:
-        train.main([impl, "data/prepared.pt", f"models/{impl}.pt", f"plots/cost/{impl}.tsv"])
-        evaluate.main(["data/prepared.pt", f"models/{impl}.pt", f"plots/cost/{impl}.tsv", f"metrics/{impl}.json"])
+        train.main([impl, "data/prepared.pt", f"models/{impl}.pt", f"cost/{impl}.tsv", f"test_cost/{impl}.tsv"])
+        evaluate.main(
+            [
+                "data/prepared.pt",
+                f"models/{impl}.pt",
+                f"cost/{impl}.tsv",
+                f"metrics/{impl}.json",
+                f"confusion/{impl}.csv",
+            ]
+        )
         metrics = json.loads((tmp_path / f"metrics/{impl}.json").read_text())
         assert metrics["device"] == "cuda"
         assert metrics["accuracy"] >= 7 / 8
@@ -41,7 +49,7 @@ def test_stages_run_on_cuda(tmp_path, monkeypatch):
 def test_cuda_matches_cpu(impl, toy_data, lesson_params: TrainParams):
     models, costs = {}, {}
     for device in ("cpu", "cuda"):
-        models[device], costs[device] = train_model(
+        models[device], costs[device], _ = train_model(
             impl, toy_data.train, toy_data.n_classes, lesson_params, torch.device(device)
         )
     assert max(abs(a - b) for a, b in zip(costs["cpu"], costs["cuda"], strict=True)) < 1e-5
@@ -53,6 +61,6 @@ def test_cuda_matches_cpu(impl, toy_data, lesson_params: TrainParams):
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_cuda_repeats_bit_for_bit(impl, toy_data, lesson_params: TrainParams):
     cuda = torch.device("cuda")
-    _, first = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda)
-    _, second = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda)
+    first = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda).costs
+    second = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda).costs
     assert first == second

@@ -12,11 +12,14 @@ import pytest
 from stages.models import IMPLEMENTATIONS
 
 REPO = Path(__file__).resolve().parent.parent
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages"]
+PIPELINE_FILES = [
+    "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages", "datasets"
+]  # fmt: skip
+PLOTS = [("cost", "tsv"), ("test_cost", "tsv"), ("confusion", "csv")]
 RESULTS = [
     "dvc.lock",
     *(f"metrics/{impl}.json" for impl in IMPLEMENTATIONS),
-    *(f"plots/cost/{impl}.tsv" for impl in IMPLEMENTATIONS),
+    *(f"plots/{kind}/{impl}.{ext}" for impl in IMPLEMENTATIONS for kind, ext in PLOTS),
 ]
 
 pytestmark = pytest.mark.slow

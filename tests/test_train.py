@@ -10,7 +10,7 @@ from torch import nn, optim
 
 from stages.data import TOY_X, TOY_Y
 from stages.errors import UserError
-from stages.evaluate import evaluate
+from stages.evaluate import scores
 from stages.models import IMPLEMENTATIONS
 from stages.train import costs_tsv, train
 
@@ -82,46 +82,46 @@ def test_double_softmax_reproduces_the_lessons_low_level_costs(toy_data, lesson_
 
 
 def test_low_level_and_functional_cost_curves_agree(toy_data, lesson_params):
-    _, low = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
-    _, functional = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    low = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    functional = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
     assert len(low) == len(functional) == 1001
     assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < 1e-6
 
 
 def test_double_softmax_differs_from_the_correct_cost(toy_data, lesson_params):
-    _, correct = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    correct = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
     params = dataclasses.replace(lesson_params, double_softmax=True)
-    _, double = train("low_level", toy_data.train, toy_data.n_classes, params, CPU)
+    double = train("low_level", toy_data.train, toy_data.n_classes, params, CPU).costs
     assert correct[0] == pytest.approx(double[0])  # from W = 0 all probabilities are 1/3 either way
     assert double[-1] - correct[-1] > 0.1
 
 
 @pytest.mark.parametrize("impl", ["functional", "high_level"])
 def test_double_softmax_flag_is_ignored_by_the_other_implementations(impl, toy_data, lesson_params):
-    _, plain = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    plain = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
     params = dataclasses.replace(lesson_params, double_softmax=True)
-    _, flagged = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    flagged = train(impl, toy_data.train, toy_data.n_classes, params, CPU).costs
     assert plain == flagged
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_each_implementation_learns_the_toy_set(impl, toy_data, lesson_params):
-    model, costs = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    model, costs, _ = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
     assert costs[-1] < costs[0]
-    assert evaluate(model, toy_data.eval)["accuracy"] >= 7 / 8
+    assert scores(model, toy_data.eval)[0]["accuracy"] >= 7 / 8
 
 
 def test_scalar_bias_learns_nothing(toy_data, lesson_params):
     # softmax(z + c) == softmax(z): the scalar bias's gradient is (numerically) zero.
-    model, _ = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    model = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU).model
     assert abs(model.b.item()) < 1e-5
     assert model.W.abs().max().item() > 0.1
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_training_repeats_bit_for_bit(impl, toy_data, lesson_params):
-    first_model, first = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
-    second_model, second = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    first_model, first, _ = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    second_model, second, _ = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
     assert first == second
     for a, b in zip(first_model.state_dict().values(), second_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -136,7 +136,7 @@ def test_diverging_cost_stops_with_the_epoch_and_a_hint(impl, toy_data, lesson_p
 
 def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
     params = dataclasses.replace(lesson_params, epochs=7, log_every=3)
-    _, costs = train("functional", toy_data.train, toy_data.n_classes, params, CPU)
+    costs = train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs
     assert len(costs) == 8
     assert [line.split(" Cost")[0] for line in printed_lines(capsys)] == [
         "Epoch    0/7",
@@ -146,4 +146,4 @@ def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
 
 
 def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():
-    assert costs_tsv([1.0986123085021973, 0.25414797663688660]) == "epoch\tcost\n0\t1.0986123\n1\t0.25414798\n"
+    assert costs_tsv([(0, 1.0986123085021973), (1, 0.2541479766368866)]) == "epoch\tcost\n0\t1.0986123\n1\t0.25414798\n"
