@@ -130,6 +130,16 @@ def test_missing_train_key(workdir):
             "standardize, seed, path, label, features, n_samples, n_features, n_classes",
         ),
         ("data", None, None, "params.yaml: missing section 'data'; add it with keys source"),
+        ("data", "test_size", 1, "params.yaml: data.test_size must be a number from 0 up to 1, got 1"),
+        ("data", "test_size", -0.2, "params.yaml: data.test_size must be a number from 0 up to 1, got -0.2"),
+        ("data", "standardize", "yes", "params.yaml: data.standardize must be true or false, got 'yes'"),
+        (
+            "data",
+            "features",
+            "alcohol",
+            "params.yaml: data.features must be a list of column names, or null for all, got 'alcohol'",
+        ),
+        ("data", "n_classes", 1, "params.yaml: data.n_classes must be an integer >= 2, got 1"),
     ],
 )
 def test_bad_data_param(tmp_path, monkeypatch, section, key, value, expected):
@@ -137,6 +147,41 @@ def test_bad_data_param(tmp_path, monkeypatch, section, key, value, expected):
     write_params(tmp_path, section, key, value)
     assert run(prepare.main, ["data/prepared.pt"]) == f"stage: error: {expected}"
     assert not (tmp_path / "data").exists()
+
+
+def test_csv_source_without_a_label(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("data:\n  source: csv\n  path: datasets/t.csv\n")
+    message = run(prepare.main, ["data/prepared.pt"])
+    assert message == "stage: error: params.yaml: data.label must be the label column when data.source is csv, got None"
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("x,y\n1,a\n2,b\n", "datasets/t.csv: no label column 'label' (data.label); columns: x, y"),
+        ("x,label\n1,a\nnan,b\n", "datasets/t.csv, line 3: column 'x' is nan; only finite numbers are allowed"),
+        ("x,label\n1,a\n2,a\n", "datasets/t.csv: fewer than two classes (a); a classifier needs two or more"),
+        ("x,label\n1,a\n2,b\n3,b\n", "data.test_size=0.6 leaves class 'a' (1 rows) without training rows; lower"),
+    ],
+)
+def test_bad_csv_through_the_stage(tmp_path, monkeypatch, text, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "t.csv").write_text(text)
+    (tmp_path / "params.yaml").write_text(
+        "data:\n  source: csv\n  path: datasets/t.csv\n  label: label\n  test_size: 0.6\n"
+    )
+    assert run(prepare.main, ["data/prepared.pt"]).startswith(f"stage: error: {expected}")
+    assert not (tmp_path / "data").exists()
+
+
+def test_params_naming_a_source_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("data:\n  source: iris\n")
+    prepare.main(["data/prepared.pt"])
+    assert (tmp_path / "data" / "prepared.pt").is_file()
 
 
 def test_params_file_that_is_not_yaml(workdir):

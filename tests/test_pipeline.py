@@ -114,4 +114,47 @@ def test_experiment_with_another_lr_changes_the_metrics(clone):
         assert change["new"] > change["old"]  # half the step size: less far down in 1000 epochs
     experiments = json.dumps(json.loads(dvc(clone, "exp", "show", "--json")))
     assert '"lr": 0.05' in experiments
+    back_to_head(clone)
+
+
+def back_to_head(clone: Path) -> None:
     sh(clone, "git", "checkout", "--", ".")
+    dvc(clone, "checkout", "--quiet")
+
+
+def test_iris_with_a_test_split_and_standardization(clone):
+    dvc(clone, "exp", "run", "-S", "data.source=iris", "-S", "data.test_size=0.2", "-S", "data.standardize=true")
+    results = metrics(clone)
+    for impl in IMPLEMENTATIONS:
+        assert set(results[impl]) == {
+            "accuracy", "final_cost", "eval_cost", "f1_macro", "train_accuracy", "train_cost", "device"
+        }  # fmt: skip
+    assert results["high_level"]["accuracy"] >= 0.93
+    test_costs = (clone / "plots/test_cost/high_level.tsv").read_text().splitlines()
+    assert test_costs[0] == "epoch\ttest_cost" and len(test_costs) == 1 + 11
+    shown = json.dumps(json.loads(dvc(clone, "exp", "show", "--json")))
+    for impl in IMPLEMENTATIONS:  # the three implementations side by side
+        assert f"metrics/{impl}.json" in shown
+    assert shown.count('"f1_macro"') >= 3
+    back_to_head(clone)
+
+
+def test_the_example_csv_end_to_end(clone):
+    dvc(clone, "exp", "run", "-S", "data.source=csv", "-S", "data.test_size=0.2", "-S", "data.standardize=true")
+    results = metrics(clone)
+    assert all(results[impl]["accuracy"] >= 0.9 for impl in IMPLEMENTATIONS)
+    confusion = (clone / "plots/confusion/functional.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 36  # 20 % of 178 wines, per class
+    assert {row.split(",")[0] for row in confusion[1:]} == {"barbera", "barolo", "grignolino"}
+    back_to_head(clone)
+
+
+def test_a_queued_sweep(clone):
+    dvc(clone, "exp", "run", "--queue", "-S", "train.lr=0.05,0.2")
+    dvc(clone, "exp", "run", "--run-all")
+    shown = json.loads(dvc(clone, "exp", "show", "--json"))
+    experiments = [rev for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]]
+    lrs = sorted(rev["data"]["params"]["params.yaml"]["data"]["train"]["lr"] for rev in experiments)
+    assert 0.05 in lrs and 0.2 in lrs
+    for rev in experiments:
+        assert set(rev["data"]["metrics"]) == {f"metrics/{impl}.json" for impl in IMPLEMENTATIONS}

@@ -2,16 +2,18 @@
 agreements the mathematics promises between our three implementations."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
 
-from stages.data import TOY_X, TOY_Y
+from stages.data import TOY_X, TOY_Y, load_table, prepare_table
 from stages.errors import UserError
 from stages.evaluate import scores
 from stages.models import IMPLEMENTATIONS
+from stages.params import DataParams
 from stages.train import costs_tsv, train
 
 CPU = torch.device("cpu")
@@ -147,3 +149,74 @@ def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
 
 def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():
     assert costs_tsv([(0, 1.0986123085021973), (1, 0.2541479766368866)]) == "epoch\tcost\n0\t1.0986123\n1\t0.25414798\n"
+
+
+# Mini-batches and optimizers ------------------------------------------------------------------
+
+
+def test_a_batch_as_large_as_the_data_is_the_full_batch(toy_data, lesson_params):
+    full = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    params = dataclasses.replace(lesson_params, batch_size=8)
+    assert train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs == full
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_mini_batches_are_seeded_and_learn(impl, toy_data, lesson_params):
+    params = dataclasses.replace(lesson_params, batch_size=3, lr=0.02, epochs=500)  # 3 updates an epoch: a smaller step
+    first = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    second = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    assert first.costs == second.costs
+    full = train(impl, toy_data.train, toy_data.n_classes, dataclasses.replace(params, batch_size=0), CPU)
+    assert first.costs[1:] != full.costs[1:]
+    assert scores(first.model, toy_data.eval)[0]["accuracy"] >= 7 / 8
+
+
+def test_mini_batches_agree_between_low_level_and_functional(toy_data, lesson_params):
+    params = dataclasses.replace(lesson_params, batch_size=3, epochs=200)
+    low = train("low_level", toy_data.train, toy_data.n_classes, params, CPU).costs
+    functional = train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs
+    assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < 1e-5
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_adam_learns_and_differs_from_sgd(impl, toy_data, lesson_params):
+    params = dataclasses.replace(lesson_params, optimizer="adam", lr=0.05, epochs=300)
+    adam = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    sgd = train(impl, toy_data.train, toy_data.n_classes, dataclasses.replace(params, optimizer="sgd"), CPU)
+    assert adam.costs != sgd.costs
+    assert adam.costs[-1] < adam.costs[0]
+    assert scores(adam.model, toy_data.eval)[0]["accuracy"] >= 7 / 8
+
+
+def test_momentum_and_weight_decay_reach_the_optimizer(toy_data, lesson_params):
+    plain = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    for change in ({"momentum": 0.9}, {"weight_decay": 0.01}):
+        params = dataclasses.replace(lesson_params, **change)
+        assert train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs[1:] != plain[1:]
+
+
+def test_test_cost_is_logged_every_log_every_epochs(lesson_params):
+    params = DataParams(source="iris", test_size=0.2)
+    prepared = prepare_table(load_table(params), params)
+    trained = train("functional", prepared.train, prepared.n_classes, lesson_params, CPU, prepared.eval)
+    assert [epoch for epoch, _ in trained.test_costs] == list(range(0, 1001, 100))
+    assert trained.test_costs[0][1] == pytest.approx(math.log(3))  # W = 0: every class 1/3
+    assert trained.test_costs[-1][1] < trained.test_costs[0][1]
+
+
+# The README's settings for real data -----------------------------------------------------------
+
+README_SETTINGS = {
+    "iris": (DataParams(source="iris", test_size=0.2), {}),
+    "digits": (DataParams(source="digits", test_size=0.2, standardize=True), {"epochs": 500}),
+}
+
+
+@pytest.mark.parametrize("source", README_SETTINGS)
+@pytest.mark.parametrize("impl", ["functional", "high_level"])
+def test_readme_settings_reach_093_test_accuracy(source, impl, lesson_params, capsys):
+    data_params, train_changes = README_SETTINGS[source]
+    prepared = prepare_table(load_table(data_params), data_params)
+    params = dataclasses.replace(lesson_params, **train_changes)
+    trained = train(impl, prepared.train, prepared.n_classes, params, CPU, prepared.eval)
+    assert scores(trained.model, prepared.eval)[0]["accuracy"] >= 0.93

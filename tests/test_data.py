@@ -1,0 +1,165 @@
+"""The data sources, the split, standardization, and the errors bad data gets."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages.data import TOY_X, TOY_Y, Table, check_table, load_table, prepare_table, read_csv, split, synthetic
+from stages.errors import UserError
+from stages.params import DataParams
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_toy_is_the_lessons_data():
+    table = load_table(DataParams(source="toy"))
+    assert table.x.tolist() == TOY_X and table.y.tolist() == TOY_Y
+    assert table.x.dtype == torch.float32 and table.classes == ("0", "1", "2")
+
+
+@pytest.mark.parametrize(
+    "source, shape, classes",
+    [("iris", (150, 4), ("setosa", "versicolor", "virginica")), ("digits", (1797, 64), tuple("0123456789"))],
+)
+def test_scikit_learn_sources(source, shape, classes):
+    table = load_table(DataParams(source=source))
+    assert tuple(table.x.shape) == shape and table.x.dtype == torch.float32
+    assert table.classes == classes
+    assert torch.bincount(table.y).min() > 0
+
+
+def test_synthetic_is_seeded_and_balanced():
+    first, again, other = synthetic(300, 5, 3, seed=0), synthetic(300, 5, 3, seed=0), synthetic(300, 5, 3, seed=1)
+    assert torch.equal(first.x, again.x) and torch.equal(first.y, again.y)
+    assert not torch.equal(first.x, other.x)
+    assert torch.bincount(first.y).tolist() == [100, 100, 100]
+    assert first.classes == ("0", "1", "2")
+
+
+def test_synthetic_handles_a_million_rows_by_a_hundred_features():
+    params = DataParams(source="synthetic", n_samples=1_000_000, n_features=100, n_classes=10, test_size=0.2)
+    prepared = prepare_table(load_table(params), dataclasses.replace(params, standardize=True))
+    assert tuple(prepared.train.x.shape) == (800_000, 100) and tuple(prepared.eval.x.shape) == (200_000, 100)
+    assert prepared.n_classes == 10
+
+
+def test_split_is_stratified_seeded_and_complete():
+    table = load_table(DataParams(source="iris"))
+    train, test = split(table, 0.2, seed=3)
+    assert torch.bincount(test.y).tolist() == [10, 10, 10]
+    assert torch.bincount(train.y).tolist() == [40, 40, 40]
+    rows = torch.cat([train.x, test.x])
+    assert torch.equal(rows.sort(dim=0).values, table.x.sort(dim=0).values)  # every row exactly once
+    again_train, _ = split(table, 0.2, seed=3)
+    other_train, _ = split(table, 0.2, seed=4)
+    assert torch.equal(train.x, again_train.x) and not torch.equal(train.x, other_train.x)
+
+
+def test_split_that_leaves_a_class_without_training_rows():
+    table = Table(torch.zeros(5, 2), torch.tensor([0, 0, 0, 0, 1]), ("a", "b"))
+    with pytest.raises(UserError, match=r"data.test_size=0.6 leaves class 'b' \(1 rows\) without training rows"):
+        split(table, 0.6, seed=0)
+
+
+def test_split_with_no_test_rows():
+    table = Table(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1]), ("a", "b"))
+    with pytest.raises(UserError, match=r"data.test_size=0.1 puts no row of 4 in the test split; raise it"):
+        split(table, 0.1, seed=0)
+
+
+def test_standardization_uses_the_training_split_only():
+    params = DataParams(source="iris", test_size=0.2, standardize=True)
+    prepared = prepare_table(load_table(params), params)
+    torch.testing.assert_close(prepared.train.x.mean(dim=0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(prepared.train.x.std(dim=0, unbiased=False), torch.ones(4), atol=1e-5, rtol=0)
+    raw_train, raw_test = split(load_table(params), 0.2, seed=0)
+    torch.testing.assert_close(prepared.eval.x, (raw_test.x - prepared.mean) / prepared.std)
+    torch.testing.assert_close(prepared.mean, raw_train.x.mean(dim=0))
+
+
+def test_a_constant_feature_is_left_unscaled():
+    params = DataParams(source="digits", standardize=True)  # some pixels are 0 in every image
+    prepared = prepare_table(load_table(params), params)
+    assert torch.isfinite(prepared.train.x).all()
+    assert (prepared.std == 1).any()
+
+
+def test_without_test_size_evaluation_is_on_the_training_data():
+    prepared = prepare_table(load_table(DataParams(source="toy")), DataParams(source="toy"))
+    assert not prepared.has_test and prepared.eval is prepared.train
+
+
+# CSV tables -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def datasets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets").mkdir()
+    return tmp_path / "datasets"
+
+
+def test_the_example_csv(monkeypatch):
+    monkeypatch.chdir(REPO)
+    table = read_csv("datasets/wine.csv", "cultivar", None)
+    assert tuple(table.x.shape) == (178, 13)
+    assert table.classes == ("barbera", "barolo", "grignolino")  # sorted: a stable, recorded order
+    assert torch.bincount(table.y).tolist() == [48, 59, 71]
+
+
+def test_csv_string_labels_and_chosen_features(datasets):
+    (datasets / "t.csv").write_text("a,b,kind,c\n1,2,dog,3\n4,5,cat,6\n7,8,dog,9\n")
+    table = read_csv("datasets/t.csv", "kind", ("c", "a"))
+    assert table.classes == ("cat", "dog")
+    assert table.y.tolist() == [1, 0, 1]
+    assert table.x.tolist() == [[3, 1], [6, 4], [9, 7]]
+
+
+def test_csv_numeric_labels_are_ordered_as_numbers(datasets):
+    (datasets / "t.csv").write_text("x,y\n1,10\n2,9\n3,10\n")
+    table = read_csv("datasets/t.csv", "y", None)
+    assert table.classes == ("9", "10") and table.y.tolist() == [1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "text, path, label, expected",
+    [
+        (None, "datasets/nope.csv", "y", "data.path: datasets/nope.csv not found; check the path"),
+        (None, "elsewhere/t.csv", "y", "data.path: elsewhere/t.csv is not under datasets/; put the file there"),
+        (None, "/tmp/t.csv", "y", "data.path: /tmp/t.csv is not under datasets/"),
+        (
+            "x,y\n1,a\n",
+            "datasets/t.csv",
+            "label",
+            "datasets/t.csv: no label column 'label' (data.label); columns: x, y",
+        ),
+        ("x,y\n1,a\nseven,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is not a number: 'seven'"),
+        ("x,y\n1,a\n,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is not a number: ''"),
+        ("x,y\nnan,a\n1,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 2: column 'x' is nan; only finite numbers"),
+        ("x,y\n1,a\ninf,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is inf; only finite numbers"),
+        ("x,y\n1,a\n2\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: 1 fields, but the header has 2"),
+        ("", "datasets/t.csv", "y", "datasets/t.csv: the table is empty"),
+        ("x,y\n", "datasets/t.csv", "y", "datasets/t.csv: the table is empty"),
+        ("y\na\nb\n", "datasets/t.csv", "y", "datasets/t.csv: no feature columns besides the label 'y'"),
+    ],
+)
+def test_bad_csv(datasets, text, path, label, expected):
+    if text is not None:
+        (datasets / "t.csv").write_text(text)
+    with pytest.raises(UserError) as error:
+        read_csv(path, label, None)
+    assert str(error.value).startswith(expected)
+
+
+def test_csv_feature_that_is_not_a_column(datasets):
+    (datasets / "t.csv").write_text("x,y\n1,a\n")
+    with pytest.raises(UserError, match=r"no column 'z' \(data.features\); columns: x, y"):
+        read_csv("datasets/t.csv", "y", ("z",))
+
+
+def test_fewer_than_two_classes(datasets):
+    (datasets / "t.csv").write_text("x,y\n1,a\n2,a\n")
+    with pytest.raises(UserError, match=r"datasets/t.csv: fewer than two classes \(a\); a classifier needs two"):
+        check_table(read_csv("datasets/t.csv", "y", None), "datasets/t.csv")

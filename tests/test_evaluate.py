@@ -1,0 +1,46 @@
+"""Evaluation: macro F1 against scikit-learn's, the confusion rows, the metrics of each split."""
+
+import json
+
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from stages import evaluate, prepare, train
+from stages.evaluate import confusion_csv, macro_f1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_matches_scikit_learn(seed):
+    generator = torch.Generator().manual_seed(seed)
+    actual = torch.randint(4, (50,), generator=generator)
+    predicted = torch.where(
+        torch.rand(50, generator=generator) < 0.6, actual, torch.randint(4, (50,), generator=generator)
+    )
+    predicted[predicted == 3] = 2  # class 3 never predicted: its F1 is 0
+    expected = f1_score(actual.numpy(), predicted.numpy(), average="macro")
+    assert macro_f1(actual, predicted, 5) == pytest.approx(expected)  # class 4 absent: left out, as by sklearn
+
+
+def test_confusion_rows_name_the_classes():
+    text = confusion_csv(torch.tensor([0, 1]), torch.tensor([1, 1]), ["cat", "dog"])
+    assert text == "actual,predicted\ncat,dog\ndog,dog\n"
+
+
+def test_stages_with_a_test_split(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        "data:\n  source: iris\n  test_size: 0.2\n"
+        "train:\n  epochs: 200\n  lr: 0.1\n  seed: 1\n  device: cpu\n  log_every: 50\n  double_softmax: false\n"
+    )
+    prepare.main(["data.pt"])
+    train.main(["high_level", "data.pt", "model.pt", "cost.tsv", "test_cost.tsv"])
+    evaluate.main(["data.pt", "model.pt", "cost.tsv", "metrics.json", "confusion.csv"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"accuracy", "final_cost", "eval_cost", "f1_macro", "train_accuracy", "train_cost", "device"}
+    assert metrics["accuracy"] >= 0.9 and metrics["f1_macro"] >= 0.9
+    assert (tmp_path / "test_cost.tsv").read_text().splitlines()[0] == "epoch\ttest_cost"
+    assert len((tmp_path / "test_cost.tsv").read_text().splitlines()) == 1 + 5  # epochs 0, 50, ..., 200
+    confusion = (tmp_path / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 30  # the 30 test rows
+    assert {row.split(",")[0] for row in confusion[1:]} == {"setosa", "versicolor", "virginica"}
