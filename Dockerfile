@@ -54,6 +54,7 @@ COPY .dvc/config .dvc/.gitignore .dvc/
 COPY stages/ stages/
 COPY tests/ tests/
 COPY scripts/ scripts/
+COPY datasets/ datasets/
 COPY metrics/ metrics/
 COPY plots/ plots/
 
