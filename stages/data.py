@@ -105,7 +105,7 @@ def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:
         raise UserError(f"data.path: {path} not found; check the path (relative to the repository root)")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    if not rows or len(rows) < 2:
+    if len(rows) < 2:
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
     header, rows = rows[0], rows[1:]
     if label not in header:

@@ -2,6 +2,7 @@
 at every epoch and, when there is a test split, its test cost every `log_every` epochs."""
 
 import argparse
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
@@ -21,7 +22,7 @@ class Trained(NamedTuple):
     test_costs: list[tuple[int, float]]  # (epoch, test cost) every log_every epochs, when there is a test split
 
 
-def make_optimizer(parameters: list[torch.Tensor], params: TrainParams) -> torch.optim.Optimizer:
+def make_optimizer(parameters: Iterable[torch.Tensor], params: TrainParams) -> torch.optim.Optimizer:
     if params.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=params.lr, betas=params.betas, weight_decay=params.weight_decay)
     return torch.optim.SGD(parameters, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
