@@ -7,6 +7,7 @@ Needs torch and ruamel.yaml, not DVC: it calls the stages as `dvc repro` would, 
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,25 +17,18 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stages import evaluate, prepare, train  # noqa: E402
 from stages.models import IMPLEMENTATIONS  # noqa: E402
+from stages.run_all import run_all  # noqa: E402
 
 
 def run_stages(device: str, workdir: Path) -> dict[str, dict]:
-    """prepare, train and evaluate each implementation with params.yaml's values but `device`."""
+    """The whole pipeline with params.yaml's values but `device`, in `workdir`."""
     params = (REPO / "params.yaml").read_text().replace("device: auto", f"device: {device}")
     assert f"device: {device}" in params, "params.yaml has no `device: auto` line to replace"
     (workdir / "params.yaml").write_text(params)
-    prepare.main([str(workdir / "data.pt")])
-    metrics = {}
-    for impl in IMPLEMENTATIONS:
-        model, costs, test_costs, out, confusion = (
-            str(workdir / f"{impl}{suffix}") for suffix in (".pt", ".tsv", "_test.tsv", ".json", ".csv")
-        )
-        train.main([impl, str(workdir / "data.pt"), model, costs, test_costs])
-        evaluate.main([str(workdir / "data.pt"), model, costs, out, confusion])
-        metrics[impl] = json.loads(Path(out).read_text())
-    return metrics
+    if (REPO / "datasets").is_dir():
+        shutil.copytree(REPO / "datasets", workdir / "datasets")
+    return run_all(workdir)
 
 
 def compare(device: str) -> tuple[str, float]:

@@ -1,0 +1,262 @@
+"""Benchmark: each figure a ratio of two measurements taken in the same run (these machines are noisy).
+
+1. Pipeline latency: cold `dvc repro -f` of the default toy pipeline against the floor, one Python
+   process that imports torch once and does the same work (stages/run_all.py); where the gap goes; and
+   a no-op `dvc repro`.
+2. Training throughput: full-batch epochs per second of each implementation on synthetic data, against
+   the memory-bandwidth floor: the bytes an epoch must read (the features twice: forward x W, backward
+   x^T dz) divided by the copy bandwidth measured here.
+3. Time to accuracy against scikit-learn's LogisticRegression (multinomial, lbfgs): on the digits split
+   and on a large synthetic set, the time each takes to reach the test accuracy scikit-learn reaches.
+
+    python bench/run.py                    # the full sizes; about ten minutes on 2 cores
+    python bench/run.py --tiny             # the same code at toy sizes, in seconds (the test suite runs it)
+Prints a table and writes bench/results.json (or --out).
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from stages.data import DataParams, Split, load_table, prepare_table  # noqa: E402
+from stages.device import make_deterministic  # noqa: E402
+from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
+from stages.params import TrainParams  # noqa: E402
+from stages.train import make_optimizer, train  # noqa: E402
+
+PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages",
+                  "datasets"]  # fmt: skip
+CPU = torch.device("cpu")
+
+
+def timed(command: list[str], cwd: Path, env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def best_of(repeats: int, measure) -> float:
+    return min(measure() for _ in range(repeats))
+
+
+# 1. Latency ----------------------------------------------------------------------------------------
+
+
+def latency(repeats: int) -> dict:
+    # The stages' `python` must be this interpreter; DVC must not phone home.
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        for name in PIPELINE_FILES:
+            target = repo / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+            copy(REPO / name, target)
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        floor_dir = Path(tmp) / "floor"
+        floor_dir.mkdir()
+        shutil.copy2(REPO / "params.yaml", floor_dir / "params.yaml")
+        floor = best_of(repeats, lambda: timed([python, "-m", "stages.run_all", str(floor_dir)], REPO, env))
+        repro = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro", "-f"], repo, env))
+        noop = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro"], repo, env))
+        # Where the gap goes: seven stage processes, each starting Python and importing torch.
+        stage_commands = [["python", "-m", "stages.prepare", "data/prepared.pt"]] + [
+            command
+            for impl in IMPLEMENTATIONS
+            for command in (
+                ["python", "-m", "stages.train", impl, "data/prepared.pt", f"models/{impl}.pt",
+                 f"plots/cost/{impl}.tsv", f"plots/test_cost/{impl}.tsv"],
+                ["python", "-m", "stages.evaluate", "data/prepared.pt", f"models/{impl}.pt",
+                 f"plots/cost/{impl}.tsv", f"metrics/{impl}.json", f"plots/confusion/{impl}.csv"],
+            )
+        ]  # fmt: skip
+        stages = best_of(repeats, lambda: sum(timed(c, repo, env) for c in stage_commands))
+        interpreter = best_of(repeats, lambda: timed([python, "-c", "pass"], repo, env))
+        torch_import = best_of(repeats, lambda: timed([python, "-c", "import torch"], repo, env)) - interpreter
+    return {
+        "floor_s": floor,
+        "dvc_repro_forced_s": repro,
+        "ratio_to_floor": repro / floor,
+        "dvc_repro_noop_s": noop,
+        "stage_processes_s": stages,
+        "dvc_own_work_s": repro - stages,
+        "stage_count": len(stage_commands),
+        "python_start_s": interpreter,
+        "torch_import_s": torch_import,
+        "extra_starts_and_imports_s": (len(stage_commands) - 1) * (interpreter + torch_import),
+    }
+
+
+# 2. Throughput -------------------------------------------------------------------------------------
+
+
+def copy_bandwidth(tensor: torch.Tensor, repeats: int) -> float:
+    """Bytes copied per second: a large tensor read once and written once."""
+    target = torch.empty_like(tensor)
+    seconds = best_of(repeats, lambda: _time(lambda: target.copy_(tensor)))
+    return tensor.numel() * tensor.element_size() / seconds
+
+
+def _time(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def throughput(n_samples: int, n_features: int, n_classes: int, epochs: int, repeats: int) -> dict:
+    params = DataParams(source="synthetic", n_samples=n_samples, n_features=n_features, n_classes=n_classes)
+    prepared = prepare_table(load_table(params), params)
+    x = prepared.train.x
+    bandwidth = copy_bandwidth(x, repeats)
+    bytes_per_epoch = 2 * x.numel() * x.element_size()  # x read by the forward and by the weight gradient
+    floor = bandwidth / bytes_per_epoch
+    result = {"shape": [n_samples, n_features, n_classes], "copy_bandwidth_gb_s": bandwidth / 1e9,
+              "floor_epochs_per_s": floor, "threads": torch.get_num_threads()}  # fmt: skip
+    train_params = TrainParams(epochs - 1, 0.1, 1, "cpu", epochs, False)  # range(epochs) passes
+    for impl in IMPLEMENTATIONS:
+
+        def run(impl: str = impl) -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                train(impl, prepared.train, prepared.n_classes, train_params, CPU)
+
+        run()  # warm-up
+        seconds = best_of(repeats, lambda run=run: _time(run))
+        result[impl] = {"epochs_per_s": epochs / seconds, "fraction_of_floor": epochs / seconds / floor}
+    return result
+
+
+# 3. Time to accuracy -------------------------------------------------------------------------------
+
+
+def accuracy(model, data: Split) -> float:
+    with torch.no_grad():
+        return (model(data.x).argmax(dim=1) == data.y).float().mean().item()
+
+
+def time_to_accuracy(
+    impl: str, train_split: Split, test: Split, n_classes: int, target: float, params: TrainParams, check_every: int
+) -> tuple[float, float, int]:
+    """Seconds of training until the test accuracy reaches `target` (checks not counted)."""
+    torch.manual_seed(params.seed)
+    model = build_model(impl, train_split.x.shape[1], n_classes)
+    cost_of = cost_function(impl)
+    optimizer = make_optimizer(model.parameters(), params)
+    elapsed, reached = 0.0, 0.0
+    for epoch in range(1, params.epochs + 1):
+        start = time.perf_counter()
+        cost = cost_of(model(train_split.x), train_split.y)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+        elapsed += time.perf_counter() - start
+        if epoch % check_every == 0:
+            reached = accuracy(model, test)
+            if reached >= target:
+                return elapsed, reached, epoch
+    return float("inf"), reached, params.epochs
+
+
+def against_sklearn(data_params: DataParams, train_params: TrainParams, check_every: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    prepared = prepare_table(load_table(data_params), data_params)
+    x, y = prepared.train.x.numpy(), prepared.train.y.numpy()
+    start = time.perf_counter()
+    sklearn_model = LogisticRegression(solver="lbfgs", max_iter=1000).fit(x, y)  # multinomial for > 2 classes
+    sklearn_seconds = time.perf_counter() - start
+    target = float((sklearn_model.predict(prepared.eval.x.numpy()) == prepared.eval.y.numpy()).mean())
+    result = {"rows": [len(prepared.train.y), len(prepared.eval.y)], "features": prepared.n_features,
+              "sklearn_s": sklearn_seconds, "target_accuracy": target}  # fmt: skip
+    for impl in ("functional", "high_level"):
+        seconds, reached, epochs = time_to_accuracy(
+            impl, prepared.train, prepared.eval, prepared.n_classes, target, train_params, check_every
+        )
+        speedup = sklearn_seconds / seconds
+        result[impl] = {"seconds": seconds, "accuracy": reached, "epochs": epochs, "speedup": speedup}
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="toy sizes: checks that the benchmark runs")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results.json"))
+    args = parser.parse_args()
+    make_deterministic()  # as the train stage runs: deterministic kernels, one thread
+    repeats = 1 if args.tiny else 3
+    adam = TrainParams(2000, 0.01, 1, "cpu", 100, False, optimizer="adam")
+    size = {"n_samples": 2000} if args.tiny else {"n_samples": 200_000, "n_features": 784, "n_classes": 10}
+    synthetic = DataParams(source="synthetic", test_size=0.2, standardize=True, **size)
+    digits = DataParams(source="digits", test_size=0.2, standardize=True)
+    machine = platform.processor() or platform.machine()
+    results = {
+        "machine": {"processor": machine, "cpus": os.cpu_count(), "torch": torch.__version__},
+        "latency": latency(repeats),
+        "throughput": throughput(*((2000, 784, 10, 3) if args.tiny else (200_000, 784, 10, 10)), repeats),
+        "time_to_accuracy": {
+            "digits": against_sklearn(digits, adam, check_every=5),
+            "synthetic": against_sklearn(synthetic, adam, check_every=5),
+        },
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results))
+    print(f"\nwrote {args.out}")
+
+
+def report(results: dict) -> str:
+    machine, lat, thr = results["machine"], results["latency"], results["throughput"]
+    lines = [
+        f"machine: {machine['processor']}, {machine['cpus']} CPUs, torch {machine['torch']}",
+        "",
+        "1. pipeline latency (best of runs)",
+        f"   floor, one process:         {lat['floor_s']:6.2f} s",
+        f"   dvc repro -f:               {lat['dvc_repro_forced_s']:6.2f} s   ({lat['ratio_to_floor']:.1f}x the floor)",
+        f"     {lat['stage_count']} stage processes:        {lat['stage_processes_s']:6.2f} s",
+        f"       of which extra Python starts and torch imports: {lat['extra_starts_and_imports_s']:.2f} s",
+        f"       ({lat['python_start_s']:.2f} s to start Python, {lat['torch_import_s']:.2f} s to import torch)",
+        f"     DVC's own work:           {lat['dvc_own_work_s']:6.2f} s",
+        f"   dvc repro, nothing to do:   {lat['dvc_repro_noop_s']:6.2f} s",
+        "",
+        f"2. full-batch training throughput, synthetic {' x '.join(map(str, thr['shape']))} "
+        f"on {thr['threads']} thread(s)",
+        f"   copy bandwidth {thr['copy_bandwidth_gb_s']:.1f} GB/s -> floor {thr['floor_epochs_per_s']:.2f} epochs/s",
+    ]
+    for impl in IMPLEMENTATIONS:
+        rate, fraction = thr[impl]["epochs_per_s"], thr[impl]["fraction_of_floor"]
+        lines.append(f"   {impl:<11} {rate:7.2f} epochs/s   {100 * fraction:5.1f} % of the floor")
+    lines += ["", "3. time to scikit-learn's test accuracy (LogisticRegression, lbfgs), ours with full-batch Adam"]
+    for name, r in results["time_to_accuracy"].items():
+        lines.append(f"   {name} ({r['rows'][0]} training rows, {r['features']} features):")
+        lines.append(f"     scikit-learn {r['sklearn_s']:.2f} s to test accuracy {r['target_accuracy']:.4f}")
+        for impl in ("functional", "high_level"):
+            ours = r[impl]
+            lines.append(
+                f"     {impl:<11} {ours['seconds']:.2f} s ({ours['epochs']} epochs, {ours['accuracy']:.4f}): "
+                f"{ours['speedup']:.1f}x scikit-learn's speed"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
