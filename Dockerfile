@@ -55,6 +55,7 @@ COPY stages/ stages/
 COPY tests/ tests/
 COPY scripts/ scripts/
 COPY datasets/ datasets/
+COPY bench/ bench/
 COPY metrics/ metrics/
 COPY plots/ plots/
 

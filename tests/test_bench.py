@@ -24,7 +24,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     figures = json.loads(out.read_text())
     latency = figures["latency"]
     assert latency["stage_count"] == 7
-    assert 0 < latency["floor_s"] and 0 < latency["dvc_repro_forced_s"] and 0 < latency["dvc_repro_noop_s"]
+    assert latency["floor_s"] > 0 and latency["dvc_repro_forced_s"] > 0 and latency["dvc_repro_noop_s"] > 0
     assert latency["ratio_to_floor"] == pytest.approx(latency["dvc_repro_forced_s"] / latency["floor_s"])
     throughput = figures["throughput"]
     for impl in IMPLEMENTATIONS:
