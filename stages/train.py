@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from stages import distributed
 from stages.data import Split, load_prepared
 from stages.device import make_deterministic, resolve_device
 from stages.errors import UserError, run_stage
@@ -45,6 +46,9 @@ def train(
     x, y = data.x.to(device), data.y.to(device)
     n_rows = len(y)
     batch_size = params.batch_size if 0 < params.batch_size < n_rows else n_rows
+    if distributed.world_size() > batch_size:
+        raise UserError(f"a batch of {batch_size} rows cannot be shared by {distributed.world_size()} processes; "
+                        "raise train.batch_size or launch fewer processes")  # fmt: skip
     shuffle = torch.Generator().manual_seed(params.seed)
     if test is not None:
         test = Split(test.x.to(device), test.y.to(device))
@@ -68,18 +72,23 @@ def train(
         if epoch % params.log_every == 0 or epoch == params.epochs:
             _stop_if_not_finite(costs[checked : epoch + 1], checked, params.lr)
             checked = epoch + 1
-            if epoch % params.log_every == 0:
+            if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
 
 
 def _step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One update; returns the cost before it."""
-    cost = cost_of(model(x), y)
+    """One update on the batch x, y; returns the batch's cost before it. Under torchrun each process
+    computes the gradient of its share of the batch, and the shares are summed before the update."""
+    rows = distributed.share(len(y)) if distributed.world_size() > 1 else slice(None)
+    cost = cost_of(model(x[rows]), y[rows])
     optimizer.zero_grad()
     cost.backward()
+    cost = cost.detach()
+    if distributed.world_size() > 1:
+        cost = distributed.sum_gradients(model.parameters(), cost, len(y[rows]) / len(y))
     optimizer.step()
-    return cost.detach()
+    return cost
 
 
 def _stop_if_not_finite(costs: torch.Tensor, first_epoch: int, lr: float) -> None:
@@ -107,7 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(params.device)
     prepared = load_prepared(args.data)
     test = prepared.eval if prepared.has_test else None
-    model, costs, test_costs = train(args.impl, prepared.train, prepared.n_classes, params, device, test)
+    rank = distributed.start(device)
+    try:
+        model, costs, test_costs = train(args.impl, prepared.train, prepared.n_classes, params, device, test)
+    finally:
+        distributed.stop()
+    if rank != 0:  # every process holds the same model: the first one writes it
+        return
     state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
     checkpoint = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
                   "device": device.type, "state": state}  # fmt: skip

@@ -1,0 +1,53 @@
+"""Data-parallel training across processes, as PyTorch's DistributedDataParallel does it: every process
+holds the whole model, takes its share of each batch, and the gradients are summed across processes
+(all-reduce; gloo on the CPU, NCCL on GPUs) before each update, so every process makes the same update.
+
+Launch the train stage under torchrun, which sets RANK, WORLD_SIZE and the rendezvous address:
+    torchrun --nproc-per-node=2 -m stages.train functional data/prepared.pt ...
+Without torchrun (WORLD_SIZE unset) training is the plain single-process loop.
+"""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start(device: torch.device) -> int:
+    """Join the process group when launched by torchrun; returns this process's rank (0 alone)."""
+    if world_size() == 1:
+        return 0
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process on a machine
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank()
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def share(n_rows: int) -> slice:
+    """This process's contiguous share of a batch of n_rows."""
+    world, me = dist.get_world_size(), dist.get_rank()
+    return slice(n_rows * me // world, n_rows * (me + 1) // world)
+
+
+def sum_gradients(parameters, cost: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Turn this process's gradients (of the mean cost over its rows, a `fraction` of the batch) into
+    those of the mean cost over the whole batch, in every process; returns the whole batch's cost."""
+    for parameter in parameters:
+        parameter.grad.mul_(fraction)
+        dist.all_reduce(parameter.grad)
+    cost = cost * fraction
+    dist.all_reduce(cost)
+    return cost
