@@ -36,7 +36,7 @@ from stages.data import DataParams, Split, load_table, prepare_table  # noqa: E4
 from stages.device import make_deterministic  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
 from stages.params import TrainParams  # noqa: E402
-from stages.train import make_optimizer, train  # noqa: E402
+from stages.train import make_optimizer, step, train  # noqa: E402
 
 PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages",
                   "datasets"]  # fmt: skip
@@ -163,10 +163,7 @@ def time_to_accuracy(
     elapsed, reached = 0.0, 0.0
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
-        cost = cost_of(model(train_split.x), train_split.y)
-        optimizer.zero_grad()
-        cost.backward()
-        optimizer.step()
+        step(model, cost_of, optimizer, train_split.x, train_split.y)
         elapsed += time.perf_counter() - start
         if epoch % check_every == 0:
             reached = accuracy(model, test)

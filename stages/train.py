@@ -61,13 +61,13 @@ def train(
             with torch.no_grad():
                 test_costs.append((epoch, F.cross_entropy(model(test.x), test.y)))
         if batch_size == n_rows:
-            costs[epoch] = _step(model, cost_of, optimizer, x, y)
+            costs[epoch] = step(model, cost_of, optimizer, x, y)
         else:
             order = torch.randperm(n_rows, generator=shuffle).to(device)
             total = torch.zeros((), device=device)
             for start in range(0, n_rows, batch_size):
                 rows = order[start : start + batch_size]
-                total += _step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
+                total += step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
             costs[epoch] = total / n_rows
         if epoch % params.log_every == 0 or epoch == params.epochs:
             _stop_if_not_finite(costs[checked : epoch + 1], checked, params.lr)
@@ -77,7 +77,7 @@ def train(
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
 
 
-def _step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One update on the batch x, y; returns the batch's cost before it. Under torchrun each process
     computes the gradient of its share of the batch, and the shares are summed before the update."""
     rows = distributed.share(len(y)) if distributed.world_size() > 1 else slice(None)
