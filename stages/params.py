@@ -61,11 +61,15 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
-def _section(params: dict[str, Any], name: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
+def _section(params: dict[str, Any], name: str, params_class: type) -> dict[str, Any]:
+    """The section's values, checked for unknown and missing keys. The dataclass's fields are the keys;
+    those with a default are optional, and the default fills in when the key is left out."""
+    required = tuple(field.name for field in fields(params_class) if field.default is MISSING)
+    optional = {field.name: field.default for field in fields(params_class) if field.default is not MISSING}
+    allowed = (*required, *optional)
     if name not in params:
         raise UserError(f"params.yaml: missing section '{name}'; add it with keys {', '.join(required)}")
     section = params[name]
-    allowed = required + optional
     if not isinstance(section, dict):
         raise UserError(f"params.yaml: section '{name}' must be a mapping of {', '.join(allowed)}, got {section!r}")
     for key in section:
@@ -74,13 +78,7 @@ def _section(params: dict[str, Any], name: str, required: tuple[str, ...], optio
     for key in required:
         if key not in section:
             raise UserError(f"params.yaml: missing key '{name}.{key}'; add it to section '{name}'")
-    return section
-
-
-def _with_defaults(section: dict[str, Any], params_class: type) -> dict[str, Any]:
-    """The section's values, and the dataclass's defaults for the optional keys it leaves out."""
-    defaults = {field.name: field.default for field in fields(params_class) if field.default is not MISSING}
-    return {**defaults, **section}
+    return {**optional, **section}
 
 
 def _is_int(value: Any) -> bool:
@@ -97,8 +95,7 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
 
 
 def data_params(params: dict[str, Any]) -> DataParams:
-    optional = ("test_size", "standardize", "seed", "path", "label", "features", "n_samples", "n_features", "n_classes")
-    values = _with_defaults(_section(params, "data", ("source",), optional), DataParams)
+    values = _section(params, "data", DataParams)
     source = values["source"]
     _check(isinstance(source, str) and source in SOURCES, "data.source", source, f"one of {', '.join(SOURCES)}")
     test_size, standardize, seed = values["test_size"], values["standardize"], values["seed"]
@@ -122,9 +119,7 @@ def data_params(params: dict[str, Any]) -> DataParams:
 
 
 def train_params(params: dict[str, Any]) -> TrainParams:
-    required = ("epochs", "lr", "seed", "device", "log_every", "double_softmax")
-    optional = ("batch_size", "optimizer", "momentum", "betas", "weight_decay")
-    values = _with_defaults(_section(params, "train", required, optional), TrainParams)
+    values = _section(params, "train", TrainParams)
     epochs, lr, seed = values["epochs"], values["lr"], values["seed"]
     device, log_every, double_softmax = values["device"], values["log_every"], values["double_softmax"]
     _check(_is_int(epochs) and epochs >= 1, "train.epochs", epochs, "a positive integer")
