@@ -197,16 +197,17 @@ def standardization(train: Split) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def prepare_table(table: Table, params: DataParams) -> Prepared:
-    if params.test_size > 0:
+    has_test = params.test_size > 0
+    if has_test:
         train, test = split(table, params.test_size, params.seed)
     else:
         train = test = Split(table.x, table.y)
-    if not params.standardize:
-        return Prepared(train, test, table.classes, has_test=params.test_size > 0)
-    mean, std = standardization(train)
-    train = Split((train.x - mean) / std, train.y)
-    test = Split((test.x - mean) / std, test.y) if params.test_size > 0 else train
-    return Prepared(train, test, table.classes, params.test_size > 0, mean, std)
+    mean = std = None
+    if params.standardize:
+        mean, std = standardization(train)
+        train = Split((train.x - mean) / std, train.y)
+        test = Split((test.x - mean) / std, test.y) if has_test else train
+    return Prepared(train, test, table.classes, has_test, mean, std)
 
 
 def save_prepared(prepared: Prepared, path: str | Path) -> None:
