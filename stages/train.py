@@ -2,7 +2,7 @@
 at every epoch and, when there is a test split, its test cost every `log_every` epochs."""
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -63,10 +63,8 @@ def train(
         if batch_size == n_rows:
             costs[epoch] = step(model, cost_of, optimizer, x, y)
         else:
-            order = torch.randperm(n_rows, generator=shuffle).to(device)
             total = torch.zeros((), device=device)
-            for start in range(0, n_rows, batch_size):
-                rows = order[start : start + batch_size]
+            for rows in batches(n_rows, batch_size, shuffle, device):
                 total += step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
             costs[epoch] = total / n_rows
         if epoch % params.log_every == 0 or epoch == params.epochs:
@@ -75,6 +73,13 @@ def train(
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
+
+
+def batches(n_rows: int, batch_size: int, shuffle: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+    """One epoch of mini-batches: the row indices of each, in an order drawn from `shuffle`."""
+    order = torch.randperm(n_rows, generator=shuffle).to(device)
+    for start in range(0, n_rows, batch_size):
+        yield order[start : start + batch_size]
 
 
 def step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

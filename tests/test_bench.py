@@ -29,8 +29,11 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     throughput = figures["throughput"]
     for impl in IMPLEMENTATIONS:
         assert throughput[impl]["epochs_per_s"] > 0
+    parts = throughput["epoch_parts"]
+    assert parts["forward_matmul_s"] > 0 and parts["gradient_matmul_s"] > 0 and parts["cross_entropy_s"] > 0
+    assert parts["compute_floor_epochs_per_s"] > 0
     for data in ("digits", "synthetic"):
         race = figures["time_to_accuracy"][data]
-        assert 0 < race["target_accuracy"] <= 1
+        assert 0 < race["target_accuracy"] <= 1 and race["sklearn_iterations"] > 0
         for impl in ("functional", "high_level"):
-            assert race[impl]["epochs"] > 0
+            assert race[impl]["updates"] > 0
