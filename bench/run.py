@@ -1,8 +1,8 @@
 """Benchmark: each figure a ratio of two measurements taken in the same run (these machines are noisy).
 
 1. Pipeline latency: cold `dvc repro -f` of the default toy pipeline against the floor, one Python
-   process that imports torch once and does the same work (stages/run_all.py); where the gap goes; and
-   a no-op `dvc repro`.
+   process that imports torch once and does the same work (stages/run_all.py); where the gap goes; the
+   same without the fork server (stages/forkserver.py); and a no-op `dvc repro`.
 2. Training throughput: full-batch epochs per second of each implementation on synthetic data, against
    the memory-bandwidth floor: the bytes an epoch must read (the features twice: forward x W, backward
    x^T dz) divided by the copy bandwidth measured here.
@@ -34,14 +34,13 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from scripts.pipeline_copy import copy_pipeline  # noqa: E402
 from stages.data import DataParams, Split, load_table, prepare_table  # noqa: E402
 from stages.device import make_deterministic  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
 from stages.params import TrainParams  # noqa: E402
 from stages.train import batches, make_optimizer, step, train  # noqa: E402
 
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages",
-                  "datasets"]  # fmt: skip
 CPU = torch.device("cpu")
 
 
@@ -67,44 +66,47 @@ def latency(repeats: int) -> dict:
     }
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        for name in PIPELINE_FILES:
-            target = repo / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
-            copy(REPO / name, target)
-        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        repo = copy_pipeline(Path(tmp) / "repo")
         floor_dir = Path(tmp) / "floor"
         floor_dir.mkdir()
         shutil.copy2(REPO / "params.yaml", floor_dir / "params.yaml")
+
+        def cold(command: list[str], **variables: str) -> float:
+            """Time `command` with no fork server left from an earlier run: a new socket directory."""
+            with tempfile.TemporaryDirectory() as sockets:
+                return timed(command, repo, {**env, "XDG_RUNTIME_DIR": sockets, **variables})
+
         floor = best_of(repeats, lambda: timed([python, "-m", "stages.run_all", str(floor_dir)], REPO, env))
-        repro = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro", "-f"], repo, env))
+        repro = best_of(repeats, lambda: cold([python, "-m", "dvc", "repro", "-f"]))
+        no_server = best_of(repeats, lambda: cold([python, "-m", "dvc", "repro", "-f"], SOFTMAX_FORK_SERVER="0"))
         noop = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro"], repo, env))
-        # Where the gap goes: seven stage processes, each starting Python and importing torch.
-        stage_commands = [["python", "-m", "stages.prepare", "data/prepared.pt"]] + [
-            command
-            for impl in IMPLEMENTATIONS
-            for command in (
-                ["python", "-m", "stages.train", impl, "data/prepared.pt", f"models/{impl}.pt",
-                 f"plots/cost/{impl}.tsv", f"plots/test_cost/{impl}.tsv"],
-                ["python", "-m", "stages.evaluate", "data/prepared.pt", f"models/{impl}.pt",
-                 f"plots/cost/{impl}.tsv", f"metrics/{impl}.json", f"plots/confusion/{impl}.csv"],
-            )
-        ]  # fmt: skip
-        stages = best_of(repeats, lambda: sum(timed(c, repo, env) for c in stage_commands))
+        # Where the time goes: the stage commands as DVC runs them, one after another.
+        dry_run = subprocess.run([python, "-m", "dvc", "repro", "--dry", "-f"], cwd=repo, env=env, check=True,
+                                 capture_output=True, text=True).stdout  # fmt: skip
+        stage_commands = [line[2:] for line in dry_run.splitlines() if line.startswith("> ")]
+
+        def stages(**variables: str) -> float:
+            with tempfile.TemporaryDirectory() as sockets:
+                stage_env = {**env, "XDG_RUNTIME_DIR": sockets, **variables}
+                return sum(timed(["sh", "-c", command], repo, stage_env) for command in stage_commands)
+
+        served = best_of(repeats, stages)
+        separate = best_of(repeats, lambda: stages(SOFTMAX_FORK_SERVER="0"))
         interpreter = best_of(repeats, lambda: timed([python, "-c", "pass"], repo, env))
         torch_import = best_of(repeats, lambda: timed([python, "-c", "import torch"], repo, env)) - interpreter
     return {
         "floor_s": floor,
         "dvc_repro_forced_s": repro,
         "ratio_to_floor": repro / floor,
+        "dvc_repro_forced_without_server_s": no_server,
+        "ratio_to_floor_without_server": no_server / floor,
         "dvc_repro_noop_s": noop,
-        "stage_processes_s": stages,
-        "dvc_own_work_s": repro - stages,
         "stage_count": len(stage_commands),
+        "stage_processes_s": served,
+        "stage_processes_without_server_s": separate,
+        "dvc_own_work_s": repro - served,
         "python_start_s": interpreter,
         "torch_import_s": torch_import,
-        "extra_starts_and_imports_s": (len(stage_commands) - 1) * (interpreter + torch_import),
     }
 
 
@@ -272,13 +274,16 @@ def report(results: dict) -> str:
     lines = [
         f"machine: {machine['processor']}, {machine['cpus']} CPUs, torch {machine['torch']}",
         "",
-        "1. pipeline latency (best of runs)",
+        "1. pipeline latency (best of runs, each starting without a fork server)",
         f"   floor, one process:         {lat['floor_s']:6.2f} s",
         f"   dvc repro -f:               {lat['dvc_repro_forced_s']:6.2f} s   ({lat['ratio_to_floor']:.1f}x the floor)",
         f"     {lat['stage_count']} stage processes:        {lat['stage_processes_s']:6.2f} s",
-        f"       of which extra Python starts and torch imports: {lat['extra_starts_and_imports_s']:.2f} s",
-        f"       ({lat['python_start_s']:.2f} s to start Python, {lat['torch_import_s']:.2f} s to import torch)",
         f"     DVC's own work:           {lat['dvc_own_work_s']:6.2f} s",
+        "   the same with SOFTMAX_FORK_SERVER=0, each stage a fresh interpreter importing torch:",
+        f"   dvc repro -f:               {lat['dvc_repro_forced_without_server_s']:6.2f} s   "
+        f"({lat['ratio_to_floor_without_server']:.1f}x the floor)",
+        f"     {lat['stage_count']} stage processes:        {lat['stage_processes_without_server_s']:6.2f} s",
+        f"     ({lat['python_start_s']:.2f} s to start Python, {lat['torch_import_s']:.2f} s to import torch)",
         f"   dvc repro, nothing to do:   {lat['dvc_repro_noop_s']:6.2f} s",
         "",
         f"2. full-batch training throughput, synthetic {' x '.join(map(str, thr['shape']))} "

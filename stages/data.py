@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from stages.errors import UserError
-from stages.files import save_torch_atomic
+from stages.files import load_torch, save_torch_atomic
 from stages.params import DataParams
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
@@ -225,9 +225,8 @@ def save_prepared(prepared: Prepared, path: str | Path) -> None:
 
 
 def load_prepared(path: str | Path) -> Prepared:
-    if not Path(path).is_file():
-        raise UserError(f"{path}: prepared data not found; run `dvc repro prepare` first")
-    tensors = torch.load(path, weights_only=True)
+    keys = ("train_x", "train_y", "eval_x", "eval_y", "classes", "has_test", "mean", "std")
+    tensors = load_torch(path, "prepared data", keys, "run `dvc repro prepare` first")
     return Prepared(
         train=Split(tensors["train_x"], tensors["train_y"]),
         eval=Split(tensors["eval_x"], tensors["eval_y"]),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from stages.data import Split, load_prepared
 from stages.errors import UserError, run_stage
-from stages.files import float32_str, write_text_atomic
+from stages.files import float32_str, load_torch, write_text_atomic
 from stages.models import Model, build_model
 
 
@@ -42,9 +42,8 @@ def confusion_csv(actual: torch.Tensor, predicted: torch.Tensor, classes: list[s
 
 
 def load_model(path: str | Path) -> tuple[Model, dict]:
-    if not Path(path).is_file():
-        raise UserError(f"{path}: trained model not found; run `dvc repro` to train it")
-    checkpoint = torch.load(path, weights_only=True)
+    keys = ("impl", "n_features", "classes", "state")
+    checkpoint = load_torch(path, "trained model", keys, "run `dvc repro` to train it")
     model = build_model(checkpoint["impl"], checkpoint["n_features"], len(checkpoint["classes"]))
     model.load_state_dict(checkpoint["state"])
     return model, checkpoint

@@ -1,4 +1,5 @@
-"""Writing outputs all at once: a stage that fails leaves no half-written file behind."""
+"""Writing outputs all at once: a stage that fails leaves no half-written file behind; reading them back
+with a one-line error when one is missing or is not what it should be."""
 
 import io
 import os
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from stages.errors import UserError
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -47,3 +50,18 @@ def float32_str(value: float) -> str:
         if _as_float32(float(text)) == _as_float32(value):
             return text
     return f"{value:.9g}"  # 9 significant digits always round-trip a float32
+
+
+def load_torch(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> dict[str, Any]:
+    """The dict a stage saved with save_torch_atomic, holding `keys`; a UserError naming `what` the file
+    should be and the `fix` when it is missing, unreadable or another file."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: {what} not found; {fix}")
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as error:  # torch.load raises whatever its unpickler or zip reader meets
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable {what} ({reason}); {fix}") from None
+    if not isinstance(saved, dict) or not set(keys) <= saved.keys():
+        raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
+    return saved

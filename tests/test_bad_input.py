@@ -215,6 +215,36 @@ def test_missing_prepared_data(tmp_path, monkeypatch):
     assert no_train_outputs(tmp_path)
 
 
+def test_prepared_data_that_is_not_a_torch_file(workdir):
+    write_params(workdir)
+    (workdir / "data" / "prepared.pt").write_text("x,y\n1,2\n")
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: data/prepared.pt: not a readable prepared data (")
+    assert message.endswith("); run `dvc repro prepare` first")
+    assert no_train_outputs(workdir)
+
+
+def test_a_model_in_place_of_the_prepared_data(workdir):
+    write_params(workdir)
+    train.main(TRAIN_ARGS)
+    message = run(evaluate.main, ["models/low_level.pt", *EVALUATE_ARGS[1:]])
+    assert message == (
+        "stage: error: models/low_level.pt: not a prepared data (another file in its place?); "
+        "run `dvc repro prepare` first"
+    )
+    assert not (workdir / "metrics").exists()
+
+
+def test_a_truncated_model(workdir):
+    write_params(workdir)
+    train.main(TRAIN_ARGS)
+    model = workdir / "models" / "low_level.pt"
+    model.write_bytes(model.read_bytes()[:100])
+    message = run(evaluate.main, EVALUATE_ARGS)
+    assert message.startswith("stage: error: models/low_level.pt: not a readable trained model (")
+    assert not (workdir / "metrics").exists()
+
+
 def test_missing_model(workdir):
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message == "stage: error: models/low_level.pt: trained model not found; run `dvc repro` to train it"

@@ -2,19 +2,16 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from scripts.pipeline_copy import copy_pipeline
 from stages.models import IMPLEMENTATIONS
 
 REPO = Path(__file__).resolve().parent.parent
-PIPELINE_FILES = [
-    "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages", "datasets"
-]  # fmt: skip
 PLOTS = [("cost", "tsv"), ("test_cost", "tsv"), ("confusion", "csv")]
 RESULTS = [
     "dvc.lock",
@@ -48,15 +45,7 @@ def dvc(cwd: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     """The pipeline's code and parameters, without any result, committed in a new git repository."""
-    root = tmp_path_factory.mktemp("clone")
-    for name in PIPELINE_FILES:
-        source, target = REPO / name, root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
-    sh(root, "git", "init", "-q")
+    root = copy_pipeline(tmp_path_factory.mktemp("clone"))
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "pipeline")
     dvc(root, "repro")
