@@ -166,7 +166,20 @@ def epoch_parts(x: torch.Tensor, n_classes: int, repeats: int) -> dict:
     forward = best_of(repeats, lambda: _time(lambda: x @ weight.t()))
     gradient = best_of(repeats, lambda: _time(lambda: dz.t() @ x))
     square_seconds = best_of(repeats, lambda: _time(lambda: square @ square))
+    # The same two products in oneDNN, torch's other CPU backend, which its fp32 matmul does not use:
+    # reached only through an internal op, so measured when this build has it, and never trained with.
+    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+    onednn_parts = {}
+    if onednn is not None:
+        dz_class_major = dz.t().contiguous()
+        onednn_parts = {
+            "onednn_forward_s": best_of(repeats, lambda: _time(lambda: onednn(x, weight, None, "none", [], ""))),
+            "onednn_gradient_s": best_of(
+                repeats, lambda: _time(lambda: onednn(dz_class_major, x.t(), None, "none", [], ""))
+            ),
+        }
     return {
+        **onednn_parts,
         "forward_matmul_s": forward,
         "forward_gflop_s": flops / forward / 1e9,
         "gradient_matmul_s": gradient,
@@ -302,6 +315,11 @@ def report(results: dict) -> str:
         f"     the same BLAS on square matrices: {parts['square_gemm_gflop_s']:.0f} GFLOP/s "
         f"-> compute floor {parts['compute_floor_epochs_per_s']:.2f} epochs/s",
     ]
+    if "onednn_forward_s" in parts:
+        lines.append(
+            f"     oneDNN's kernels, not used by torch for fp32: forward {parts['onednn_forward_s']:.3f} s, "
+            f"gradient {parts['onednn_gradient_s']:.3f} s"
+        )
     lines += ["", "3. time to scikit-learn's test accuracy (LogisticRegression, lbfgs), both on the same threads"]
     for name, r in results["time_to_accuracy"].items():
         recipe = r["ours"]
