@@ -1,7 +1,8 @@
 """Stage processes without the wait for `import torch`: a fork server.
 
-DVC runs each stage as its own process, and on the toy set each one spends about a second importing
-torch for a few milliseconds of work (bench/run.py measures it). `python -m stages <stage> ARGS` hands
+DVC runs each stage as its own process, and on the toy set each one spends about two seconds on
+imports (torch, and the torch._inductor.config that torch.use_deterministic_algorithms imports) for a
+fraction of a second of work (bench/run.py measures it). `python -m stages <stage> ARGS` hands
 its stage to a server that has imported torch once and forks a child per stage. The child runs the
 stage exactly as `python -m stages.<stage> ARGS` would, with the caller's working directory,
 environment, sys.path, arguments and standard streams, and the caller exits with the child's status.
@@ -13,7 +14,7 @@ serves only callers with the same Python, interpreter options, torch install and
 per-stage variables aside), since torch and the libraries under it read some variables when
 imported. Its socket lies in a directory only this user can enter, and it checks the caller's user id.
 When anything is amiss (no server starts, the socket does not answer) the stage runs in the caller's
-own process instead, and SOFTMAX_FORK_SERVER=0 always does that.
+own process instead; SOFTMAX_FORK_SERVER=0, and any system but Linux, always does that.
 """
 
 import contextlib
@@ -47,7 +48,8 @@ _STATUS = struct.Struct("!i")
 
 def run(module: str, args: list[str]) -> int:
     """Run `module` as __main__ with `args`, on the server when one can be had; its exit status."""
-    if os.environ.get("SOFTMAX_FORK_SERVER", "1") != "0":
+    # Linux only: macOS's system libraries are not safe to fork once loaded, and Windows has no fork.
+    if os.environ.get("SOFTMAX_FORK_SERVER", "1") != "0" and sys.platform == "linux":
         status = _run_on_server(module, args)
         if status is not None:
             return status
