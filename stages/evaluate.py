@@ -42,7 +42,7 @@ def confusion_csv(actual: torch.Tensor, predicted: torch.Tensor, classes: list[s
 
 
 def load_model(path: str | Path) -> tuple[Model, dict]:
-    keys = ("impl", "n_features", "classes", "state")
+    keys = ("impl", "n_features", "classes", "device", "state")
     checkpoint = load_torch(path, "trained model", keys, "run `dvc repro` to train it")
     model = build_model(checkpoint["impl"], checkpoint["n_features"], len(checkpoint["classes"]))
     model.load_state_dict(checkpoint["state"])

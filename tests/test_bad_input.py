@@ -235,6 +235,21 @@ def test_a_model_in_place_of_the_prepared_data(workdir):
     assert not (workdir / "metrics").exists()
 
 
+def test_a_model_without_its_device(workdir):
+    write_params(workdir)
+    train.main(TRAIN_ARGS)
+    model = workdir / "models" / "low_level.pt"
+    checkpoint = torch.load(model, weights_only=True)
+    del checkpoint["device"]
+    torch.save(checkpoint, model)
+    message = run(evaluate.main, EVALUATE_ARGS)
+    assert message == (
+        "stage: error: models/low_level.pt: not a trained model (another file in its place?); "
+        "run `dvc repro` to train it"
+    )
+    assert not (workdir / "metrics").exists()
+
+
 def test_a_truncated_model(workdir):
     write_params(workdir)
     train.main(TRAIN_ARGS)
