@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from scripts.pipeline_copy import copy_pipeline  # noqa: E402
 from stages.data import DataParams, Split, load_table, prepare_table  # noqa: E402
 from stages.device import make_deterministic  # noqa: E402
+from stages.evaluate import scores  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
 from stages.params import TrainParams  # noqa: E402
 from stages.train import batches, make_optimizer, step, train  # noqa: E402
@@ -52,6 +53,11 @@ def timed(command: list[str], cwd: Path, env: dict) -> float:
 
 def best_of(repeats: int, measure) -> float:
     return min(measure() for _ in range(repeats))
+
+
+def best_time(repeats: int, work) -> float:
+    """The shortest of `repeats` timings of work()."""
+    return best_of(repeats, lambda: _time(work))
 
 
 # 1. Latency ----------------------------------------------------------------------------------------
@@ -71,10 +77,15 @@ def latency(repeats: int) -> dict:
         floor_dir.mkdir()
         shutil.copy2(REPO / "params.yaml", floor_dir / "params.yaml")
 
-        def cold(command: list[str], **variables: str) -> float:
-            """Time `command` with no fork server left from an earlier run: a new socket directory."""
+        @contextlib.contextmanager
+        def fresh_sockets(**variables: str):
+            """The environment with a new socket directory: no fork server left from an earlier run."""
             with tempfile.TemporaryDirectory() as sockets:
-                return timed(command, repo, {**env, "XDG_RUNTIME_DIR": sockets, **variables})
+                yield {**env, "XDG_RUNTIME_DIR": sockets, **variables}
+
+        def cold(command: list[str], **variables: str) -> float:
+            with fresh_sockets(**variables) as cold_env:
+                return timed(command, repo, cold_env)
 
         floor = best_of(repeats, lambda: timed([python, "-m", "stages.run_all", str(floor_dir)], REPO, env))
         repro = best_of(repeats, lambda: cold([python, "-m", "dvc", "repro", "-f"]))
@@ -86,8 +97,7 @@ def latency(repeats: int) -> dict:
         stage_commands = [line[2:] for line in dry_run.splitlines() if line.startswith("> ")]
 
         def stages(**variables: str) -> float:
-            with tempfile.TemporaryDirectory() as sockets:
-                stage_env = {**env, "XDG_RUNTIME_DIR": sockets, **variables}
+            with fresh_sockets(**variables) as stage_env:
                 return sum(timed(["sh", "-c", command], repo, stage_env) for command in stage_commands)
 
         served = best_of(repeats, stages)
@@ -116,7 +126,7 @@ def latency(repeats: int) -> dict:
 def copy_bandwidth(tensor: torch.Tensor, repeats: int) -> float:
     """Bytes copied per second: a large tensor read once and written once."""
     target = torch.empty_like(tensor)
-    seconds = best_of(repeats, lambda: _time(lambda: target.copy_(tensor)))
+    seconds = best_time(repeats, lambda: target.copy_(tensor))
     return tensor.numel() * tensor.element_size() / seconds
 
 
@@ -144,7 +154,7 @@ def throughput(n_samples: int, n_features: int, n_classes: int, epochs: int, rep
                 train(impl, prepared.train, prepared.n_classes, train_params, CPU)
 
         run()  # warm-up
-        seconds = best_of(repeats, lambda run=run: _time(run))
+        seconds = best_time(repeats, run)
         result[impl] = {"epochs_per_s": epochs / seconds, "fraction_of_floor": epochs / seconds / floor}
     return result
 
@@ -163,9 +173,9 @@ def epoch_parts(x: torch.Tensor, n_classes: int, repeats: int) -> dict:
     def cross_entropy() -> None:
         F.cross_entropy(logits, y).backward()
 
-    forward = best_of(repeats, lambda: _time(lambda: x @ weight.t()))
-    gradient = best_of(repeats, lambda: _time(lambda: dz.t() @ x))
-    square_seconds = best_of(repeats, lambda: _time(lambda: square @ square))
+    forward = best_time(repeats, lambda: x @ weight.t())
+    gradient = best_time(repeats, lambda: dz.t() @ x)
+    square_seconds = best_time(repeats, lambda: square @ square)
     # The same two products in oneDNN, torch's other CPU backend, which its fp32 matmul does not use:
     # reached only through an internal op, so measured when this build has it, and never trained with.
     onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
@@ -173,10 +183,8 @@ def epoch_parts(x: torch.Tensor, n_classes: int, repeats: int) -> dict:
     if onednn is not None:
         dz_class_major = dz.t().contiguous()
         onednn_parts = {
-            "onednn_forward_s": best_of(repeats, lambda: _time(lambda: onednn(x, weight, None, "none", [], ""))),
-            "onednn_gradient_s": best_of(
-                repeats, lambda: _time(lambda: onednn(dz_class_major, x.t(), None, "none", [], ""))
-            ),
+            "onednn_forward_s": best_time(repeats, lambda: onednn(x, weight, None, "none", [], "")),
+            "onednn_gradient_s": best_time(repeats, lambda: onednn(dz_class_major, x.t(), None, "none", [], "")),
         }
     return {
         **onednn_parts,
@@ -184,18 +192,13 @@ def epoch_parts(x: torch.Tensor, n_classes: int, repeats: int) -> dict:
         "forward_gflop_s": flops / forward / 1e9,
         "gradient_matmul_s": gradient,
         "gradient_gflop_s": flops / gradient / 1e9,
-        "cross_entropy_s": best_of(repeats, lambda: _time(cross_entropy)),
+        "cross_entropy_s": best_time(repeats, cross_entropy),
         "square_gemm_gflop_s": 2 * 2048**3 / square_seconds / 1e9,
         "compute_floor_epochs_per_s": 2048**3 / square_seconds / flops,  # two products per epoch
     }
 
 
 # 3. Time to accuracy -------------------------------------------------------------------------------
-
-
-def accuracy(model, data: Split) -> float:
-    with torch.no_grad():
-        return (model(data.x).argmax(dim=1) == data.y).float().mean().item()
 
 
 def time_to_accuracy(
@@ -218,7 +221,7 @@ def time_to_accuracy(
             updates += 1
             if updates % check_every == 0:
                 elapsed += time.perf_counter() - start
-                reached = accuracy(model, test)
+                reached = scores(model, test)[0]["accuracy"]
                 if reached >= target:
                     return elapsed, reached, updates
                 start = time.perf_counter()

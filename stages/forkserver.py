@@ -43,7 +43,7 @@ PRELOAD = ("torch", "torch.nn.functional", "torch._inductor.config", "numpy", "r
 # Variables that differ from stage to stage without changing what a process is: DVC names the stage
 # in DVC_STAGE (and the experiment in DVC_EXP_*), and the shell that runs a command sets these.
 PER_STAGE_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_")
-_STATUS = struct.Struct("!i")
+_INT = struct.Struct("!i")  # frame sizes, the child's pid, its exit status
 
 
 def run(module: str, args: list[str]) -> int:
@@ -78,7 +78,7 @@ def _run_on_server(module: str, args: list[str]) -> int | None:
         try:
             socket.send_fds(connection, [b"."], [0, 1, 2])
             _send_frame(connection, json.dumps(request).encode())
-            child = _receive_status(connection)
+            child = _receive_int(connection)
         except OSError:
             return None
         if child is None:  # the server went away before it forked: nothing has run
@@ -87,7 +87,7 @@ def _run_on_server(module: str, args: list[str]) -> int | None:
         passed_on: list[int] = []
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda signum, _frame, child=child: _pass_on(child, signum, passed_on))
-        status = _receive_status(connection)
+        status = _receive_int(connection)
     if status is None and passed_on:  # the signal ended the child: the shell's status for that
         return 128 + passed_on[-1]
     if status is None:
@@ -166,7 +166,7 @@ def _is_open(fd: int) -> bool:
 
 
 def _send_frame(connection: socket.socket, payload: bytes) -> None:
-    connection.sendall(_STATUS.pack(len(payload)) + payload)
+    connection.sendall(_INT.pack(len(payload)) + payload)
 
 
 def _receive_exactly(connection: socket.socket, size: int) -> bytes | None:
@@ -179,9 +179,9 @@ def _receive_exactly(connection: socket.socket, size: int) -> bytes | None:
     return data
 
 
-def _receive_status(connection: socket.socket) -> int | None:
-    data = _receive_exactly(connection, _STATUS.size)
-    return None if data is None else _STATUS.unpack(data)[0]
+def _receive_int(connection: socket.socket) -> int | None:
+    data = _receive_exactly(connection, _INT.size)
+    return None if data is None else _INT.unpack(data)[0]
 
 
 # The server --------------------------------------------------------------------------------------
@@ -230,12 +230,12 @@ def _serve_one(connection: socket.socket) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         _, uid, _ = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         _, fds, _, _ = socket.recv_fds(connection, 1, 3)
-        size = _receive_status(connection)
+        size = _receive_int(connection)
         payload = None if size is None else _receive_exactly(connection, size)
         if uid != os.getuid() or len(fds) != 3 or payload is None:
             os._exit(1)
         request = json.loads(payload)
-        connection.sendall(_STATUS.pack(os.getpid()))
+        connection.sendall(_INT.pack(os.getpid()))
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -250,7 +250,7 @@ def _serve_one(connection: socket.socket) -> None:
             traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
-        connection.sendall(_STATUS.pack(status))
+        connection.sendall(_INT.pack(status))
     finally:
         os._exit(0)
 

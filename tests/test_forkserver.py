@@ -31,11 +31,15 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def stage(cwd: Path, variables: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def python(cwd: Path, variables: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), **variables}
     # A timeout, since a server that held on to the caller's pipes would keep this waiting for ever.
-    result = subprocess.run([sys.executable, "-m", "stages", *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=120, check=False)  # fmt: skip
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+
+
+def stage(cwd: Path, variables: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = python(cwd, variables, "-m", "stages", *args)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -81,14 +85,12 @@ def test_a_user_mistake_reads_the_same_served_or_not(workdir, sockets):
 
 def test_a_crash_shows_its_traceback_and_exit_statuses_pass_through(workdir, sockets):
     for variables in ({"SOFTMAX_FORK_SERVER": "0"}, {"XDG_RUNTIME_DIR": str(sockets)}):
-        env = {**os.environ, "PYTHONPATH": str(REPO), **variables}
         for module, args, status, message in (
             ("no_such_module", [], 1, "Traceback (most recent call last)"),  # raised in the stage process
             ("json.tool", ["--no-such-option"], 2, "unrecognized arguments: --no-such-option"),  # sys.exit(2)
         ):
             code = f"import sys; from stages.forkserver import run; sys.exit(run({module!r}, {args!r}))"
-            result = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True,
-                                    text=True, timeout=120, check=False)  # fmt: skip
+            result = python(workdir, variables, "-c", code)
             assert result.returncode == status, variables
             assert message in result.stderr, variables
 
