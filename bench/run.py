@@ -1,8 +1,8 @@
 """Benchmark: each figure a ratio of two measurements taken in the same run (these machines are noisy).
 
-1. Pipeline latency: cold `dvc repro -f` of the default toy pipeline against the floor, one Python
-   process that imports torch once and does the same work (stages/run_all.py); where the gap goes; the
-   same without the fork server (stages/forkserver.py); and a no-op `dvc repro`.
+1. Pipeline latency: `dvc repro -f` of the default toy pipeline, each stage a plain process, against
+   the floor, one Python process that imports torch once and does the same work (stages/run_all.py);
+   where the gap goes (each stage's process, DVC's own work); and a no-op `dvc repro`.
 2. Training throughput: full-batch epochs per second of each implementation on synthetic data, against
    the memory-bandwidth floor: the bytes an epoch must read (the features twice: forward x W, backward
    x^T dz) divided by the copy bandwidth measured here.
@@ -37,10 +37,10 @@ sys.path.insert(0, str(REPO))
 from scripts.pipeline_copy import copy_pipeline  # noqa: E402
 from stages.data import DataParams, Split, load_table, prepare_table  # noqa: E402
 from stages.device import make_deterministic  # noqa: E402
-from stages.evaluate import scores  # noqa: E402
+from stages.evaluate import Linear, scores  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
 from stages.params import TrainParams  # noqa: E402
-from stages.train import batches, make_optimizer, step, train  # noqa: E402
+from stages.train import batches, make_optimizer, numpy_state, step, train  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -76,45 +76,31 @@ def latency(repeats: int) -> dict:
         floor_dir = Path(tmp) / "floor"
         floor_dir.mkdir()
         shutil.copy2(REPO / "params.yaml", floor_dir / "params.yaml")
-
-        @contextlib.contextmanager
-        def fresh_sockets(**variables: str):
-            """The environment with a new socket directory: no fork server left from an earlier run."""
-            with tempfile.TemporaryDirectory() as sockets:
-                yield {**env, "XDG_RUNTIME_DIR": sockets, **variables}
-
-        def cold(command: list[str], **variables: str) -> float:
-            with fresh_sockets(**variables) as cold_env:
-                return timed(command, repo, cold_env)
-
         floor = best_of(repeats, lambda: timed([python, "-m", "stages.run_all", str(floor_dir)], REPO, env))
-        repro = best_of(repeats, lambda: cold([python, "-m", "dvc", "repro", "-f"]))
-        no_server = best_of(repeats, lambda: cold([python, "-m", "dvc", "repro", "-f"], SOFTMAX_FORK_SERVER="0"))
+        repro = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro", "-f"], repo, env))
         noop = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro"], repo, env))
         # Where the time goes: the stage commands as DVC runs them, one after another.
         dry_run = subprocess.run([python, "-m", "dvc", "repro", "--dry", "-f"], cwd=repo, env=env, check=True,
                                  capture_output=True, text=True).stdout  # fmt: skip
         stage_commands = [line[2:] for line in dry_run.splitlines() if line.startswith("> ")]
-
-        def stages(**variables: str) -> float:
-            with fresh_sockets(**variables) as stage_env:
-                return sum(timed(["sh", "-c", command], repo, stage_env) for command in stage_commands)
-
-        served = best_of(repeats, stages)
-        separate = best_of(repeats, lambda: stages(SOFTMAX_FORK_SERVER="0"))
+        per_stage = {
+            command: best_of(repeats, lambda command=command: timed(["sh", "-c", command], repo, env))
+            for command in stage_commands
+        }
         interpreter = best_of(repeats, lambda: timed([python, "-c", "pass"], repo, env))
         torch_import = best_of(repeats, lambda: timed([python, "-c", "import torch"], repo, env)) - interpreter
+    by_stage = {name: sum(t for c, t in per_stage.items() if c.startswith(f"python -m stages.{name} "))
+                for name in ("prepare", "train", "evaluate")}  # fmt: skip
+    stages_total = sum(per_stage.values())
     return {
         "floor_s": floor,
         "dvc_repro_forced_s": repro,
         "ratio_to_floor": repro / floor,
-        "dvc_repro_forced_without_server_s": no_server,
-        "ratio_to_floor_without_server": no_server / floor,
         "dvc_repro_noop_s": noop,
         "stage_count": len(stage_commands),
-        "stage_processes_s": served,
-        "stage_processes_without_server_s": separate,
-        "dvc_own_work_s": repro - served,
+        "stage_processes_s": stages_total,
+        "stage_processes_by_stage_s": by_stage,
+        "dvc_own_work_s": repro - stages_total,
         "python_start_s": interpreter,
         "torch_import_s": torch_import,
     }
@@ -139,7 +125,7 @@ def _time(work) -> float:
 def throughput(n_samples: int, n_features: int, n_classes: int, epochs: int, repeats: int) -> dict:
     params = DataParams(source="synthetic", n_samples=n_samples, n_features=n_features, n_classes=n_classes)
     prepared = prepare_table(load_table(params), params)
-    x = prepared.train.x
+    x = torch.from_numpy(prepared.train.x)
     bandwidth = copy_bandwidth(x, repeats)
     bytes_per_epoch = 2 * x.numel() * x.element_size()  # x read by the forward and by the weight gradient
     floor = bandwidth / bytes_per_epoch
@@ -211,17 +197,18 @@ def time_to_accuracy(
     cost_of = cost_function(impl)
     optimizer = make_optimizer(model.parameters(), params)
     shuffle = torch.Generator().manual_seed(params.seed)
-    n_rows = len(train_split.y)
+    x, y = torch.from_numpy(train_split.x), torch.from_numpy(train_split.y)
+    n_rows = len(y)
     batch_size = params.batch_size or n_rows
     elapsed, reached, updates = 0.0, 0.0, 0
     for _ in range(params.epochs):
         start = time.perf_counter()
         for rows in batches(n_rows, batch_size, shuffle, CPU):
-            step(model, cost_of, optimizer, train_split.x[rows], train_split.y[rows])
+            step(model, cost_of, optimizer, x[rows], y[rows])
             updates += 1
             if updates % check_every == 0:
                 elapsed += time.perf_counter() - start
-                reached = scores(model, test)[0]["accuracy"]
+                reached = scores(Linear.from_state(numpy_state(model)), test)[0]["accuracy"]
                 if reached >= target:
                     return elapsed, reached, updates
                 start = time.perf_counter()
@@ -234,13 +221,13 @@ def against_sklearn(data_params: DataParams, train_params: TrainParams, check_ev
     from threadpoolctl import threadpool_limits
 
     prepared = prepare_table(load_table(data_params), data_params)
-    x, y = prepared.train.x.numpy(), prepared.train.y.numpy()
+    x, y = prepared.train.x, prepared.train.y
     # scikit-learn gets as many BLAS threads as torch has (one, as the train stage runs).
     with threadpool_limits(torch.get_num_threads()):
         start = time.perf_counter()
         sklearn_model = LogisticRegression(solver="lbfgs", max_iter=1000).fit(x, y)  # multinomial for > 2 classes
         sklearn_seconds = time.perf_counter() - start
-    target = float((sklearn_model.predict(prepared.eval.x.numpy()) == prepared.eval.y.numpy()).mean())
+    target = float((sklearn_model.predict(prepared.eval.x) == prepared.eval.y).mean())
     ours = {"optimizer": train_params.optimizer, "lr": train_params.lr, "batch_size": train_params.batch_size}
     result = {"rows": [len(prepared.train.y), len(prepared.eval.y)], "features": prepared.n_features,
               "sklearn_s": sklearn_seconds, "sklearn_iterations": int(sklearn_model.n_iter_.max()),
@@ -262,7 +249,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="toy sizes: checks that the benchmark runs")
     parser.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     args = parser.parse_args()
-    make_deterministic()  # as the train stage runs: deterministic kernels, one thread
+    make_deterministic(CPU)  # as the train stage runs on the CPU: one thread
     repeats = 1 if args.tiny else 3
     # Ours train with mini-batches, a recipe per set found by a small sweep of lr and batch size.
     digits_recipe = TrainParams(200, 0.01, 1, "cpu", 100, False, batch_size=64, optimizer="adam")
@@ -290,16 +277,14 @@ def report(results: dict) -> str:
     lines = [
         f"machine: {machine['processor']}, {machine['cpus']} CPUs, torch {machine['torch']}",
         "",
-        "1. pipeline latency (best of runs, each starting without a fork server)",
+        "1. pipeline latency (best of runs; every stage a plain process)",
         f"   floor, one process:         {lat['floor_s']:6.2f} s",
         f"   dvc repro -f:               {lat['dvc_repro_forced_s']:6.2f} s   ({lat['ratio_to_floor']:.1f}x the floor)",
-        f"     {lat['stage_count']} stage processes:        {lat['stage_processes_s']:6.2f} s",
+        f"     {lat['stage_count']} stage processes:        {lat['stage_processes_s']:6.2f} s   "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in lat["stage_processes_by_stage_s"].items()),
         f"     DVC's own work:           {lat['dvc_own_work_s']:6.2f} s",
-        "   the same with SOFTMAX_FORK_SERVER=0, each stage a fresh interpreter importing torch:",
-        f"   dvc repro -f:               {lat['dvc_repro_forced_without_server_s']:6.2f} s   "
-        f"({lat['ratio_to_floor_without_server']:.1f}x the floor)",
-        f"     {lat['stage_count']} stage processes:        {lat['stage_processes_without_server_s']:6.2f} s",
-        f"     ({lat['python_start_s']:.2f} s to start Python, {lat['torch_import_s']:.2f} s to import torch)",
+        f"     ({lat['python_start_s']:.2f} s to start Python, {lat['torch_import_s']:.2f} s to import torch, "
+        "paid by each train stage)",
         f"   dvc repro, nothing to do:   {lat['dvc_repro_noop_s']:6.2f} s",
         "",
         f"2. full-batch training throughput, synthetic {' x '.join(map(str, thr['shape']))} "

@@ -2,17 +2,21 @@
 
 Every source gives a table: features x (float32), class indices y (int64) and the class names,
 in the order the indices count them. The number of features and classes comes from the data.
+Tables are numpy arrays, so that `prepare` and `evaluate` need no torch (its import takes seconds);
+torch is imported only for what must draw the same numbers as before: the synthetic data, the
+split's permutations and the standardization's sums.
 """
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import torch
+import numpy as np
 
-from stages.errors import UserError
-from stages.files import load_torch, save_torch_atomic
+from stages.errors import UserError, abbreviate
+from stages.files import read_tensors, tensors_bytes
 from stages.params import DataParams
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
@@ -26,15 +30,15 @@ DATASETS_DIR = "datasets"
 
 @dataclass(frozen=True)
 class Table:
-    x: torch.Tensor  # float32, (samples, features)
-    y: torch.Tensor  # int64 class indices, (samples,)
+    x: np.ndarray  # float32, (samples, features)
+    y: np.ndarray  # int64 class indices, (samples,)
     classes: tuple[str, ...]  # classes[i] is the name of class index i
 
 
 @dataclass(frozen=True)
 class Split:
-    x: torch.Tensor
-    y: torch.Tensor
+    x: np.ndarray
+    y: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,8 @@ class Prepared:
     eval: Split  # the test split when data.test_size > 0; else the training data, as in the lesson
     classes: tuple[str, ...]
     has_test: bool
-    mean: torch.Tensor | None = None  # the standardization, from the training split (None: not standardized)
-    std: torch.Tensor | None = None
+    mean: np.ndarray | None = None  # the standardization, from the training split (None: not standardized)
+    std: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -56,13 +60,13 @@ class Prepared:
 
 
 def toy() -> Table:
-    return Table(torch.tensor(TOY_X, dtype=torch.float32), torch.tensor(TOY_Y), ("0", "1", "2"))
+    return Table(np.array(TOY_X, dtype=np.float32), np.array(TOY_Y, dtype=np.int64), ("0", "1", "2"))
 
 
 def _sklearn(load) -> Table:
     bunch = load()  # these datasets ship inside scikit-learn: nothing is downloaded
-    x = torch.tensor(bunch.data, dtype=torch.float32)
-    return Table(x, torch.tensor(bunch.target, dtype=torch.int64), tuple(str(n) for n in bunch.target_names))
+    x = np.asarray(bunch.data, dtype=np.float32)
+    return Table(x, np.asarray(bunch.target, dtype=np.int64), tuple(str(n) for n in bunch.target_names))
 
 
 def iris() -> Table:
@@ -80,42 +84,99 @@ def digits() -> Table:
 def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Table:
     """Gaussian class clusters: unit noise around class centres about 4 standard deviations apart,
     whatever the number of features, so that the task is neither trivial nor hopeless."""
+    import torch  # its seeded generator: the same data on every machine and in every version of this project
+
     generator = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_classes, n_features, generator=generator) * (3.0 / math.sqrt(n_features))
     y = (torch.arange(n_samples) % n_classes)[torch.randperm(n_samples, generator=generator)]
     x = torch.randn(n_samples, n_features, generator=generator).add_(centres[y])
-    return Table(x, y, tuple(str(c) for c in range(n_classes)))
+    return Table(x.numpy(), y.numpy(), tuple(str(c) for c in range(n_classes)))
 
 
-def _class_order(labels: list[str]) -> list[str]:
-    """Sorted, numerically when every label is a number (so "10" comes after "9"): stable across runs."""
+def _class_order(labels: list[str], where: str) -> list[str]:
+    """Sorted, numerically when every label is a finite number (so "10" comes after "9"): stable across
+    runs. Two spellings of one number ("1" and "1.0") are refused: one class or two? Only the user knows."""
+    names = sorted(set(labels))
     try:
-        return sorted(set(labels), key=float)
+        values = [float(name) for name in names]
     except ValueError:
-        return sorted(set(labels))
+        return names
+    if not all(math.isfinite(v) for v in values):
+        return names
+    by_value: dict[float, str] = {}
+    for name, value in zip(names, values, strict=True):
+        if value in by_value:
+            raise UserError(f"{where}: the labels {by_value[value]!r} and {name!r} are the same number written two "
+                            "ways; write each class one way")  # fmt: skip
+        by_value[value] = name
+    return sorted(names, key=float)
 
 
-def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:
-    """A CSV table with a header row; the label column may hold strings."""
+def _check_dataset_path(path: str) -> None:
     parts = PurePosixPath(path).parts
     if PurePosixPath(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] != DATASETS_DIR:
         raise UserError(f"data.path: {path} is not under {DATASETS_DIR}/; put the file there (or `dvc add` it there) "
                         "so that DVC tracks it as a dependency of prepare")  # fmt: skip
+    if Path(path).is_dir():
+        raise UserError(f"data.path: {path} is a directory; name a CSV file in it")
     if not Path(path).is_file():
         raise UserError(f"data.path: {path} not found; check the path (relative to the repository root)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+
+
+def _read_rows(path: str) -> list[list[str]]:
+    """The CSV's rows; a byte-order mark (a spreadsheet's "CSV UTF-8") is dropped."""
+    content = Path(path).read_bytes()
+    try:
+        text = content.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        bad = content[error.start : error.start + 4]
+        raise UserError(f"{path}, line {line}: bytes that are not UTF-8 ({bad!r}); save the file as UTF-8") from None
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise UserError(f"{path}: not a readable CSV ({error})") from None
+
+
+def _columns(path: str, header: list[str], label: str, features: tuple[str, ...] | None) -> list[str]:
+    """The feature columns, checked against the header: no repeated name, the label not a feature."""
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"{path}: the header names column {abbreviate(repeated[0])} more than once; "
+                        "give every column its own name")  # fmt: skip
+    if label not in header:
+        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {_listing(header)}")
+    if features is None:
+        names = [c for c in header if c != label]
+    else:
+        names = list(features)
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise UserError(f"data.features names {abbreviate(twice[0])} more than once; list each column once")
+        if label in names:
+            raise UserError(f"data.features names the label column {abbreviate(label)}; a model must not see "
+                            "the answer: remove it from data.features")  # fmt: skip
+        missing = [c for c in names if c not in header]
+        if missing:
+            raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {_listing(header)}")
+    if not names:
+        raise UserError(f"{path}: no feature columns besides the label {abbreviate(label)}")
+    return names
+
+
+def _listing(names: list[str]) -> str:
+    text = ", ".join(names)
+    return text if len(text) <= 200 else f"{text[:150]}... ({len(names)} columns)"
+
+
+def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:
+    """A CSV table with a header row; the label column may hold strings."""
+    _check_dataset_path(path)
+    rows = _read_rows(path)
     if len(rows) < 2:
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
     header, rows = rows[0], rows[1:]
-    if label not in header:
-        raise UserError(f"{path}: no label column '{label}' (data.label); columns: {', '.join(header)}")
-    feature_names = list(features) if features is not None else [c for c in header if c != label]
-    missing = [c for c in feature_names if c not in header]
-    if missing:
-        raise UserError(f"{path}: no column '{missing[0]}' (data.features); columns: {', '.join(header)}")
-    if not feature_names:
-        raise UserError(f"{path}: no feature columns besides the label '{label}'")
+    feature_names = _columns(path, header, label, features)
     columns = [header.index(c) for c in feature_names]
     label_column = header.index(label)
     values, labels = [], []
@@ -126,18 +187,22 @@ def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:
             numbers = [float(row[c]) for c in columns]
         except ValueError:
             bad = next(c for c in columns if not _is_float(row[c]))
-            raise UserError(f"{path}, line {line}: column '{header[bad]}' is not a number: {row[bad]!r}") from None
+            raise UserError(f"{path}, line {line}: column '{header[bad]}' is not a number: "
+                            f"{abbreviate(row[bad])}") from None  # fmt: skip
         if not all(math.isfinite(v) for v in numbers):
             bad = next(c for c, v in zip(columns, numbers, strict=True) if not math.isfinite(v))
             raise UserError(
                 f"{path}, line {line}: column '{header[bad]}' is {row[bad]}; only finite numbers are allowed"
             )
+        name = row[label_column].strip()
+        if not name:
+            raise UserError(f"{path}, line {line}: the label column '{label}' is empty; every row needs its class")
         values.append(numbers)
-        labels.append(row[label_column].strip())
-    classes = _class_order(labels)
+        labels.append(name)
+    classes = _class_order(labels, f"{path}, column '{label}'")
     index = {name: i for i, name in enumerate(classes)}
-    y = torch.tensor([index[name] for name in labels], dtype=torch.int64)
-    return Table(torch.tensor(values, dtype=torch.float32), y, tuple(classes))
+    y = np.array([index[name] for name in labels], dtype=np.int64)
+    return Table(np.array(values, dtype=np.float32), y, tuple(classes))
 
 
 def _is_float(text: str) -> bool:
@@ -163,37 +228,43 @@ def load_table(params: DataParams) -> Table:
 def check_table(table: Table, name: str) -> None:
     if len(table.y) == 0:
         raise UserError(f"{name}: the table is empty")
-    if not torch.isfinite(table.x).all():
+    if not np.isfinite(table.x).all():
         raise UserError(f"{name}: the features hold NaN or infinite values")
-    present = torch.bincount(table.y, minlength=len(table.classes))
+    present = np.bincount(table.y, minlength=len(table.classes))
     if int((present > 0).sum()) < 2:
         raise UserError(f"{name}: fewer than two classes ({', '.join(table.classes)}); a classifier needs two or more")
 
 
 def split(table: Table, test_size: float, seed: int) -> tuple[Split, Split]:
     """A seeded, stratified split: each class gives round(test_size * its rows) rows to the test split."""
+    import torch  # its seeded permutations: the same split as on every machine and in earlier versions
+
     generator = torch.Generator().manual_seed(seed)
     train_rows, test_rows = [], []
     for c, name in enumerate(table.classes):
-        rows = (table.y == c).nonzero().flatten()
-        rows = rows[torch.randperm(len(rows), generator=generator)]
+        rows = np.flatnonzero(table.y == c)
+        rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
         n_test = round(test_size * len(rows))
         if len(rows) and n_test >= len(rows):
             raise UserError(f"data.test_size={test_size} leaves class '{name}' ({len(rows)} rows) without "
                             "training rows; lower data.test_size")  # fmt: skip
         test_rows.append(rows[:n_test])
         train_rows.append(rows[n_test:])
-    train, test = torch.cat(train_rows).sort().values, torch.cat(test_rows).sort().values
+    train, test = np.sort(np.concatenate(train_rows)), np.sort(np.concatenate(test_rows))
     if len(test) == 0:
         raise UserError(f"data.test_size={test_size} puts no row of {len(table.y)} in the test split; raise it")
     return Split(table.x[train], table.y[train]), Split(table.x[test], table.y[test])
 
 
-def standardization(train: Split) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of each feature over the training split; a constant feature keeps std 1."""
-    mean = train.x.mean(dim=0)
-    std = train.x.std(dim=0, unbiased=False)
-    return mean, torch.where(std > 0, std, torch.ones_like(std))
+def standardization(train: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each feature over the training split; a constant feature keeps std 1.
+    Summed by torch, whose float32 rounding the results of earlier versions carry."""
+    import torch
+
+    x = torch.from_numpy(train.x)
+    mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean.numpy(), std.numpy()
 
 
 def prepare_table(table: Table, params: DataParams) -> Prepared:
@@ -210,28 +281,39 @@ def prepare_table(table: Table, params: DataParams) -> Prepared:
     return Prepared(train, test, table.classes, has_test, mean, std)
 
 
-def save_prepared(prepared: Prepared, path: str | Path) -> None:
-    tensors = {
-        "train_x": prepared.train.x,
-        "train_y": prepared.train.y,
-        "eval_x": prepared.eval.x,
-        "eval_y": prepared.eval.y,
-        "classes": list(prepared.classes),
-        "has_test": prepared.has_test,
-        "mean": prepared.mean,
-        "std": prepared.std,
-    }
-    save_torch_atomic(tensors, path)
+def prepared_bytes(prepared: Prepared) -> bytes:
+    arrays = {"train_x": prepared.train.x, "train_y": prepared.train.y}
+    if prepared.has_test:  # without a test split the evaluation data is the training data: stored once
+        arrays |= {"eval_x": prepared.eval.x, "eval_y": prepared.eval.y}
+    if prepared.mean is not None:
+        arrays |= {"mean": prepared.mean, "std": prepared.std}
+    return tensors_bytes(arrays, {"classes": list(prepared.classes), "has_test": prepared.has_test})
+
+
+FIX = "run `dvc repro prepare` first"
 
 
 def load_prepared(path: str | Path) -> Prepared:
-    keys = ("train_x", "train_y", "eval_x", "eval_y", "classes", "has_test", "mean", "std")
-    tensors = load_torch(path, "prepared data", keys, "run `dvc repro prepare` first")
-    return Prepared(
-        train=Split(tensors["train_x"], tensors["train_y"]),
-        eval=Split(tensors["eval_x"], tensors["eval_y"]),
-        classes=tuple(tensors["classes"]),
-        has_test=tensors["has_test"],
-        mean=tensors["mean"],
-        std=tensors["std"],
-    )
+    """The prepared data, checked: a damaged file or one from another version is a one-line error."""
+    arrays, info = read_tensors(path, "prepared data", ("train_x", "train_y", "classes", "has_test"), FIX)
+    classes, has_test = info["classes"], info["has_test"]
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more names; {FIX}")
+    if has_test and not {"eval_x", "eval_y"} <= arrays.keys():
+        raise UserError(f"{path}: has no test split (eval_x, eval_y) although has_test is set; {FIX}")
+    train = _checked_split(path, arrays, "train", len(classes))
+    test = _checked_split(path, arrays, "eval", len(classes)) if has_test else train
+    if test.x.shape[1] != train.x.shape[1]:
+        raise UserError(f"{path}: the test split has {test.x.shape[1]} features, the training split "
+                        f"{train.x.shape[1]}; {FIX}")  # fmt: skip
+    return Prepared(train, test, tuple(classes), bool(has_test), arrays.get("mean"), arrays.get("std"))
+
+
+def _checked_split(path: str | Path, arrays: dict[str, np.ndarray], name: str, n_classes: int) -> Split:
+    x, y = arrays[f"{name}_x"], arrays[f"{name}_y"]
+    if x.dtype != np.float32 or x.ndim != 2 or y.dtype != np.int64 or y.shape != (len(x),) or len(x) == 0:
+        raise UserError(f"{path}: {name}_x {x.dtype}{list(x.shape)} and {name}_y {y.dtype}{list(y.shape)} are not "
+                        f"a table of float32 features and its int64 labels; {FIX}")  # fmt: skip
+    if y.min() < 0 or y.max() >= n_classes:
+        raise UserError(f"{path}: {name}_y holds class {int(y.max())} but the file names {n_classes} classes; {FIX}")
+    return Split(x, y)

@@ -24,11 +24,14 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def make_deterministic() -> None:
-    """Same inputs, same bits: deterministic kernels, and one CPU thread, because how a float sum is
-    split between threads changes its rounding, and thread counts differ between machines."""
-    # cuBLAS needs this before its first call to be deterministic (PyTorch's reproducibility notes).
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
+def make_deterministic(device: torch.device) -> None:
+    """Same inputs, same bits: one CPU thread, because how a float sum is split between threads changes
+    its rounding, and thread counts differ between machines; on a GPU, deterministic kernels too.
+    The CPU kernels training uses are deterministic already, and the switch costs every process a
+    second (it imports torch._inductor.config), so only CUDA pays for it."""
     torch.set_num_threads(1)
+    if device.type == "cuda":
+        # cuBLAS needs this before its first call to be deterministic (PyTorch's reproducibility notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False

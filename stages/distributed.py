@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from stages.errors import UserError
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -22,7 +24,12 @@ def start(device: torch.device) -> int:
     if world_size() == 1:
         return 0
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process on a machine
+        # One GPU per process on a machine; every process checks, so that none waits for the others.
+        processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+        if processes > gpus:
+            raise UserError(f"torchrun started {processes} processes on this machine, but it has {gpus} GPU(s); "
+                            f"run torchrun --nproc-per-node={gpus}, or set train.device: cpu")  # fmt: skip
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank()
 
@@ -37,7 +44,8 @@ def rank() -> int:
 
 
 def share(n_rows: int) -> slice:
-    """This process's contiguous share of a batch of n_rows."""
+    """This process's contiguous share of a batch of n_rows: empty when there are more processes than
+    rows (a short last batch), and then the process adds zero gradients, weighted by its 0 rows."""
     world, me = dist.get_world_size(), dist.get_rank()
     return slice(n_rows * me // world, n_rows * (me + 1) // world)
 
@@ -46,6 +54,8 @@ def sum_gradients(parameters, cost: torch.Tensor, fraction: float) -> torch.Tens
     """Turn this process's gradients (of the mean cost over its rows, a `fraction` of the batch) into
     those of the mean cost over the whole batch, in every process; returns the whole batch's cost."""
     for parameter in parameters:
+        if parameter.grad is None:  # this process had no rows of the batch: it adds nothing
+            parameter.grad = torch.zeros_like(parameter)
         parameter.grad.mul_(fraction)
         dist.all_reduce(parameter.grad)
     cost = cost * fraction

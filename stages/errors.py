@@ -1,16 +1,33 @@
 """The one error type a stage reports to its user as a single line, and the wrapper that does it."""
 
+import reprlib
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 class UserError(Exception):
     """A mistake the user can fix (a parameter, a file): reported as one line, never a traceback."""
 
 
+# A value shown in a message is cut short: a YAML alias bomb or a megabyte string stays one short line.
+_short = reprlib.Repr()  # (keyword arguments need Python 3.12)
+_short.maxlevel, _short.maxdict, _short.maxlist, _short.maxtuple, _short.maxstring = 2, 4, 4, 4, 60
+
+
+def abbreviate(value: Any) -> str:
+    """repr(value), cut short to well under a line."""
+    text = _short.repr(value)
+    return text if len(text) <= 80 else f"{text[:76]} ..."
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's main(); a UserError becomes `<stage>: error: <message>` on stderr and exit 1."""
+    """Run a stage's main(); a UserError becomes `<stage>: error: <message>` on stderr and exit 1, and
+    Ctrl-C one line and exit 130, the shell's status for a process stopped by SIGINT."""
     try:
         main()
     except UserError as error:
         sys.exit(f"{name}: error: {error}")
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; its outputs were not written", file=sys.stderr)
+        sys.exit(130)

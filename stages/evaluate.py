@@ -1,72 +1,107 @@
-"""Stage `evaluate`: score one trained implementation; write its metrics and its confusion matrix."""
+"""Stage `evaluate`: score one trained implementation; write its metrics and its confusion matrix.
+
+It runs on numpy alone, in float64: an independent check of the three torch implementations (and a
+stage that does not spend seconds importing torch)."""
 
 import argparse
 import json
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
-from stages.data import Split, load_prepared
+from stages.data import Prepared, Split, load_prepared
 from stages.errors import UserError, run_stage
-from stages.files import float32_str, load_torch, write_text_atomic
-from stages.models import Model, build_model
+from stages.files import float32_str, read_tensors, write_outputs
+
+FIX = "run `dvc repro` to train it"
 
 
-def scores(model: Model, data: Split) -> tuple[dict[str, float], torch.Tensor]:
-    """Accuracy and cross-entropy (by PyTorch's reference op, whatever the implementation), and the
-    predicted class of every row."""
-    with torch.no_grad():
-        logits = model(data.x)
-        predicted = logits.argmax(dim=1)
-        accuracy = (predicted == data.y).float().mean()
-        cost = F.cross_entropy(logits, data.y)
-    return {"accuracy": accuracy.item(), "cost": cost.item()}, predicted
+class Linear:
+    """A trained model as evaluation sees it, whatever the implementation: logits = x W + b."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
+        self.W, self.b = W.astype(np.float64), b.astype(np.float64)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x.astype(np.float64) @ self.W + self.b
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "Linear":
+        """From the state the train stage saves: W and b, or high_level's nn.Linear weight and bias."""
+        if "linear.weight" in state:  # nn.Linear's weight is (classes, features)
+            W, b = state["linear.weight"].T, state.get("linear.bias")
+        else:
+            W, b = state.get("W"), state.get("b")
+        if W is None or b is None or W.ndim != 2 or b.shape not in ((1,), (W.shape[1],)):
+            raise ValueError("no weights and bias of a linear model")
+        return cls(W, b)
 
 
-def macro_f1(actual: torch.Tensor, predicted: torch.Tensor, n_classes: int) -> float:
+def scores(model: Linear, data: Split) -> tuple[dict[str, float], np.ndarray]:
+    """Accuracy and mean cross-entropy, and the predicted class of every row."""
+    logits = model(data.x)
+    predicted = logits.argmax(axis=1)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    cost = -log_p[np.arange(len(data.y)), data.y].mean()
+    return {"accuracy": float((predicted == data.y).mean()), "cost": float(cost)}, predicted
+
+
+def macro_f1(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
     """F1 averaged over the classes that occur in `actual` or `predicted` (as scikit-learn's f1_score
     with average="macro" does); a class never predicted right scores 0."""
-    confusion = torch.bincount(actual * n_classes + predicted, minlength=n_classes**2).reshape(n_classes, n_classes)
-    true_positives = confusion.diag().double()
-    actual_count, predicted_count = confusion.sum(dim=1).double(), confusion.sum(dim=0).double()
-    f1 = 2 * true_positives / (actual_count + predicted_count).clamp(min=1)
-    present = (actual_count + predicted_count) > 0
-    return f1[present].mean().item()
+    true_positives = np.bincount(actual[actual == predicted], minlength=n_classes)
+    both = np.bincount(actual, minlength=n_classes) + np.bincount(predicted, minlength=n_classes)
+    present = both > 0
+    return float((2 * true_positives[present] / both[present]).mean())
 
 
-def confusion_csv(actual: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> str:
+def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> str:
     """One row per evaluated sample, for DVC's confusion template."""
     rows = [f"{classes[a]},{classes[p]}\n" for a, p in zip(actual.tolist(), predicted.tolist(), strict=True)]
     return "actual,predicted\n" + "".join(rows)
 
 
-def load_model(path: str | Path) -> tuple[Model, dict]:
-    keys = ("impl", "n_features", "classes", "device", "state")
-    checkpoint = load_torch(path, "trained model", keys, "run `dvc repro` to train it")
-    model = build_model(checkpoint["impl"], checkpoint["n_features"], len(checkpoint["classes"]))
-    model.load_state_dict(checkpoint["state"])
-    return model, checkpoint
+def load_model(path: str | Path, prepared: Prepared) -> tuple[Linear, dict]:
+    """The trained model and what the train stage noted of it, checked against the prepared data."""
+    state, info = read_tensors(path, "trained model", ("impl", "n_features", "classes", "device"), FIX)
+    try:
+        model = Linear.from_state(state)
+    except ValueError as error:
+        raise UserError(f"{path}: holds {error}; {FIX}") from None
+    if info["classes"] != list(prepared.classes) or model.W.shape != (prepared.n_features, prepared.n_classes):
+        raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {_names(info['classes'])}, but "
+                        f"the prepared data has {prepared.n_features} features and classes "
+                        f"{_names(prepared.classes)}; {FIX}")  # fmt: skip
+    return model, info
+
+
+def _names(classes: list | tuple) -> str:
+    return ", ".join(map(str, classes[:5])) + (f" ... ({len(classes)})" if len(classes) > 5 else "")
 
 
 def final_cost(costs_path: str | Path) -> float:
     """The training cost at the last epoch: the last number the lesson prints."""
-    if not Path(costs_path).is_file():
-        raise UserError(f"{costs_path}: training costs not found; run `dvc repro` to train the model")
-    last_row = Path(costs_path).read_text(encoding="utf-8").splitlines()[-1]
-    return float(last_row.split("\t")[1])
+    try:
+        last_row = Path(costs_path).read_text(encoding="utf-8").splitlines()[-1]
+        cost = float(last_row.split("\t")[1])
+    except FileNotFoundError:
+        raise UserError(f"{costs_path}: training costs not found; {FIX}") from None
+    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+        raise UserError(f"{costs_path}: not the training costs written by the train stage; {FIX}") from None
+    return cost
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", help="prepared tensors, e.g. data/prepared.pt")
-    parser.add_argument("model", help="a trained model, e.g. models/low_level.pt")
+    parser.add_argument("data", help="prepared tensors, e.g. data/prepared.safetensors")
+    parser.add_argument("model", help="a trained model, e.g. models/low_level.safetensors")
     parser.add_argument("costs", help="its training costs (TSV), e.g. plots/cost/low_level.tsv")
     parser.add_argument("metrics", help="where to write the metrics (JSON), e.g. metrics/low_level.json")
     parser.add_argument("confusion", help="where to write actual and predicted classes (CSV)")
     args = parser.parse_args(argv)
     prepared = load_prepared(args.data)
-    model, checkpoint = load_model(args.model)
+    model, info = load_model(args.model, prepared)
     evaluation, predicted = scores(model, prepared.eval)
     # The evaluation split is the test split when there is one, else the training data (the lesson).
     metrics = {
@@ -81,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
         metrics["train_cost"] = training["cost"]
     # Written as the shortest decimals that read back as the same float32: stable bytes.
     metrics = {name: float(float32_str(value)) for name, value in metrics.items()}
-    metrics["device"] = checkpoint["device"]  # where it was trained; evaluation runs on the CPU
-    write_text_atomic(args.metrics, json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(args.confusion, confusion_csv(prepared.eval.y, predicted, list(prepared.classes)))
+    metrics["device"] = info["device"]  # where it was trained
+    write_outputs({
+        args.metrics: json.dumps(metrics, indent=2) + "\n",
+        args.confusion: confusion_csv(prepared.eval.y, predicted, list(prepared.classes)),
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

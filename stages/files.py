@@ -1,33 +1,71 @@
-"""Writing outputs all at once: a stage that fails leaves no half-written file behind; reading them back
-with a one-line error when one is missing or is not what it should be."""
+"""Reading and writing the stages' files, so that no fault leaves a stage half done.
 
-import io
+A stage computes everything first and then writes all of its outputs in one go (write_outputs): each
+to a temporary file beside it, and only when every one of them is complete are they renamed into
+place. A write that fails (disk full, read-only directory) leaves every output as it was. Reading an
+earlier stage's file ends in one line naming the file and `dvc repro` when it is missing or damaged.
+
+Tensors are stored as safetensors: a JSON header and the raw bytes, readable with numpy alone (so
+`evaluate` needs no torch), with nothing in it that changes from run to run.
+"""
+
+import json
 import os
 import struct
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 from stages.errors import UserError
 
+# What each output is, keyed by path; bytes or text, written together by write_outputs.
+Outputs = dict[str, bytes | str]
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path` in one step."""
-    path = Path(path)
+
+def write_outputs(outputs: Outputs) -> None:
+    """Write every output, or none: each to a temporary file beside it, renamed into place only once
+    all are written. A failure is a UserError naming the file and the cause."""
+    temporary: list[tuple[str, Path]] = []
+    try:
+        for path, data in outputs.items():
+            content = data.encode("utf-8") if isinstance(data, str) else data
+            temporary.append((path, _write_temporary(Path(path), content)))
+        for path, tmp in temporary:
+            os.replace(tmp, path)
+    except OSError as error:
+        for _, tmp in temporary:
+            tmp.unlink(missing_ok=True)
+        name = error.filename if isinstance(error.filename, str) else path
+        reason = error.strerror or type(error).__name__
+        if isinstance(error, IsADirectoryError | FileExistsError | NotADirectoryError):
+            reason += "; a directory stands where a file is written, or a file where a directory is needed"
+        raise UserError(f"{_output_name(name, path)}: cannot write ({reason}); nothing was written") from None
+
+
+def _output_name(failed: str, output: str) -> str:
+    """The output the user named, rather than the temporary file beside it."""
+    return output if Path(failed).name.startswith(f".{Path(output).name}.") else failed
+
+
+def _write_temporary(path: Path, content: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); give it the mode open() would, so that others
         # (a container's user, a colleague) can read the results as they can any other file.
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+            f.write(content)
     except BaseException:
         os.unlink(tmp)
         raise
+    return Path(tmp)
 
 
 def _umask() -> int:
@@ -36,16 +74,35 @@ def _umask() -> int:
     return umask
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
+    """A safetensors file of `arrays`, with `info` (plain JSON values) in its metadata.
+
+    safetensors writes its metadata map in the random order of a Rust HashMap, so a map of several
+    keys changes its bytes from run to run: `info` goes in as one key holding sorted JSON."""
+    contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    return save(contiguous, metadata={"info": json.dumps(info, sort_keys=True)})
 
 
-def save_torch_atomic(obj: Any, path: str | Path) -> None:
-    # torch.save names the zip's root folder after the file it writes to; saving to a buffer
-    # always names it "archive", so the bytes do not depend on the (temporary) file name.
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and the info of a file written by tensors_bytes, holding `keys` (in either); a
+    UserError naming `what` the file should be and the `fix` when it is missing, damaged or another file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not the {what}; remove it and {fix}")
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found; {fix}")
+    try:
+        with safe_open(path, framework="np") as f:
+            arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+            info = json.loads((f.metadata() or {})["info"])
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the {what} ({error.strerror}); {fix}") from None
+    except (SafetensorError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable {what} ({reason[:200]}); {fix}") from None
+    if not isinstance(info, dict) or not set(keys) <= arrays.keys() | info.keys():
+        raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
+    return arrays, info
 
 
 def _as_float32(value: float) -> float:
@@ -59,18 +116,3 @@ def float32_str(value: float) -> str:
         if _as_float32(float(text)) == _as_float32(value):
             return text
     return f"{value:.9g}"  # 9 significant digits always round-trip a float32
-
-
-def load_torch(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> dict[str, Any]:
-    """The dict a stage saved with save_torch_atomic, holding `keys`; a UserError naming `what` the file
-    should be and the `fix` when it is missing, unreadable or another file."""
-    if not Path(path).is_file():
-        raise UserError(f"{path}: {what} not found; {fix}")
-    try:
-        saved = torch.load(path, weights_only=True)
-    except Exception as error:  # torch.load raises whatever its unpickler or zip reader meets
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable {what} ({reason}); {fix}") from None
-    if not isinstance(saved, dict) or not set(keys) <= saved.keys():
-        raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
-    return saved

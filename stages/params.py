@@ -1,13 +1,15 @@
 """params.yaml: read it and check every value a stage needs before the stage does any work."""
 
 import math
+import os
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.error import MarkedYAMLError
 
-from stages.errors import UserError
+from stages.errors import UserError, abbreviate
 
 PARAMS_FILE = "params.yaml"
 SOURCES = ("toy", "iris", "digits", "csv", "synthetic")
@@ -45,20 +47,37 @@ class TrainParams:
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; params.yaml must be a file in the repository root")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; run the stage from the repository root") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise UserError(f"{path}, line {line}: bytes that are not UTF-8; save it as UTF-8") from None
     try:
         # YAML 1.2, as DVC reads it: `dvc exp run -S train.lr=1e-3` writes 1e-3, a float in 1.2
-        # but a string in the YAML 1.1 of PyYAML.
+        # but a string in the YAML 1.1 of PyYAML. A repeated key is an error, as it is for DVC.
         params = YAML(typ="safe", pure=True).load(text)
+    except MarkedYAMLError as error:
+        raise UserError(f"{path}: not valid YAML: {_yaml_problem(error)}; fix it") from None
     except YAMLError as error:
-        problem = str(error).splitlines()[0]
-        raise UserError(f"{path}: not valid YAML ({problem}); fix its syntax") from None
+        raise UserError(f"{path}: not valid YAML ({abbreviate(str(error))}); fix its syntax") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read; fix its syntax") from None
     if not isinstance(params, dict):
-        raise UserError(f"{path}: expected sections 'data' and 'train', got {params!r}")
+        raise UserError(f"{path}: expected sections 'data' and 'train', got {abbreviate(params)}")
     return params
+
+
+def _yaml_problem(error: MarkedYAMLError) -> str:
+    """What ruamel found and where (lines counted from 1), with where the clash began if it says."""
+    problem = f"{error.problem} (line {error.problem_mark.line + 1})" if error.problem_mark else str(error.problem)
+    if error.context and error.context_mark and error.context_mark.line != getattr(error.problem_mark, "line", None):
+        problem += f", {error.context} (line {error.context_mark.line + 1})"
+    return problem.replace("\n", " ")
 
 
 def _section(params: dict[str, Any], name: str, params_class: type) -> dict[str, Any]:
@@ -71,10 +90,14 @@ def _section(params: dict[str, Any], name: str, params_class: type) -> dict[str,
         raise UserError(f"params.yaml: missing section '{name}'; add it with keys {', '.join(required)}")
     section = params[name]
     if not isinstance(section, dict):
-        raise UserError(f"params.yaml: section '{name}' must be a mapping of {', '.join(allowed)}, got {section!r}")
+        raise UserError(
+            f"params.yaml: section '{name}' must be a mapping of {', '.join(allowed)}, got {abbreviate(section)}"
+        )
     for key in section:
         if key not in allowed:
-            raise UserError(f"params.yaml: unknown key '{name}.{key}'; allowed in '{name}': {', '.join(allowed)}")
+            raise UserError(
+                f"params.yaml: unknown key '{name}.{str(key)[:60]}'; allowed in '{name}': {', '.join(allowed)}"
+            )
     for key in required:
         if key not in section:
             raise UserError(f"params.yaml: missing key '{name}.{key}'; add it to section '{name}'")
@@ -91,7 +114,15 @@ def _is_number(value: Any) -> bool:
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise UserError(f"params.yaml: {name} must be {allowed}, got {value!r}")
+        raise UserError(f"params.yaml: {name} must be {allowed}, got {abbreviate(value)}")
+
+
+def _check_fits(names: str, values: str, needed: int, what: str) -> None:
+    """Refuse sizes whose arrays cannot fit in this machine's memory (`needed` bytes), before allocating them."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise UserError(f"params.yaml: {names}={values} needs about {needed / 2**30:,.0f} GiB for {what}, but this "
+                        f"machine has {memory / 2**30:,.0f} GiB; lower {names.replace(' x ', ' or ')}")  # fmt: skip
 
 
 def data_params(params: dict[str, Any]) -> DataParams:
@@ -112,6 +143,13 @@ def data_params(params: dict[str, Any]) -> DataParams:
     _check(_is_int(n_samples) and n_samples >= 2, "data.n_samples", n_samples, "an integer >= 2")
     _check(_is_int(n_features) and n_features >= 1, "data.n_features", n_features, "a positive integer")
     _check(_is_int(n_classes) and n_classes >= 2, "data.n_classes", n_classes, "an integer >= 2")
+    if source == "synthetic":
+        _check(n_classes <= n_samples, "data.n_classes", n_classes, f"at most data.n_samples ({n_samples})")
+        # The features as drawn, as split and as standardized (float32), and their labels (int64).
+        _check_fits("data.n_samples x data.n_features", f"{n_samples} x {n_features}",
+                    n_samples * (4 * 4 * n_features + 3 * 8), "the table")  # fmt: skip
+        _check_fits("data.n_classes x data.n_features", f"{n_classes} x {n_features}", n_classes * 4 * 2 * n_features,
+                    "the class centres")  # fmt: skip
     return DataParams(
         source, float(test_size), standardize, seed, path, label,
         tuple(features) if features is not None else None, n_samples, n_features, n_classes,
@@ -123,6 +161,8 @@ def train_params(params: dict[str, Any]) -> TrainParams:
     epochs, lr, seed = values["epochs"], values["lr"], values["seed"]
     device, log_every, double_softmax = values["device"], values["log_every"], values["double_softmax"]
     _check(_is_int(epochs) and epochs >= 1, "train.epochs", epochs, "a positive integer")
+    # Each epoch's cost: on the device, as a Python float, and as a line of the costs file.
+    _check_fits("train.epochs", str(epochs), epochs * (4 + 32 + 24), "the cost of every epoch")
     _check(_is_number(lr) and lr > 0, "train.lr", lr, "a number > 0")
     _check(_is_int(seed) and 0 <= seed < 2**63, "train.seed", seed, "an integer from 0 to 2**63 - 1")
     _check(device in DEVICES, "train.device", device, f"one of {', '.join(DEVICES)}")

@@ -3,8 +3,9 @@
 import argparse
 import sys
 
-from stages.data import Prepared, check_table, load_table, prepare_table, save_prepared
+from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
 from stages.errors import run_stage
+from stages.files import write_outputs
 from stages.params import DataParams, data_params, load_params
 
 
@@ -16,11 +17,11 @@ def prepare(params: DataParams) -> Prepared:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", help="where to write the prepared tensors, e.g. data/prepared.pt")
+    parser.add_argument("out", help="where to write the prepared tensors, e.g. data/prepared.safetensors")
     args = parser.parse_args(argv)
     params = data_params(load_params())
     prepared = prepare(params)
-    save_prepared(prepared, args.out)
+    write_outputs({args.out: prepared_bytes(prepared)})
     print(
         f"{params.source}: {len(prepared.train.y)} training rows, "
         + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")

@@ -17,10 +17,10 @@ def run_all(workdir: str | Path) -> dict[str, dict]:
     """prepare, then train and evaluate each implementation, in `workdir`; returns the metrics."""
     metrics = {}
     with contextlib.chdir(workdir):
-        prepare.main(["prepared.pt"])
+        prepare.main(["prepared.safetensors"])
         for impl in IMPLEMENTATIONS:
-            train.main([impl, "prepared.pt", f"{impl}.pt", f"{impl}.tsv", f"{impl}_test.tsv"])
-            evaluate.main(["prepared.pt", f"{impl}.pt", f"{impl}.tsv", f"{impl}.json", f"{impl}.csv"])
+            train.main([impl, "prepared.safetensors", f"{impl}.safetensors", f"{impl}.tsv", f"{impl}_test.tsv"])
+            evaluate.main(["prepared.safetensors", f"{impl}.safetensors", f"{impl}.tsv", f"{impl}.json", f"{impl}.csv"])
             metrics[impl] = json.loads(Path(f"{impl}.json").read_text())
     return metrics
 

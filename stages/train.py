@@ -5,6 +5,7 @@ import argparse
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -12,7 +13,7 @@ from stages import distributed
 from stages.data import Split, load_prepared
 from stages.device import make_deterministic, resolve_device
 from stages.errors import UserError, run_stage
-from stages.files import float32_str, save_torch_atomic, write_text_atomic
+from stages.files import float32_str, tensors_bytes, write_outputs
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.params import TrainParams, load_params, train_params
 
@@ -43,15 +44,12 @@ def train(
     model = build_model(impl, data.x.shape[1], n_classes, device)
     cost_of = cost_function(impl, params.double_softmax)
     optimizer = make_optimizer(model.parameters(), params)
-    x, y = data.x.to(device), data.y.to(device)
+    x, y = torch.as_tensor(data.x, device=device), torch.as_tensor(data.y, device=device)
     n_rows = len(y)
     batch_size = params.batch_size if 0 < params.batch_size < n_rows else n_rows
-    if distributed.world_size() > batch_size:
-        raise UserError(f"a batch of {batch_size} rows cannot be shared by {distributed.world_size()} processes; "
-                        "raise train.batch_size or launch fewer processes")  # fmt: skip
     shuffle = torch.Generator().manual_seed(params.seed)
     if test is not None:
-        test = Split(test.x.to(device), test.y.to(device))
+        test = Split(torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device))
     # Costs stay on the device and are read back only when printed: no host sync on every epoch.
     costs = torch.empty(params.epochs + 1, device=device)
     test_costs: list[tuple[int, torch.Tensor]] = []
@@ -68,7 +66,7 @@ def train(
                 total += step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
             costs[epoch] = total / n_rows
         if epoch % params.log_every == 0 or epoch == params.epochs:
-            _stop_if_not_finite(costs[checked : epoch + 1], checked, params.lr)
+            _stop_if_not_finite(costs[checked : epoch + 1], checked, params)
             checked = epoch + 1
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
@@ -85,40 +83,61 @@ def batches(n_rows: int, batch_size: int, shuffle: torch.Generator, device: torc
 def step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One update on the batch x, y; returns the batch's cost before it. Under torchrun each process
     computes the gradient of its share of the batch, and the shares are summed before the update."""
-    rows = distributed.share(len(y)) if distributed.world_size() > 1 else slice(None)
-    cost = cost_of(model(x[rows]), y[rows])
+    if distributed.world_size() == 1:
+        cost = cost_of(model(x), y)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+        return cost.detach()
+    rows = distributed.share(len(y))
     optimizer.zero_grad()
-    cost.backward()
-    cost = cost.detach()
-    if distributed.world_size() > 1:
-        cost = distributed.sum_gradients(model.parameters(), cost, len(y[rows]) / len(y))
+    if rows.stop > rows.start:  # the mean over no rows would be nan
+        cost = cost_of(model(x[rows]), y[rows])
+        cost.backward()
+        cost = cost.detach()
+    else:
+        cost = torch.zeros((), device=x.device)
+    cost = distributed.sum_gradients(model.parameters(), cost, (rows.stop - rows.start) / len(y))
     optimizer.step()
     return cost
 
 
-def _stop_if_not_finite(costs: torch.Tensor, first_epoch: int, lr: float) -> None:
+# The settings that can make the cost grow without bound, and the value each has when it cannot.
+DIVERGENCE_SETTINGS = {"lr": None, "weight_decay": 0.0, "momentum": 0.0}
+
+
+def _stop_if_not_finite(costs: torch.Tensor, first_epoch: int, params: TrainParams) -> None:
     bad = (~torch.isfinite(costs)).nonzero()
     if len(bad):
         epoch = first_epoch + int(bad[0])
         value = costs[int(bad[0])].item()
-        raise UserError(f"the cost became {value} at epoch {epoch} with train.lr={lr}; lower train.lr")
+        suspects = [f"train.{name}={getattr(params, name)}" for name, harmless in DIVERGENCE_SETTINGS.items()
+                    if getattr(params, name) != harmless]  # fmt: skip
+        raise UserError(f"the cost became {value} at epoch {epoch} with {', '.join(suspects)}; lower "
+                        f"{' or '.join(s.split('=')[0] for s in suspects)} (or standardize the data: "
+                        "data.standardize: true)")  # fmt: skip
 
 
 def costs_tsv(rows: list[tuple[int, float]], column: str = "cost") -> str:
     return f"epoch\t{column}\n" + "".join(f"{epoch}\t{float32_str(cost)}\n" for epoch, cost in rows)
 
 
+def numpy_state(model: Model) -> dict[str, np.ndarray]:
+    """The model's tensors as numpy arrays on the CPU: what the model file holds and evaluate reads."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("impl", choices=IMPLEMENTATIONS)
-    parser.add_argument("data", help="prepared tensors, e.g. data/prepared.pt")
-    parser.add_argument("model", help="where to save the trained model, e.g. models/low_level.pt")
+    parser.add_argument("data", help="prepared tensors, e.g. data/prepared.safetensors")
+    parser.add_argument("model", help="where to save the trained model, e.g. models/low_level.safetensors")
     parser.add_argument("costs", help="where to write the cost per epoch (TSV), e.g. plots/cost/low_level.tsv")
     parser.add_argument("test_costs", help="where to write the test cost (TSV), e.g. plots/test_cost/low_level.tsv")
     args = parser.parse_args(argv)
     params = train_params(load_params())
-    make_deterministic()
     device = resolve_device(params.device)
+    make_deterministic(device)
     prepared = load_prepared(args.data)
     test = prepared.eval if prepared.has_test else None
     rank = distributed.start(device)
@@ -128,13 +147,15 @@ def main(argv: list[str] | None = None) -> None:
         distributed.stop()
     if rank != 0:  # every process holds the same model: the first one writes it
         return
-    state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
-    checkpoint = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
-                  "device": device.type, "state": state}  # fmt: skip
-    write_text_atomic(args.costs, costs_tsv(list(enumerate(costs))))
-    # Without a test split the file holds the header alone: DVC wants every declared output to exist.
-    write_text_atomic(args.test_costs, costs_tsv(test_costs, "test_cost"))
-    save_torch_atomic(checkpoint, args.model)
+    state = numpy_state(model)
+    info = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
+            "device": device.type}  # fmt: skip
+    write_outputs({
+        args.costs: costs_tsv(list(enumerate(costs))),
+        # Without a test split the file holds the header alone: DVC wants every declared output to exist.
+        args.test_costs: costs_tsv(test_costs, "test_cost"),
+        args.model: tensors_bytes(state, info),
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

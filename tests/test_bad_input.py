@@ -11,17 +11,19 @@ import torch
 from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
-from stages.data import prepare_table, save_prepared, toy
+from stages.data import Table, load_prepared, load_table, prepare_table, prepared_bytes, toy
 from stages.errors import run_stage
+from stages.files import read_tensors, tensors_bytes, write_outputs
 from stages.params import DataParams
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_PARAMS = YAML(typ="safe").load((REPO / "params.yaml").read_text())
 TRAIN_ARGS = [
-    "low_level", "data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "plots/test_cost/low_level.tsv"
+    "low_level", "data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv",
+    "plots/test_cost/low_level.tsv",
 ]  # fmt: skip
 EVALUATE_ARGS = [
-    "data/prepared.pt", "models/low_level.pt", "plots/cost/low_level.tsv", "metrics/low_level.json",
+    "data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv", "metrics/low_level.json",
     "plots/confusion/low_level.csv",
 ]  # fmt: skip
 
@@ -56,7 +58,7 @@ def run(stage_main, argv: list[str]) -> str:
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    save_prepared(prepare_table(toy(), DataParams(source="toy")), tmp_path / "data" / "prepared.pt")
+    write_outputs({"data/prepared.safetensors": prepared_bytes(prepare_table(toy(), DataParams(source="toy")))})
     return tmp_path
 
 
@@ -145,14 +147,14 @@ def test_missing_train_key(workdir):
 def test_bad_data_param(tmp_path, monkeypatch, section, key, value, expected):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, section, key, value)
-    assert run(prepare.main, ["data/prepared.pt"]) == f"stage: error: {expected}"
+    assert run(prepare.main, ["data/prepared.safetensors"]) == f"stage: error: {expected}"
     assert not (tmp_path / "data").exists()
 
 
 def test_csv_source_without_a_label(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("data:\n  source: csv\n  path: datasets/t.csv\n")
-    message = run(prepare.main, ["data/prepared.pt"])
+    message = run(prepare.main, ["data/prepared.safetensors"])
     assert message == "stage: error: params.yaml: data.label must be the label column when data.source is csv, got None"
     assert not (tmp_path / "data").exists()
 
@@ -173,28 +175,28 @@ def test_bad_csv_through_the_stage(tmp_path, monkeypatch, text, expected):
     (tmp_path / "params.yaml").write_text(
         "data:\n  source: csv\n  path: datasets/t.csv\n  label: label\n  test_size: 0.6\n"
     )
-    assert run(prepare.main, ["data/prepared.pt"]).startswith(f"stage: error: {expected}")
+    assert run(prepare.main, ["data/prepared.safetensors"]).startswith(f"stage: error: {expected}")
     assert not (tmp_path / "data").exists()
 
 
 def test_params_naming_a_source_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("data:\n  source: iris\n")
-    prepare.main(["data/prepared.pt"])
-    assert (tmp_path / "data" / "prepared.pt").is_file()
+    prepare.main(["data/prepared.safetensors"])
+    assert (tmp_path / "data" / "prepared.safetensors").is_file()
 
 
 def test_params_file_that_is_not_yaml(workdir):
     write_params(workdir, text="train: [epochs: 1\n")
     message = run(train.main, TRAIN_ARGS)
-    assert message.startswith("stage: error: params.yaml: not valid YAML (")
-    assert message.endswith("); fix its syntax")
+    assert message.startswith("stage: error: params.yaml: not valid YAML: ")
+    assert "(line 2)" in message and message.endswith("; fix it")
     assert no_train_outputs(workdir)
 
 
 def test_no_params_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    message = run(prepare.main, ["data/prepared.pt"])
+    message = run(prepare.main, ["data/prepared.safetensors"])
     assert message == "stage: error: params.yaml: file not found; run the stage from the repository root"
 
 
@@ -211,15 +213,15 @@ def test_missing_prepared_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path)
     message = run(train.main, TRAIN_ARGS)
-    assert message == "stage: error: data/prepared.pt: prepared data not found; run `dvc repro prepare` first"
+    assert message == "stage: error: data/prepared.safetensors: prepared data not found; run `dvc repro prepare` first"
     assert no_train_outputs(tmp_path)
 
 
-def test_prepared_data_that_is_not_a_torch_file(workdir):
+def test_prepared_data_that_is_not_a_tensor_file(workdir):
     write_params(workdir)
-    (workdir / "data" / "prepared.pt").write_text("x,y\n1,2\n")
+    (workdir / "data" / "prepared.safetensors").write_text("x,y\n1,2\n")
     message = run(train.main, TRAIN_ARGS)
-    assert message.startswith("stage: error: data/prepared.pt: not a readable prepared data (")
+    assert message.startswith("stage: error: data/prepared.safetensors: not a readable prepared data (")
     assert message.endswith("); run `dvc repro prepare` first")
     assert no_train_outputs(workdir)
 
@@ -227,9 +229,9 @@ def test_prepared_data_that_is_not_a_torch_file(workdir):
 def test_a_model_in_place_of_the_prepared_data(workdir):
     write_params(workdir)
     train.main(TRAIN_ARGS)
-    message = run(evaluate.main, ["models/low_level.pt", *EVALUATE_ARGS[1:]])
+    message = run(evaluate.main, ["models/low_level.safetensors", *EVALUATE_ARGS[1:]])
     assert message == (
-        "stage: error: models/low_level.pt: not a prepared data (another file in its place?); "
+        "stage: error: models/low_level.safetensors: not a prepared data (another file in its place?); "
         "run `dvc repro prepare` first"
     )
     assert not (workdir / "metrics").exists()
@@ -238,13 +240,13 @@ def test_a_model_in_place_of_the_prepared_data(workdir):
 def test_a_model_without_its_device(workdir):
     write_params(workdir)
     train.main(TRAIN_ARGS)
-    model = workdir / "models" / "low_level.pt"
-    checkpoint = torch.load(model, weights_only=True)
-    del checkpoint["device"]
-    torch.save(checkpoint, model)
+    model = workdir / "models" / "low_level.safetensors"
+    state, info = read_tensors(model, "trained model", (), "")
+    del info["device"]
+    model.write_bytes(tensors_bytes(state, info))
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message == (
-        "stage: error: models/low_level.pt: not a trained model (another file in its place?); "
+        "stage: error: models/low_level.safetensors: not a trained model (another file in its place?); "
         "run `dvc repro` to train it"
     )
     assert not (workdir / "metrics").exists()
@@ -253,33 +255,34 @@ def test_a_model_without_its_device(workdir):
 def test_a_truncated_model(workdir):
     write_params(workdir)
     train.main(TRAIN_ARGS)
-    model = workdir / "models" / "low_level.pt"
+    model = workdir / "models" / "low_level.safetensors"
     model.write_bytes(model.read_bytes()[:100])
     message = run(evaluate.main, EVALUATE_ARGS)
-    assert message.startswith("stage: error: models/low_level.pt: not a readable trained model (")
+    assert message.startswith("stage: error: models/low_level.safetensors: not a readable trained model (")
     assert not (workdir / "metrics").exists()
 
 
 def test_missing_model(workdir):
     message = run(evaluate.main, EVALUATE_ARGS)
-    assert message == "stage: error: models/low_level.pt: trained model not found; run `dvc repro` to train it"
+    assert message == "stage: error: models/low_level.safetensors: trained model not found; run `dvc repro` to train it"
     assert not (workdir / "metrics").exists()
 
 
 def test_missing_costs(workdir):
     write_params(workdir)
-    train.main(["low_level", "data/prepared.pt", "models/low_level.pt", "elsewhere/cost.tsv", "elsewhere/test.tsv"])
+    train.main([*TRAIN_ARGS[:3], "elsewhere/cost.tsv", "elsewhere/test.tsv"])
     message = run(evaluate.main, EVALUATE_ARGS)
-    assert message == (
-        "stage: error: plots/cost/low_level.tsv: training costs not found; run `dvc repro` to train the model"
-    )
+    assert message == ("stage: error: plots/cost/low_level.tsv: training costs not found; run `dvc repro` to train it")
     assert not (workdir / "metrics").exists()
 
 
 def test_diverging_training_writes_nothing(workdir):
     write_params(workdir, "train", "lr", 1e38)
     message = run(train.main, TRAIN_ARGS)
-    assert message == "stage: error: the cost became nan at epoch 1 with train.lr=1e+38; lower train.lr"
+    assert message == (
+        "stage: error: the cost became nan at epoch 1 with train.lr=1e+38; lower train.lr "
+        "(or standardize the data: data.standardize: true)"
+    )
     assert no_train_outputs(workdir)
 
 
@@ -292,3 +295,202 @@ def test_a_real_stage_process_prints_one_line_and_no_traceback(workdir):
     assert result.returncode == 1
     assert result.stderr == "train: error: params.yaml: train.lr must be a number > 0, got -1\n"
     assert no_train_outputs(workdir)
+
+
+# Hostile and accidental input ------------------------------------------------------------------
+
+
+def csv_params(directory: Path, text: str | bytes, extra: str = "") -> None:
+    (directory / "datasets").mkdir(exist_ok=True)
+    path = directory / "datasets" / "t.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    (directory / "params.yaml").write_text(f"data:\n  source: csv\n  path: datasets/t.csv\n  label: y\n{extra}")
+
+
+@pytest.mark.parametrize(
+    "text, extra, expected",
+    [
+        ("x,y\n1,1\n2,1.0\n3,2\n", "", "datasets/t.csv, column 'y': the labels '1' and '1.0' are the same number"),
+        ("x,x,y\n1,2,a\n3,4,b\n", "", "datasets/t.csv: the header names column 'x' more than once; give every"),
+        ("x,y\n1,a\n2,\n", "", "datasets/t.csv, line 3: the label column 'y' is empty; every row needs its class"),
+        ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features names the label column 'y'; a model must not"),
+        ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features names 'x' more than once; list each"),
+        (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv, line 3: bytes that are not UTF-8 (b'\\xe9\\n'); save the file"),
+        (f"x,y\n1,a\n{'9' * 200_000},b\n", "", "datasets/t.csv: not a readable CSV (field larger than field limit"),
+        ("x,y\n1,a\n2,b\n" + "3,c" * 100, "", "datasets/t.csv, line 4: 101 fields, but the header has 2"),
+    ],
+)
+def test_hostile_csv(tmp_path, monkeypatch, text, extra, expected):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, text, extra)
+    assert run(prepare.main, ["data/prepared.safetensors"]).startswith(f"stage: error: {expected}")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_spreadsheet_csv_with_a_byte_order_mark_and_crlf(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, '\ufeff"y",x\r\na,1\r\nb,2\r\n'.encode())
+    prepare.main(["data/prepared.safetensors"])
+    assert load_prepared("data/prepared.safetensors").classes == ("a", "b")
+
+
+def test_a_very_long_value_is_abbreviated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, f"x,y\n1,a\n{'z' * 100_000},b\n")
+    message = run(prepare.main, ["data/prepared.safetensors"])
+    assert message.startswith("stage: error: datasets/t.csv, line 3: column 'x' is not a number: 'zzz")
+    assert len(message) < 200
+
+
+def test_numeric_labels_in_any_row_order_give_one_class_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    orders = set()
+    for rows in (["1,10", "2,9", "3,2.5"], ["3,2.5", "1,10", "2,9"]):
+        csv_params(tmp_path, "x,y\n" + "\n".join(rows) + "\n")
+        prepare.main(["data/prepared.safetensors"])
+        orders.add(load_prepared("data/prepared.safetensors").classes)
+    assert orders == {("2.5", "9", "10")}
+
+
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("train", "epochs", 10**15, "train.epochs=1000000000000000 needs about 55,879,354 GiB for the cost of every"),
+        (
+            "data",
+            "n_samples",
+            10**12,
+            "data.n_samples x data.n_features=1000000000000 x 20 needs about 320,375 GiB for the table",
+        ),
+        ("data", "n_features", 10**9, "data.n_samples x data.n_features=1000 x 1000000000 needs about 14,901 GiB for"),
+        ("data", "n_classes", 5000, "data.n_classes must be at most data.n_samples (1000), got 5000"),
+    ],
+)
+def test_sizes_that_cannot_fit_are_refused_before_allocating(workdir, section, key, value, expected):
+    write_params(workdir, section, key, value)
+    if section == "data":
+        params = YAML(typ="safe").load((workdir / "params.yaml").read_text())
+        params["data"]["source"] = "synthetic"
+        with open(workdir / "params.yaml", "w") as f:
+            YAML(typ="safe").dump(params, f)
+    stage, argv = (prepare.main, ["out.safetensors"]) if section == "data" else (train.main, TRAIN_ARGS)
+    message = run(stage, argv)
+    assert message.startswith(f"stage: error: params.yaml: {expected}")
+    assert not (workdir / "out.safetensors").exists() and no_train_outputs(workdir)
+
+
+def test_params_that_are_not_utf8(workdir):
+    (workdir / "params.yaml").write_bytes(b"data:\n  source: toy\ntrain:\n  lr: 0.1 # caf\xe9\n")
+    message = run(train.main, TRAIN_ARGS)
+    assert message == "stage: error: params.yaml, line 4: bytes that are not UTF-8; save it as UTF-8"
+
+
+def test_a_yaml_alias_bomb_gives_a_short_line(workdir):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    text = (
+        "\n".join(lines)
+        + "\ndata:\n  source: toy\ntrain:\n"
+        + "".join(f"  {k}: {'*i' if k == 'lr' else str(v).lower()}\n" for k, v in GOOD_PARAMS["train"].items())
+    )
+    (workdir / "params.yaml").write_text(text)
+    message = run(train.main, TRAIN_ARGS)  # 9**9 strings, if the aliases were expanded
+    assert message.startswith("stage: error: params.yaml: train.lr must be a number > 0, got [[[")
+    assert len(message) < 200
+
+
+def test_an_enormous_value_is_abbreviated(workdir):
+    write_params(workdir, "train", "device", "x" * 1_000_000)
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: params.yaml: train.device must be one of auto, cpu, cuda, got 'xxx")
+    assert len(message) < 200
+
+
+def test_a_repeated_params_key_names_it_and_both_lines(workdir):
+    write_params(workdir, text="data:\n  source: toy\ntrain:\n  lr: 0.1\n  epochs: 10\n  lr: 0.2\n")
+    message = run(train.main, TRAIN_ARGS)
+    assert message == (
+        'stage: error: params.yaml: not valid YAML: found duplicate key "lr" with value "0.2" (original value: '
+        '"0.1") (line 6), while constructing a mapping (line 4); fix it'
+    )
+
+
+def test_divergence_from_weight_decay_names_it(workdir):
+    write_params(workdir, "train", "weight_decay", 1e6)
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: the cost became ")
+    assert "with train.lr=0.1, train.weight_decay=1000000.0; lower train.lr or train.weight_decay" in message
+    assert no_train_outputs(workdir)
+
+
+@pytest.mark.parametrize("where", ["params.yaml", "data/prepared.safetensors", "datasets/t.csv"])
+def test_a_directory_where_a_file_is_expected(tmp_path, monkeypatch, where):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "x,y\n1,a\n2,b\n")
+    if where == "data/prepared.safetensors":
+        write_params(tmp_path)
+    write_outputs({"data/prepared.safetensors": prepared_bytes(prepare_table(toy(), DataParams(source="toy")))})
+    target = tmp_path / where
+    target.unlink()
+    target.mkdir()
+    stage, argv = (train.main, TRAIN_ARGS) if where == "data/prepared.safetensors" else (prepare.main, ["o.st"])
+    assert "is a directory" in run(stage, argv)
+    assert not (tmp_path / "o.st").exists() and no_train_outputs(tmp_path)
+
+
+def test_a_directory_where_an_output_goes(workdir):
+    write_params(workdir)
+    (workdir / "models" / "low_level.safetensors").mkdir(parents=True)
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: models/low_level.safetensors: cannot write (Is a directory;")
+    assert not [p for p in (workdir / "plots").rglob("*") if p.is_file()]  # no cost curves without their model
+
+
+# Inputs from an earlier stage that do not belong together ----------------------------------------
+
+
+def test_a_model_trained_on_another_dataset(workdir):
+    write_params(workdir)
+    train.main(TRAIN_ARGS)
+    digits = prepare_table(load_table(DataParams(source="digits")), DataParams(source="digits"))
+    write_outputs({"data/prepared.safetensors": prepared_bytes(digits)})
+    message = run(evaluate.main, EVALUATE_ARGS)
+    assert message == (
+        "stage: error: models/low_level.safetensors: trained on 4 features and classes 0, 1, 2, but the prepared "
+        "data has 64 features and classes 0, 1, 2, 3, 4 ... (10); run `dvc repro` to train it"
+    )
+    assert not (workdir / "metrics").exists()
+
+
+def test_a_model_with_another_class_list(workdir):
+    write_params(workdir)
+    train.main(TRAIN_ARGS)
+    renamed = prepare_table(Table(toy().x, toy().y, ("a", "b", "c")), DataParams(source="toy"))
+    write_outputs({"data/prepared.safetensors": prepared_bytes(renamed)})
+    message = run(evaluate.main, EVALUATE_ARGS)
+    assert (
+        "trained on 4 features and classes 0, 1, 2, but the prepared data has 4 features and classes a, b, c" in message
+    )
+
+
+def test_prepared_labels_outside_the_class_list(workdir):
+    arrays, info = read_tensors("data/prepared.safetensors", "prepared data", (), "")
+    info["classes"] = ["0", "1"]
+    Path("data/prepared.safetensors").write_bytes(tensors_bytes(arrays, info))
+    write_params(workdir)
+    message = run(train.main, TRAIN_ARGS)
+    assert message == (
+        "stage: error: data/prepared.safetensors: train_y holds class 2 but the file names 2 classes; "
+        "run `dvc repro prepare` first"
+    )
+
+
+def test_empty_costs_file(workdir):
+    write_params(workdir)
+    train.main(TRAIN_ARGS)
+    (workdir / "plots" / "cost" / "low_level.tsv").write_text("")
+    message = run(evaluate.main, EVALUATE_ARGS)
+    assert message == (
+        "stage: error: plots/cost/low_level.tsv: not the training costs written by the train stage; "
+        "run `dvc repro` to train it"
+    )

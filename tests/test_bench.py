@@ -1,5 +1,5 @@
-"""The benchmark keeps working: bench/run.py at toy sizes. No timing is asserted, only that every
-figure is there and makes sense."""
+"""The benchmark keeps working: bench/run.py at toy sizes. No timing threshold is asserted, only that
+every figure is there and holds the relations that must hold between measurements."""
 
 import json
 import subprocess
@@ -24,11 +24,20 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     figures = json.loads(out.read_text())
     latency = figures["latency"]
     assert latency["stage_count"] == 7
-    assert latency["floor_s"] > 0 and latency["dvc_repro_forced_s"] > 0 and latency["dvc_repro_noop_s"] > 0
+    # One process doing the whole pipeline's work is the floor: seven processes under DVC take longer.
+    assert 0 < latency["floor_s"] < latency["dvc_repro_forced_s"]
+    assert 0 < latency["dvc_repro_noop_s"] < latency["dvc_repro_forced_s"]
     assert latency["ratio_to_floor"] == pytest.approx(latency["dvc_repro_forced_s"] / latency["floor_s"])
+    assert sum(latency["stage_processes_by_stage_s"].values()) == pytest.approx(latency["stage_processes_s"])
+    assert latency["dvc_own_work_s"] == pytest.approx(latency["dvc_repro_forced_s"] - latency["stage_processes_s"])
+    # Every train stage imports torch; prepare and evaluate do not, so three trains outweigh them.
+    by_stage = latency["stage_processes_by_stage_s"]
+    assert by_stage["train"] > by_stage["prepare"] and by_stage["train"] > by_stage["evaluate"]
+    assert by_stage["train"] > 3 * latency["torch_import_s"] > 0
     throughput = figures["throughput"]
     for impl in IMPLEMENTATIONS:
-        assert throughput[impl]["epochs_per_s"] > 0
+        rate = throughput[impl]["epochs_per_s"]
+        assert throughput[impl]["fraction_of_floor"] == pytest.approx(rate / throughput["floor_epochs_per_s"])
     parts = throughput["epoch_parts"]
     assert parts["forward_matmul_s"] > 0 and parts["gradient_matmul_s"] > 0 and parts["cross_entropy_s"] > 0
     assert parts["compute_floor_epochs_per_s"] > 0
@@ -36,4 +45,8 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
         race = figures["time_to_accuracy"][data]
         assert 0 < race["target_accuracy"] <= 1 and race["sklearn_iterations"] > 0
         for impl in ("functional", "high_level"):
-            assert race[impl]["updates"] > 0
+            ours = race[impl]
+            assert ours["updates"] > 0
+            if ours["seconds"] != float("inf"):  # reached: at the target accuracy or above it
+                assert ours["accuracy"] >= race["target_accuracy"]
+                assert ours["speedup"] == pytest.approx(race["sklearn_s"] / ours["seconds"])

@@ -28,13 +28,14 @@ train:
 def test_stages_run_on_cuda(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(PARAMS)
-    prepare.main(["data/prepared.pt"])
+    prepare.main(["data/prepared.safetensors"])
     for impl in IMPLEMENTATIONS:
-        train.main([impl, "data/prepared.pt", f"models/{impl}.pt", f"cost/{impl}.tsv", f"test_cost/{impl}.tsv"])
+        model = f"models/{impl}.safetensors"
+        train.main([impl, "data/prepared.safetensors", model, f"cost/{impl}.tsv", f"test_cost/{impl}.tsv"])
         evaluate.main(
             [
-                "data/prepared.pt",
-                f"models/{impl}.pt",
+                "data/prepared.safetensors",
+                f"models/{impl}.safetensors",
                 f"cost/{impl}.tsv",
                 f"metrics/{impl}.json",
                 f"confusion/{impl}.csv",

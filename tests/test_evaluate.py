@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from sklearn.metrics import f1_score
@@ -19,11 +20,12 @@ def test_macro_f1_matches_scikit_learn(seed):
     )
     predicted[predicted == 3] = 2  # class 3 never predicted: its F1 is 0
     expected = f1_score(actual.numpy(), predicted.numpy(), average="macro")
-    assert macro_f1(actual, predicted, 5) == pytest.approx(expected)  # class 4 absent: left out, as by sklearn
+    # Class 4 occurs nowhere: left out, as by scikit-learn.
+    assert macro_f1(actual.numpy(), predicted.numpy(), 5) == pytest.approx(expected)
 
 
 def test_confusion_rows_name_the_classes():
-    text = confusion_csv(torch.tensor([0, 1]), torch.tensor([1, 1]), ["cat", "dog"])
+    text = confusion_csv(np.array([0, 1]), np.array([1, 1]), ["cat", "dog"])
     assert text == "actual,predicted\ncat,dog\ndog,dog\n"
 
 
@@ -33,9 +35,9 @@ def test_stages_with_a_test_split(tmp_path, monkeypatch):
         "data:\n  source: iris\n  test_size: 0.2\n"
         "train:\n  epochs: 200\n  lr: 0.1\n  seed: 1\n  device: cpu\n  log_every: 50\n  double_softmax: false\n"
     )
-    prepare.main(["data.pt"])
-    train.main(["high_level", "data.pt", "model.pt", "cost.tsv", "test_cost.tsv"])
-    evaluate.main(["data.pt", "model.pt", "cost.tsv", "metrics.json", "confusion.csv"])
+    prepare.main(["data.safetensors"])
+    train.main(["high_level", "data.safetensors", "model.safetensors", "cost.tsv", "test_cost.tsv"])
+    evaluate.main(["data.safetensors", "model.safetensors", "cost.tsv", "metrics.json", "confusion.csv"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"accuracy", "final_cost", "eval_cost", "f1_macro", "train_accuracy", "train_cost", "device"}
     assert metrics["accuracy"] >= 0.9 and metrics["f1_macro"] >= 0.9

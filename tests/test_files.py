@@ -1,18 +1,27 @@
-"""Outputs are written all at once, and readable as any file the user writes."""
+"""Outputs are written all together or not at all, readable as any file the user writes, and tensor
+files have the same bytes on every run."""
 
 import os
+import resource
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from stages.files import write_bytes_atomic, write_text_atomic
+from stages.errors import UserError
+from stages.files import read_tensors, tensors_bytes, write_outputs
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_an_output_gets_the_mode_open_would_give_it(tmp_path, umask):
     old = os.umask(umask)
     try:
-        write_text_atomic(tmp_path / "metrics" / "low_level.json", "{}\n")
+        write_outputs({str(tmp_path / "metrics" / "low_level.json"): "{}\n"})
         with open(tmp_path / "reference", "w") as f:
             f.write("{}\n")
     finally:
@@ -21,10 +30,89 @@ def test_an_output_gets_the_mode_open_would_give_it(tmp_path, umask):
     assert mode == stat.S_IMODE((tmp_path / "reference").stat().st_mode) == 0o666 & ~umask
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
-    target = tmp_path / "cost.tsv"
-    target.write_text("old\n")
-    with pytest.raises(TypeError):
-        write_bytes_atomic(target, "not bytes")  # type: ignore[arg-type]
-    assert target.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["cost.tsv"]
+def write_with_file_size_limit(tmp_path: Path, limit: int, outputs: dict[str, str]) -> subprocess.CompletedProcess:
+    """write_outputs in a process that may write no file larger than `limit` bytes: a full disk, as
+    the writer meets it (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    code = (
+        "from stages.errors import run_stage; from stages.files import write_outputs; "
+        f"run_stage('t', lambda: write_outputs({outputs!r}))"
+    )
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          preexec_fn=limit_file_size, check=False)  # fmt: skip
+
+
+def test_a_failed_write_changes_no_output(tmp_path):
+    (tmp_path / "small.txt").write_text("old small\n")
+    (tmp_path / "large.txt").write_text("old large\n")
+    result = write_with_file_size_limit(tmp_path, 1000, {"small.txt": "new\n", "large.txt": "x" * 5000})
+    assert result.returncode == 1
+    assert result.stderr == "t: error: large.txt: cannot write (File too large); nothing was written\n"
+    assert (tmp_path / "small.txt").read_text() == "old small\n"  # written first, yet not renamed into place
+    assert (tmp_path / "large.txt").read_text() == "old large\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["large.txt", "small.txt"]  # no temporary file left
+
+
+def test_a_directory_where_an_output_goes(tmp_path):
+    (tmp_path / "model.safetensors").mkdir()
+    with pytest.raises(UserError, match=r"model.safetensors: cannot write \(Is a directory; a directory stands"):
+        write_outputs({str(tmp_path / "costs.tsv"): "x", str(tmp_path / "model.safetensors"): "y"})
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_a_file_where_an_output_directory_goes(tmp_path):
+    (tmp_path / "plots").write_text("not a directory")
+    with pytest.raises(UserError, match=r"plots: cannot write \(File exists; a directory stands where a file"):
+        write_outputs({str(tmp_path / "plots" / "cost.tsv"): "x"})
+
+
+def test_a_read_only_directory(tmp_path, monkeypatch):
+    # As root (CI) permission bits do not stop a write: the refusal is simulated where it happens.
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".m.json.x.tmp"))
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(UserError, match=r"^.*/m.json: cannot write \(Permission denied\); nothing was written$"):
+        write_outputs({str(tmp_path / "m.json"): "{}"})
+
+
+def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
+    arrays = {"W": np.arange(12, dtype=np.float32).reshape(3, 4).T, "b": np.zeros(1, np.float32)}  # W not contiguous
+    info = {"impl": "low_level", "n_features": 4, "classes": ["a", "b", "c"], "device": "cpu", "z": 1, "y": 2}
+    first = tensors_bytes(arrays, info)
+    assert all(tensors_bytes(arrays, info) == first for _ in range(20))  # a Rust HashMap would reorder keys
+    (tmp_path / "m.safetensors").write_bytes(first)
+    read, read_info = read_tensors(tmp_path / "m.safetensors", "trained model", ("W", "impl"), "fix")
+    assert read_info == info
+    np.testing.assert_array_equal(read["W"], arrays["W"])
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "not a readable trained model"),
+        (b"\x10\x00\x00\x00\x00\x00\x00\x00{}", "not a readable trained model"),
+        (b"x,y\n1,2\n", "not a readable trained model"),
+    ],
+)
+def test_damaged_tensor_files(tmp_path, content, expected):
+    (tmp_path / "m.safetensors").write_bytes(content)
+    with pytest.raises(UserError, match=rf"m.safetensors: {expected} \(.*\); run it$"):
+        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+
+
+def test_a_truncated_tensor_file(tmp_path):
+    content = tensors_bytes({"W": np.ones((50, 3), np.float32)}, {"impl": "low_level"})
+    (tmp_path / "m.safetensors").write_bytes(content[:-10])
+    with pytest.raises(UserError, match=r"m.safetensors: not a readable trained model \("):
+        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+
+
+def test_a_directory_in_place_of_an_input(tmp_path):
+    (tmp_path / "m.safetensors").mkdir()
+    with pytest.raises(UserError, match=r"m.safetensors: is a directory, not the trained model; remove it and run"):
+        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")

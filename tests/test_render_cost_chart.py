@@ -1,6 +1,7 @@
 """scripts/render_cost_chart.py keeps working: it renders the committed cost curves to a PNG."""
 
 import importlib.util
+import struct
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -12,7 +13,13 @@ def test_renders_the_committed_curves_to_a_png(tmp_path, monkeypatch):
     spec.loader.exec_module(module)
     monkeypatch.chdir(REPO)
     rows = module.cost_rows("functional")
-    assert len(rows) == 1001 and rows[100] == {"implementation": "functional", "epoch": 100, "cost": rows[100]["cost"]}
+    assert [row["epoch"] for row in rows] == list(range(1001))
+    # The lesson prints "Epoch  100/1000 Cost: 0.761050" and, last, "Epoch 1000/1000 Cost: 0.399962".
+    assert rows[100]["implementation"] == "functional" and f"{rows[100]['cost']:.6f}" == "0.761050"
+    assert f"{rows[1000]['cost']:.6f}" == "0.399962"
     monkeypatch.setattr("sys.argv", ["render", str(tmp_path / "cost.png")])
     module.main()
-    assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (tmp_path / "cost.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width >= 2 * 640 and height >= 2 * 360  # the chart's size, at scale 2, with its axes and legend
