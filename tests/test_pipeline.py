@@ -1,11 +1,15 @@
 """End to end: the real `dvc repro` in a fresh copy of the repository, as a user who cloned it runs it."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scripts.pipeline_copy import copy_pipeline
@@ -22,18 +26,20 @@ RESULTS = [
 pytestmark = pytest.mark.slow
 
 
+ENV = {
+    **os.environ,
+    # The stages' `python` must be this interpreter, with torch; DVC must not phone home.
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
 def sh(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        # The stages' `python` must be this interpreter, with torch; DVC must not phone home.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -147,3 +153,69 @@ def test_a_queued_sweep(clone):
     assert 0.05 in lrs and 0.2 in lrs
     for rev in experiments:
         assert set(rev["data"]["metrics"]) == {f"metrics/{impl}.json" for impl in IMPLEMENTATIONS}
+
+
+# Faults: a stage killed at any moment leaves nothing running, and the next repro mends the workspace -----
+
+
+def stage_processes(root: Path) -> list[psutil.Process]:
+    """The stage processes (python -m stages.<stage>) running in `root`."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["cwd"] == str(root) and any(a.startswith("stages.") for a in process.info["cmdline"] or []):
+                found.append(process)
+    return found
+
+
+def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProcess:
+    """`dvc repro -f` in a session of its own (as a terminal would run it), and kill(dvc, stage) as soon
+    as the first train stage is running; returns how DVC ended."""
+    dvc_process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f"], cwd=clone, env=ENV,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (train := [p for p in stage_processes(clone) if "stages.train" in p.cmdline()]):
+        assert dvc_process.poll() is None and time.monotonic() < deadline, "no train stage started"
+        time.sleep(0.01)
+    kill(dvc_process, train[0])
+    output, _ = dvc_process.communicate(timeout=60)
+    return subprocess.CompletedProcess(dvc_process.args, dvc_process.returncode, output)
+
+
+def outputs_of(root: Path) -> dict[str, tuple[int, bytes]]:
+    files = [p for d in ("data", "models", "plots", "metrics") for p in (root / d).rglob("*") if p.is_file()]
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
+def assert_nothing_left_and_mended(clone: Path) -> None:
+    assert stage_processes(clone) == []
+    before = outputs_of(clone)
+    time.sleep(1)
+    assert outputs_of(clone) == before  # nothing of the killed stage writes later
+    dvc(clone, "repro")
+    assert "Data and pipelines are up to date." in dvc(clone, "status")
+    for name in RESULTS:
+        assert (clone / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs after the rerun"
+
+
+@pytest.mark.parametrize(
+    "kill",
+    [
+        pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGKILL), id="SIGKILL the stage"),
+        pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGTERM), id="SIGTERM the stage"),
+        pytest.param(lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGKILL), id="SIGKILL DVC's group"),
+    ],
+)
+def test_a_killed_stage_leaves_nothing_behind(clone, kill):
+    ended = repro_killed_during_training(clone, kill)
+    assert ended.returncode != 0
+    assert_nothing_left_and_mended(clone)
+
+
+def test_ctrl_c_stops_the_stage_with_one_line(clone):
+    # A terminal's Ctrl-C sends SIGINT to the foreground process group: DVC and its stage.
+    ended = repro_killed_during_training(clone, lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGINT))
+    assert ended.returncode != 0
+    assert "Traceback" not in ended.stdout, ended.stdout
+    assert_nothing_left_and_mended(clone)
