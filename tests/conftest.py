@@ -1,7 +1,40 @@
+import contextlib
+import os
+from collections.abc import Iterator
+
 import pytest
+import torch
 
 from stages.data import prepare_table, toy
 from stages.params import DataParams, TrainParams
+
+
+@contextlib.contextmanager
+def torch_state_restored() -> Iterator[None]:
+    """Undo what a stage run in this process changes globally (stages.device.make_deterministic): the
+    thread count, deterministic mode, cuDNN's autotuner and cuBLAS's workspace setting."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_state() -> Iterator[None]:
+    """Every test leaves torch as it found it, so that no result depends on the order tests run in."""
+    with torch_state_restored():
+        yield
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ agreements the mathematics promises between our three implementations."""
 
 import dataclasses
 import math
+import os
 
 import pytest
 import torch
@@ -226,3 +227,17 @@ def test_readme_settings_reach_093_test_accuracy(source, impl, lesson_params, ca
     params = dataclasses.replace(lesson_params, **train_changes)
     trained = train(impl, prepared.train, prepared.n_classes, params, CPU, prepared.eval)
     assert accuracy(trained.model, prepared.eval) >= 0.93
+
+
+def test_a_stage_run_in_the_test_process_leaves_torch_as_it_was(monkeypatch):
+    from stages.device import make_deterministic
+    from tests.conftest import torch_state_restored
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.set_num_threads(2)
+    with torch_state_restored():
+        make_deterministic(torch.device("cuda"))  # what a CUDA run sets (no GPU needed to set it)
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
