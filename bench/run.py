@@ -175,6 +175,7 @@ def epoch_parts(x: torch.Tensor, n_classes: int, repeats: int) -> dict:
     return {
         **onednn_parts,
         "forward_matmul_s": forward,
+        "forward_matmul_native_mkl_s": native_mkl_forward(len(x), x.shape[1], n_classes, repeats),
         "forward_gflop_s": flops / forward / 1e9,
         "gradient_matmul_s": gradient,
         "gradient_gflop_s": flops / gradient / 1e9,
@@ -182,6 +183,26 @@ def epoch_parts(x: torch.Tensor, n_classes: int, repeats: int) -> dict:
         "square_gemm_gflop_s": 2 * 2048**3 / square_seconds / 1e9,
         "compute_floor_epochs_per_s": 2048**3 / square_seconds / flops,  # two products per epoch
     }
+
+
+def native_mkl_forward(n_rows: int, n_features: int, n_classes: int, repeats: int) -> float:
+    """The forward product timed with MKL free to pick this CPU's fastest code (MKL_CBWR=AUTO) instead
+    of the reproducible branch the stages hold it to: the price of the same bits on every CPU. In a
+    process of its own, since MKL reads the setting once."""
+    code = f"""
+import time, torch
+torch.set_num_threads(1)
+x, weight = torch.randn({n_rows}, {n_features}), torch.randn({n_classes}, {n_features})
+best = float("inf")
+for _ in range({repeats} + 1):
+    start = time.perf_counter()
+    x @ weight.t()
+    best = min(best, time.perf_counter() - start)
+print(best)
+"""
+    env = {**os.environ, "MKL_CBWR": "AUTO"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    return float(result.stdout)
 
 
 # 3. Time to accuracy -------------------------------------------------------------------------------
@@ -297,7 +318,9 @@ def report(results: dict) -> str:
     parts = thr["epoch_parts"]
     lines += [
         "   where an epoch goes:",
-        f"     forward x W      {parts['forward_matmul_s']:.3f} s  ({parts['forward_gflop_s']:.0f} GFLOP/s)",
+        f"     forward x W      {parts['forward_matmul_s']:.3f} s  ({parts['forward_gflop_s']:.0f} GFLOP/s)  "
+        f"[{parts['forward_matmul_native_mkl_s']:.3f} s with MKL_CBWR=AUTO: bit-identity across CPUs costs "
+        f"{parts['forward_matmul_s'] / parts['forward_matmul_native_mkl_s']:.1f}x]",
         f"     gradient dz^T x  {parts['gradient_matmul_s']:.3f} s  ({parts['gradient_gflop_s']:.0f} GFLOP/s)",
         f"     cross-entropy    {parts['cross_entropy_s']:.3f} s  (forward and backward on the logits)",
         f"     the same BLAS on square matrices: {parts['square_gemm_gflop_s']:.0f} GFLOP/s "

@@ -34,11 +34,14 @@ def write_outputs(outputs: Outputs) -> None:
         for path, data in outputs.items():
             content = data.encode("utf-8") if isinstance(data, str) else data
             temporary.append((path, _write_temporary(Path(path), content)))
+        # A rename within a directory is one step that needs no space: these do not fail halfway.
         for path, tmp in temporary:
             os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:  # Ctrl-C too: no temporary file is left behind
         for _, tmp in temporary:
             tmp.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
         name = error.filename if isinstance(error.filename, str) else path
         reason = error.strerror or type(error).__name__
         if isinstance(error, IsADirectoryError | FileExistsError | NotADirectoryError):

@@ -40,7 +40,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
         assert throughput[impl]["fraction_of_floor"] == pytest.approx(rate / throughput["floor_epochs_per_s"])
     parts = throughput["epoch_parts"]
     assert parts["forward_matmul_s"] > 0 and parts["gradient_matmul_s"] > 0 and parts["cross_entropy_s"] > 0
-    assert parts["compute_floor_epochs_per_s"] > 0
+    assert parts["compute_floor_epochs_per_s"] > 0 and parts["forward_matmul_native_mkl_s"] > 0
     for data in ("digits", "synthetic"):
         race = figures["time_to_accuracy"][data]
         assert 0 < race["target_accuracy"] <= 1 and race["sklearn_iterations"] > 0
