@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from stages.errors import UserError, abbreviate
+from stages.errors import UserError, abbreviate, listing
 from stages.files import read_tensors, tensors_bytes
 from stages.params import DataParams
 
@@ -145,7 +145,7 @@ def _columns(path: str, header: list[str], label: str, features: tuple[str, ...]
         raise UserError(f"{path}: the header names column {abbreviate(repeated[0])} more than once; "
                         "give every column its own name")  # fmt: skip
     if label not in header:
-        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {_listing(header)}")
+        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {listing(header)}")
     if features is None:
         names = [c for c in header if c != label]
     else:
@@ -158,15 +158,10 @@ def _columns(path: str, header: list[str], label: str, features: tuple[str, ...]
                             "the answer: remove it from data.features")  # fmt: skip
         missing = [c for c in names if c not in header]
         if missing:
-            raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {_listing(header)}")
+            raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {listing(header)}")
     if not names:
         raise UserError(f"{path}: no feature columns besides the label {abbreviate(label)}")
     return names
-
-
-def _listing(names: list[str]) -> str:
-    text = ", ".join(names)
-    return text if len(text) <= 200 else f"{text[:150]}... ({len(names)} columns)"
 
 
 def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:

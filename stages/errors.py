@@ -2,7 +2,7 @@
 
 import reprlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -19,6 +19,12 @@ def abbreviate(value: Any) -> str:
     """repr(value), cut short to well under a line."""
     text = _short.repr(value)
     return text if len(text) <= 80 else f"{text[:76]} ..."
+
+
+def listing(names: Sequence[Any], most: int = 20) -> str:
+    """Names joined by commas for a message: at most `most` of them, and then how many there are."""
+    shown = ", ".join(str(name)[:40] for name in names[:most])
+    return shown if len(names) <= most else f"{shown} ... ({len(names)})"
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:

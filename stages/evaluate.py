@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
-from stages.errors import UserError, run_stage
+from stages.errors import UserError, listing, run_stage
 from stages.files import float32_str, read_tensors, write_outputs
 
 FIX = "run `dvc repro` to train it"
@@ -70,14 +70,10 @@ def load_model(path: str | Path, prepared: Prepared) -> tuple[Linear, dict]:
     except ValueError as error:
         raise UserError(f"{path}: holds {error}; {FIX}") from None
     if info["classes"] != list(prepared.classes) or model.W.shape != (prepared.n_features, prepared.n_classes):
-        raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {_names(info['classes'])}, but "
-                        f"the prepared data has {prepared.n_features} features and classes "
-                        f"{_names(prepared.classes)}; {FIX}")  # fmt: skip
+        trained, prepared_classes = listing(info["classes"], 5), listing(prepared.classes, 5)
+        raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
+                        f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}")  # fmt: skip
     return model, info
-
-
-def _names(classes: list | tuple) -> str:
-    return ", ".join(map(str, classes[:5])) + (f" ... ({len(classes)})" if len(classes) > 5 else "")
 
 
 def final_cost(costs_path: str | Path) -> float:
