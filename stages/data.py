@@ -132,6 +132,9 @@ def _read_rows(path: str) -> list[list[str]]:
         line = content[: error.start].count(b"\n") + 1
         bad = content[error.start : error.start + 4]
         raise UserError(f"{path}, line {line}: bytes that are not UTF-8 ({bad!r}); save the file as UTF-8") from None
+    if "\0" in text:  # valid UTF-8, but no table holds it: a binary file, or UTF-16 ("Unicode text")
+        line = text[: text.index("\0")].count("\n") + 1
+        raise UserError(f"{path}, line {line}: a NUL byte: not a text table (UTF-16?); save the file as UTF-8 CSV")
     try:
         return list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as error:
@@ -176,6 +179,8 @@ def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:
     label_column = header.index(label)
     values, labels = [], []
     for line, row in enumerate(rows, start=2):
+        if not row:  # a blank line, as spreadsheets often leave at the end
+            continue
         if len(row) != len(header):
             raise UserError(f"{path}, line {line}: {len(row)} fields, but the header has {len(header)}")
         try:
@@ -194,6 +199,8 @@ def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:
             raise UserError(f"{path}, line {line}: the label column '{label}' is empty; every row needs its class")
         values.append(numbers)
         labels.append(name)
+    if not values:
+        raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
     classes = _class_order(labels, f"{path}, column '{label}'")
     index = {name: i for i, name in enumerate(classes)}
     y = np.array([index[name] for name in labels], dtype=np.int64)

@@ -318,6 +318,9 @@ def csv_params(directory: Path, text: str | bytes, extra: str = "") -> None:
         (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv, line 3: bytes that are not UTF-8 (b'\\xe9\\n'); save the file"),
         (f"x,y\n1,a\n{'9' * 200_000},b\n", "", "datasets/t.csv: not a readable CSV (field larger than field limit"),
         ("x,y\n1,a\n2,b\n" + "3,c" * 100, "", "datasets/t.csv, line 4: 101 fields, but the header has 2"),
+        ("x,y\n1,a\n2,b\x00\n", "", "datasets/t.csv, line 3: a NUL byte: not a text table (UTF-16?); save"),
+        ("x,y\n".encode("utf-16-le"), "", "datasets/t.csv, line 1: a NUL byte: not a text table (UTF-16?); save"),
+        ("x,y\n\n\n", "", "datasets/t.csv: the table is empty; it needs a header row and at least one data row"),
     ],
 )
 def test_hostile_csv(tmp_path, monkeypatch, text, extra, expected):
@@ -332,6 +335,15 @@ def test_a_spreadsheet_csv_with_a_byte_order_mark_and_crlf(tmp_path, monkeypatch
     csv_params(tmp_path, '\ufeff"y",x\r\na,1\r\nb,2\r\n'.encode())
     prepare.main(["data/prepared.safetensors"])
     assert load_prepared("data/prepared.safetensors").classes == ("a", "b")
+
+
+def test_blank_lines_are_skipped_and_lines_still_counted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "x,y\n1,a\n\n2,b\n\n")
+    prepare.main(["data/prepared.safetensors"])
+    assert load_prepared("data/prepared.safetensors").train.x.tolist() == [[1.0], [2.0]]
+    csv_params(tmp_path, "x,y\n1,a\n\nseven,b\n")
+    assert run(prepare.main, ["o.st"]) == "stage: error: datasets/t.csv, line 4: column 'x' is not a number: 'seven'"
 
 
 def test_a_very_long_value_is_abbreviated(tmp_path, monkeypatch):
