@@ -28,12 +28,9 @@ def listing(names: Sequence[Any], most: int = 20) -> str:
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's main(); a UserError becomes `<stage>: error: <message>` on stderr and exit 1, and
-    Ctrl-C one line and exit 130, the shell's status for a process stopped by SIGINT."""
+    """Run a stage's main(); a UserError becomes `<stage>: error: <message>` on stderr and exit 1.
+    (Ctrl-C is stages/__init__.py's.)"""
     try:
         main()
     except UserError as error:
         sys.exit(f"{name}: error: {error}")
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; its outputs were not written", file=sys.stderr)
-        sys.exit(130)

@@ -2,8 +2,10 @@
 and no output written."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -506,3 +508,15 @@ def test_empty_costs_file(workdir):
         "stage: error: plots/cost/low_level.tsv: not the training costs written by the train stage; "
         "run `dvc repro` to train it"
     )
+
+
+def test_ctrl_c_while_importing_torch_is_one_line(workdir):
+    write_params(workdir)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(0.5)  # well into `import torch`, which takes seconds
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (130, "train: interrupted; its outputs were not written\n")
+    assert no_train_outputs(workdir)

@@ -116,3 +116,21 @@ def test_a_directory_in_place_of_an_input(tmp_path):
     (tmp_path / "m.safetensors").mkdir()
     with pytest.raises(UserError, match=r"m.safetensors: is a directory, not the trained model; remove it and run"):
         read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+
+
+def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from stages import files
+
+    write_temporary = files._write_temporary
+    calls = []
+
+    def interrupted_on_the_second(path, content):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write_temporary(path, content)
+
+    monkeypatch.setattr(files, "_write_temporary", interrupted_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs({str(tmp_path / "a.tsv"): "a", str(tmp_path / "b.tsv"): "b"})
+    assert list(tmp_path.iterdir()) == []

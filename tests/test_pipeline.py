@@ -178,6 +178,7 @@ def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProce
     while not (train := [p for p in stage_processes(clone) if "stages.train" in p.cmdline()]):
         assert dvc_process.poll() is None and time.monotonic() < deadline, "no train stage started"
         time.sleep(0.01)
+    time.sleep(0.5)  # past Python's own start-up, before any code of ours runs: the stage is importing torch
     kill(dvc_process, train[0])
     output, _ = dvc_process.communicate(timeout=60)
     return subprocess.CompletedProcess(dvc_process.args, dvc_process.returncode, output)
@@ -218,4 +219,5 @@ def test_ctrl_c_stops_the_stage_with_one_line(clone):
     ended = repro_killed_during_training(clone, lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGINT))
     assert ended.returncode != 0
     assert "Traceback" not in ended.stdout, ended.stdout
+    assert "train: interrupted; its outputs were not written" in ended.stdout
     assert_nothing_left_and_mended(clone)
