@@ -17,7 +17,7 @@ import numpy as np
 
 from stages.errors import UserError, abbreviate, listing
 from stages.files import read_tensors, tensors_bytes
-from stages.params import DataParams
+from stages.params import DELIMITERS, DataParams
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
 TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5],
@@ -123,22 +123,32 @@ def _check_dataset_path(path: str) -> None:
         raise UserError(f"data.path: {path} not found; check the path (relative to the repository root)")
 
 
-def _read_rows(path: str) -> list[list[str]]:
-    """The CSV's rows; a byte-order mark (a spreadsheet's "CSV UTF-8") is dropped."""
+def _read_rows(path: str, delimiter: str | None, encoding: str) -> list[list[str]]:
+    """The CSV's rows, as spreadsheets and databases export them: a byte-order mark is dropped, lines
+    end in LF or CRLF, fields may be quoted; the delimiter is `delimiter`, or else detected."""
     content = Path(path).read_bytes()
     try:
-        text = content.decode("utf-8").removeprefix("\ufeff")
+        text = content.decode(encoding).removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = content[: error.start].count(b"\n") + 1
         bad = content[error.start : error.start + 4]
-        raise UserError(f"{path}, line {line}: bytes that are not UTF-8 ({bad!r}); save the file as UTF-8") from None
-    if "\0" in text:  # valid UTF-8, but no table holds it: a binary file, or UTF-16 ("Unicode text")
+        raise UserError(f"{path}, line {line}: bytes that are not {encoding} ({bad!r}); set data.encoding to the "
+                        "file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8") from None  # fmt: skip
+    if "\0" in text:  # decoded, but no table holds it: a binary file, or UTF-16 read as another encoding
         line = text[: text.index("\0")].count("\n") + 1
-        raise UserError(f"{path}, line {line}: a NUL byte: not a text table (UTF-16?); save the file as UTF-8 CSV")
+        raise UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; "
+                        "UTF-16 text (\"Unicode text\") needs data.encoding: utf-16")  # fmt: skip
+    delimiter = delimiter or detect_delimiter(text.partition("\n")[0])
     try:
-        return list(csv.reader(io.StringIO(text, newline="")))
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as error:
         raise UserError(f"{path}: not a readable CSV ({error})") from None
+
+
+def detect_delimiter(header: str) -> str:
+    """The most frequent of comma, semicolon, tab and bar in the header line (a comma on a tie or
+    when there is none): predictable, unlike guessing from the data."""
+    return max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
 
 
 def _columns(path: str, header: list[str], label: str, features: tuple[str, ...] | None) -> list[str]:
@@ -167,10 +177,12 @@ def _columns(path: str, header: list[str], label: str, features: tuple[str, ...]
     return names
 
 
-def read_csv(path: str, label: str, features: tuple[str, ...] | None) -> Table:
+def read_csv(
+    path: str, label: str, features: tuple[str, ...] | None, delimiter: str | None = None, encoding: str = "utf-8"
+) -> Table:
     """A CSV table with a header row; the label column may hold strings."""
     _check_dataset_path(path)
-    rows = _read_rows(path)
+    rows = _read_rows(path, delimiter, encoding)
     if len(rows) < 2:
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
     header, rows = rows[0], rows[1:]
@@ -223,7 +235,7 @@ def load_table(params: DataParams) -> Table:
     if params.source == "digits":
         return digits()
     if params.source == "csv":
-        return read_csv(params.path, params.label, params.features)
+        return read_csv(params.path, params.label, params.features, params.delimiter, params.encoding)
     return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
 
 

@@ -1,5 +1,6 @@
 """params.yaml: read it and check every value a stage needs before the stage does any work."""
 
+import codecs
 import math
 import os
 from dataclasses import MISSING, dataclass, fields
@@ -15,6 +16,7 @@ PARAMS_FILE = "params.yaml"
 SOURCES = ("toy", "iris", "digits", "csv", "synthetic")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam")
+DELIMITERS = (",", ";", "\t", "|")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class DataParams:
     path: str | None = None  # csv: the file
     label: str | None = None  # csv: the label column
     features: tuple[str, ...] | None = None  # csv: the feature columns; None: every other column
+    delimiter: str | None = None  # csv: one of DELIMITERS; None: the header line's most frequent of them
+    encoding: str = "utf-8"  # csv: the text encoding (a byte-order mark is dropped)
     n_samples: int = 1000  # synthetic
     n_features: int = 20  # synthetic
     n_classes: int = 3  # synthetic
@@ -112,6 +116,13 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
+def _is_encoding(name: str) -> bool:
+    try:
+        return codecs.lookup(name).name != ""
+    except LookupError:
+        return False
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise UserError(f"params.yaml: {name} must be {allowed}, got {abbreviate(value)}")
@@ -139,6 +150,11 @@ def data_params(params: dict[str, Any]) -> DataParams:
         _check(isinstance(label, str) and label != "", "data.label", label, "the label column when data.source is csv")
     is_names = isinstance(features, list) and len(features) > 0 and all(isinstance(f, str) for f in features)
     _check(features is None or is_names, "data.features", features, "a list of column names, or null for all")
+    delimiter, encoding = values["delimiter"], values["encoding"]
+    _check(delimiter is None or delimiter in DELIMITERS, "data.delimiter", delimiter,
+           "null (detect it) or one of " + ", ".join(map(repr, DELIMITERS)))  # fmt: skip
+    _check(isinstance(encoding, str) and _is_encoding(encoding), "data.encoding", encoding,
+           "a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16")  # fmt: skip
     n_samples, n_features, n_classes = values["n_samples"], values["n_features"], values["n_classes"]
     _check(_is_int(n_samples) and n_samples >= 2, "data.n_samples", n_samples, "an integer >= 2")
     _check(_is_int(n_features) and n_features >= 1, "data.n_features", n_features, "a positive integer")
@@ -152,7 +168,7 @@ def data_params(params: dict[str, Any]) -> DataParams:
                     "the class centres")  # fmt: skip
     return DataParams(
         source, float(test_size), standardize, seed, path, label,
-        tuple(features) if features is not None else None, n_samples, n_features, n_classes,
+        tuple(features) if features is not None else None, delimiter, encoding, n_samples, n_features, n_classes,
     )  # fmt: skip
 
 

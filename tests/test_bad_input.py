@@ -131,7 +131,7 @@ def test_missing_train_key(workdir):
             "pathh",
             "x.csv",
             "params.yaml: unknown key 'data.pathh'; allowed in 'data': source, test_size, "
-            "standardize, seed, path, label, features, n_samples, n_features, n_classes",
+            "standardize, seed, path, label, features, delimiter, encoding, n_samples, n_features, n_classes",
         ),
         ("data", None, None, "params.yaml: missing section 'data'; add it with keys source"),
         ("data", "test_size", 1, "params.yaml: data.test_size must be a number from 0 up to 1, got 1"),
@@ -144,6 +144,19 @@ def test_missing_train_key(workdir):
             "params.yaml: data.features must be a list of column names, or null for all, got 'alcohol'",
         ),
         ("data", "n_classes", 1, "params.yaml: data.n_classes must be an integer >= 2, got 1"),
+        (
+            "data",
+            "delimiter",
+            ":",
+            "params.yaml: data.delimiter must be null (detect it) or one of ',', ';', '\\t', '|', got ':'",
+        ),
+        (
+            "data",
+            "encoding",
+            "klingon",
+            "params.yaml: data.encoding must be a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16, "
+            "got 'klingon'",
+        ),
     ],
 )
 def test_bad_data_param(tmp_path, monkeypatch, section, key, value, expected):
@@ -317,11 +330,15 @@ def csv_params(directory: Path, text: str | bytes, extra: str = "") -> None:
         ("x,y\n1,a\n2,\n", "", "datasets/t.csv, line 3: the label column 'y' is empty; every row needs its class"),
         ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features names the label column 'y'; a model must not"),
         ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features names 'x' more than once; list each"),
-        (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv, line 3: bytes that are not UTF-8 (b'\\xe9\\n'); save the file"),
+        (
+            b"x,y\n1,a\n2,b\xe9\n",
+            "",
+            "datasets/t.csv, line 3: bytes that are not utf-8 (b'\\xe9\\n'); set data.encoding",
+        ),
         (f"x,y\n1,a\n{'9' * 200_000},b\n", "", "datasets/t.csv: not a readable CSV (field larger than field limit"),
         ("x,y\n1,a\n2,b\n" + "3,c" * 100, "", "datasets/t.csv, line 4: 101 fields, but the header has 2"),
-        ("x,y\n1,a\n2,b\x00\n", "", "datasets/t.csv, line 3: a NUL byte: not a text table (UTF-16?); save"),
-        ("x,y\n".encode("utf-16-le"), "", "datasets/t.csv, line 1: a NUL byte: not a text table (UTF-16?); save"),
+        ("x,y\n1,a\n2,b\x00\n", "", "datasets/t.csv, line 3: a NUL character: not a text table in utf-8; UTF-16"),
+        ("x,y\n".encode("utf-16-le"), "", "datasets/t.csv, line 1: a NUL character: not a text table in utf-8; UTF-16"),
         ("x,y\n\n\n", "", "datasets/t.csv: the table is empty; it needs a header row and at least one data row"),
     ],
 )

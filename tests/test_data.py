@@ -1,5 +1,6 @@
 """The data sources, the split, standardization, and the errors bad data gets."""
 
+import csv
 import dataclasses
 from pathlib import Path
 
@@ -7,7 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from stages.data import TOY_X, TOY_Y, Table, check_table, load_table, prepare_table, read_csv, split, synthetic
+from stages.data import (
+    TOY_X,
+    TOY_Y,
+    Table,
+    check_table,
+    detect_delimiter,
+    load_table,
+    prepare_table,
+    read_csv,
+    split,
+    synthetic,
+)
 from stages.errors import UserError
 from stages.params import DataParams
 
@@ -167,3 +179,66 @@ def test_fewer_than_two_classes(datasets):
     (datasets / "t.csv").write_text("x,y\n1,a\n2,a\n")
     with pytest.raises(UserError, match=r"datasets/t.csv: fewer than two classes \(a\); a classifier needs two"):
         check_table(read_csv("datasets/t.csv", "y", None), "datasets/t.csv")
+
+
+# Tables as spreadsheets and databases export them -------------------------------------------------
+
+ROWS = [["größe", "wert; mit Semikolon", "klasse"], ["1.5", "2", "Äpfel"], ["3", "4.25", "Birnen"], ["5", "6", "Äpfel"]]
+
+
+def write_table(path: Path, encoding: str, **dialect) -> None:
+    """The rows through Python's csv module, as an export in that dialect and encoding writes them."""
+    with open(path, "w", newline="", encoding=encoding) as f:
+        csv.writer(f, **dialect).writerows(ROWS)
+
+
+@pytest.mark.parametrize(
+    "encoding, dialect",
+    [
+        ("utf-8", {"dialect": "excel"}),  # comma, CRLF, quotes where needed
+        ("utf-8-sig", {"dialect": "excel"}),  # a spreadsheet's "CSV UTF-8": a byte-order mark
+        ("utf-8", {"dialect": "excel", "delimiter": ";"}),  # the semicolon of locales with a decimal comma
+        ("utf-8", {"dialect": "excel-tab"}),
+        ("utf-8", {"dialect": "unix"}),  # every field quoted, LF
+        ("utf-8", {"delimiter": "|", "quoting": csv.QUOTE_NONNUMERIC}),
+        ("latin-1", {"dialect": "excel", "delimiter": ";"}),
+        ("cp1252", {"dialect": "excel"}),
+        ("utf-16", {"dialect": "excel-tab"}),  # "Unicode text"
+    ],
+)
+def test_exported_dialects_and_encodings(datasets, encoding, dialect):
+    write_table(datasets / "t.csv", encoding, **dialect)
+    table = read_csv("datasets/t.csv", "klasse", None, encoding="utf-8" if encoding == "utf-8-sig" else encoding)
+    assert table.classes == ("Birnen", "Äpfel")
+    assert table.y.tolist() == [1, 0, 1]
+    assert table.x.tolist() == [[1.5, 2.0], [3.0, 4.25], [5.0, 6.0]]
+
+
+def test_a_named_delimiter_wins_over_detection(datasets):
+    (datasets / "t.csv").write_text("x|y,z\n1|a,b\n2|c,d\n")  # one of each in the header: a comma, by default
+    with pytest.raises(UserError, match=r"line 2: column 'x|y' is not a number: '1|a'"):
+        read_csv("datasets/t.csv", "z", None)
+    table = read_csv("datasets/t.csv", "y,z", None, delimiter="|")
+    assert table.x.tolist() == [[1], [2]] and table.classes == ("a,b", "c,d")
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [("a,b,c", ","), ("a;b;c", ";"), ("a\tb\tc", "\t"), ("a|b", "|"), ("a", ","), ("a;b,c", ","), ("a;b;c,d", ";")],
+)
+def test_delimiter_detection(header, expected):
+    assert detect_delimiter(header) == expected
+
+
+def test_bytes_in_another_encoding_name_the_parameter(datasets):
+    write_table(datasets / "t.csv", "latin-1", dialect="excel")
+    with pytest.raises(
+        UserError, match=r"datasets/t.csv, line 1: bytes that are not utf-8 \(b'\\xf6.*set data.encoding"
+    ):
+        read_csv("datasets/t.csv", "klasse", None)
+
+
+def test_utf16_read_as_utf8_names_the_encoding(datasets):
+    (datasets / "t.csv").write_bytes("x,y\n1,a\n".encode("utf-16-le"))
+    with pytest.raises(UserError, match=r"line 1: a NUL character: .* needs data.encoding: utf-16"):
+        read_csv("datasets/t.csv", "y", None)

@@ -1,6 +1,7 @@
 """End to end: the real `dvc repro` in a fresh copy of the repository, as a user who cloned it runs it."""
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -142,6 +143,25 @@ def test_the_example_csv_end_to_end(clone):
     assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 36  # 20 % of 178 wines, per class
     assert {row.split(",")[0] for row in confusion[1:]} == {"barbera", "barolo", "grignolino"}
     back_to_head(clone)
+
+
+def test_a_spreadsheet_export_end_to_end(clone):
+    # Semicolons, CRLF, quoted fields and Latin-1, as a spreadsheet in a German locale saves "CSV".
+    table = clone / "datasets" / "export.csv"
+    with open(table, "w", newline="", encoding="latin-1") as f:
+        writer = csv.writer(f, delimiter=";")
+        writer.writerow(["Länge", "Breite", "Sorte"])
+        writer.writerows([[i % 5 + 1, i % 5 + 10, "sauer"] for i in range(20)])
+        writer.writerows([[f"{i % 5 + 10}.5", i % 5 + 1, "süß"] for i in range(20)])
+    try:
+        dvc(clone, "exp", "run", "-S", "data.source=csv", "-S", "data.path=datasets/export.csv",
+            "-S", "data.label=Sorte", "-S", "data.encoding=latin-1")  # fmt: skip
+        assert all(metrics(clone)[impl]["accuracy"] >= 0.9 for impl in IMPLEMENTATIONS)
+        confusion = (clone / "plots/confusion/functional.csv").read_text(encoding="utf-8").splitlines()
+        assert {row.split(",")[0] for row in confusion[1:]} == {"sauer", "süß"}
+    finally:
+        table.unlink()
+        back_to_head(clone)
 
 
 def test_a_queued_sweep(clone):
