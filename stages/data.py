@@ -24,6 +24,8 @@ TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5],
          [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]  # fmt: skip
 TOY_Y = [2, 2, 2, 1, 1, 1, 0, 0]
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 # User tables live here, so that `prepare` can declare them as a dependency in dvc.yaml.
 DATASETS_DIR = "datasets"
 
@@ -118,7 +120,7 @@ def _check_dataset_path(path: str) -> None:
         raise UserError(f"data.path: {path} is not under {DATASETS_DIR}/; put the file there (or `dvc add` it there) "
                         "so that DVC tracks it as a dependency of prepare")  # fmt: skip
     if Path(path).is_dir():
-        raise UserError(f"data.path: {path} is a directory; name a CSV file in it")
+        raise UserError(f"data.path: {path} is a directory; name a table file in it")
     if not Path(path).is_file():
         raise UserError(f"data.path: {path} not found; check the path (relative to the repository root)")
 
@@ -201,11 +203,10 @@ def read_csv(
             bad = next(c for c in columns if not _is_float(row[c]))
             raise UserError(f"{path}, line {line}: column '{header[bad]}' is not a number: "
                             f"{abbreviate(row[bad])}") from None  # fmt: skip
-        if not all(math.isfinite(v) for v in numbers):
-            bad = next(c for c, v in zip(columns, numbers, strict=True) if not math.isfinite(v))
-            raise UserError(
-                f"{path}, line {line}: column '{header[bad]}' is {row[bad]}; only finite numbers are allowed"
-            )
+        if not all(abs(v) <= FLOAT32_MAX for v in numbers):  # NaN fails it too
+            bad = next(c for c, v in zip(columns, numbers, strict=True) if not abs(v) <= FLOAT32_MAX)
+            raise UserError(f"{path}, line {line}: column '{header[bad]}' is {row[bad][:60]}; only finite "
+                            "float32 numbers are allowed")  # fmt: skip
         name = row[label_column].strip()
         if not name:
             raise UserError(f"{path}, line {line}: the label column '{label}' is empty; every row needs its class")
@@ -213,10 +214,58 @@ def read_csv(
         labels.append(name)
     if not values:
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
-    classes = _class_order(labels, f"{path}, column '{label}'")
+    return _labelled(np.array(values, dtype=np.float32), labels, f"{path}, column '{label}'")
+
+
+def _labelled(x: np.ndarray, labels: list[str], where: str) -> Table:
+    """The table of features x whose rows have these labels, numbered in a stable order."""
+    classes = _class_order(labels, where)
     index = {name: i for i, name in enumerate(classes)}
-    y = np.array([index[name] for name in labels], dtype=np.int64)
-    return Table(np.array(values, dtype=np.float32), y, tuple(classes))
+    return Table(x, np.array([index[name] for name in labels], dtype=np.int64), tuple(classes))
+
+
+def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Table:
+    """A Parquet file: numeric feature columns, and a label column of strings or numbers. Rows are
+    counted from 1 in the messages (a Parquet file has no lines)."""
+    import pyarrow as pa  # only for this source: its import takes a third of a second
+    import pyarrow.parquet as pq
+
+    _check_dataset_path(path)
+    try:  # the schema first, to check the columns; then only the columns used are read
+        names = _columns(path, pq.read_schema(path).names, label, features)
+        table = pq.read_table(path, columns=[*names, label])
+    except (pa.ArrowException, OSError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable Parquet file ({reason})") from None
+    if table.num_rows == 0:
+        raise UserError(f"{path}: the table is empty; it needs at least one row")
+    columns = []
+    for name in names:
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise UserError(f"{path}: column '{name}' holds {column.type}, not numbers; convert it or leave it "
+                            "out of data.features")  # fmt: skip
+        _no_nulls(path, name, column)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported below
+            values = column.to_numpy().astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise UserError(f"{path}, row {bad[0] + 1}: column '{name}' is {column[int(bad[0])].as_py()}; only "
+                            "finite float32 numbers are allowed")  # fmt: skip
+        columns.append(values)
+    label_column = table.column(label)
+    _no_nulls(path, label, label_column)
+    labels = [str(value).strip() for value in label_column.to_pylist()]
+    if "" in labels:
+        raise UserError(f"{path}, row {labels.index('') + 1}: the label column '{label}' is empty; every row needs "
+                        "its class")  # fmt: skip
+    return _labelled(np.column_stack(columns), labels, f"{path}, column '{label}'")
+
+
+def _no_nulls(path: str, name: str, column) -> None:
+    if column.null_count:
+        row = next(i for i, valid in enumerate(column.is_valid().to_pylist()) if not valid)
+        raise UserError(f"{path}, row {row + 1}: column '{name}' is empty (null); every row needs a value")
 
 
 def _is_float(text: str) -> bool:
@@ -236,6 +285,8 @@ def load_table(params: DataParams) -> Table:
         return digits()
     if params.source == "csv":
         return read_csv(params.path, params.label, params.features, params.delimiter, params.encoding)
+    if params.source == "parquet":
+        return read_parquet(params.path, params.label, params.features)
     return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
 
 

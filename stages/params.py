@@ -13,7 +13,8 @@ from ruamel.yaml.error import MarkedYAMLError
 from stages.errors import UserError, abbreviate
 
 PARAMS_FILE = "params.yaml"
-SOURCES = ("toy", "iris", "digits", "csv", "synthetic")
+SOURCES = ("toy", "iris", "digits", "csv", "parquet", "synthetic")
+TABLES = ("csv", "parquet")  # the sources read from data.path
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam")
 DELIMITERS = (",", ";", "\t", "|")
@@ -145,9 +146,16 @@ def data_params(params: dict[str, Any]) -> DataParams:
     _check(isinstance(standardize, bool), "data.standardize", standardize, "true or false")
     _check(_is_int(seed) and 0 <= seed < 2**63, "data.seed", seed, "an integer from 0 to 2**63 - 1")
     path, label, features = values["path"], values["label"], values["features"]
-    if source == "csv":
-        _check(isinstance(path, str) and path != "", "data.path", path, "the CSV file's path when data.source is csv")
-        _check(isinstance(label, str) and label != "", "data.label", label, "the label column when data.source is csv")
+    if source in TABLES:
+        _check(
+            isinstance(path, str) and path != "", "data.path", path, f"the table's path when data.source is {source}"
+        )
+        _check(
+            isinstance(label, str) and label != "",
+            "data.label",
+            label,
+            f"the label column when data.source is {source}",
+        )
     is_names = isinstance(features, list) and len(features) > 0 and all(isinstance(f, str) for f in features)
     _check(features is None or is_names, "data.features", features, "a list of column names, or null for all")
     delimiter, encoding = values["delimiter"], values["encoding"]

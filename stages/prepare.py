@@ -6,12 +6,12 @@ import sys
 from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
 from stages.errors import run_stage
 from stages.files import write_outputs
-from stages.params import DataParams, data_params, load_params
+from stages.params import TABLES, DataParams, data_params, load_params
 
 
 def prepare(params: DataParams) -> Prepared:
     table = load_table(params)
-    check_table(table, params.path if params.source == "csv" else f"data.source={params.source}")
+    check_table(table, params.path if params.source in TABLES else f"data.source={params.source}")
     return prepare_table(table, params)
 
 

@@ -124,7 +124,7 @@ def test_missing_train_key(workdir):
             "data",
             "source",
             "mnist",
-            "params.yaml: data.source must be one of toy, iris, digits, csv, synthetic, got 'mnist'",
+            "params.yaml: data.source must be one of toy, iris, digits, csv, parquet, synthetic, got 'mnist'",
         ),
         (
             "data",
@@ -178,7 +178,7 @@ def test_csv_source_without_a_label(tmp_path, monkeypatch):
     "text, expected",
     [
         ("x,y\n1,a\n2,b\n", "datasets/t.csv: no label column 'label' (data.label); columns: x, y"),
-        ("x,label\n1,a\nnan,b\n", "datasets/t.csv, line 3: column 'x' is nan; only finite numbers are allowed"),
+        ("x,label\n1,a\nnan,b\n", "datasets/t.csv, line 3: column 'x' is nan; only finite float32 numbers are allowed"),
         ("x,label\n1,a\n2,a\n", "datasets/t.csv: fewer than two classes (a); a classifier needs two or more"),
         ("x,label\n1,a\n2,b\n3,b\n", "data.test_size=0.6 leaves class 'a' (1 rows) without training rows; lower"),
     ],

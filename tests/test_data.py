@@ -5,6 +5,8 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from stages.data import (
     load_table,
     prepare_table,
     read_csv,
+    read_parquet,
     split,
     synthetic,
 )
@@ -153,8 +156,24 @@ def test_csv_numeric_labels_are_ordered_as_numbers(datasets):
         ),
         ("x,y\n1,a\nseven,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is not a number: 'seven'"),
         ("x,y\n1,a\n,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is not a number: ''"),
-        ("x,y\nnan,a\n1,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 2: column 'x' is nan; only finite numbers"),
-        ("x,y\n1,a\ninf,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is inf; only finite numbers"),
+        (
+            "x,y\nnan,a\n1,b\n",
+            "datasets/t.csv",
+            "y",
+            "datasets/t.csv, line 2: column 'x' is nan; only finite float32 numbers",
+        ),
+        (
+            "x,y\n1,a\ninf,b\n",
+            "datasets/t.csv",
+            "y",
+            "datasets/t.csv, line 3: column 'x' is inf; only finite float32 numbers",
+        ),
+        (
+            "x,y\n1,a\n1e39,b\n",
+            "datasets/t.csv",
+            "y",
+            "datasets/t.csv, line 3: column 'x' is 1e39; only finite float32",
+        ),
         ("x,y\n1,a\n2\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: 1 fields, but the header has 2"),
         ("", "datasets/t.csv", "y", "datasets/t.csv: the table is empty"),
         ("x,y\n", "datasets/t.csv", "y", "datasets/t.csv: the table is empty"),
@@ -242,3 +261,59 @@ def test_utf16_read_as_utf8_names_the_encoding(datasets):
     (datasets / "t.csv").write_bytes("x,y\n1,a\n".encode("utf-16-le"))
     with pytest.raises(UserError, match=r"line 1: a NUL character: .* needs data.encoding: utf-16"):
         read_csv("datasets/t.csv", "y", None)
+
+
+# Parquet ------------------------------------------------------------------------------------------
+
+
+def write_parquet(path: Path, columns: dict) -> None:
+    pq.write_table(pa.table(columns), path)
+
+
+def test_parquet_reads_as_the_same_table_as_csv(datasets):
+    write_table(datasets / "t.csv", "utf-8", dialect="excel")
+    from_csv = read_csv("datasets/t.csv", "klasse", None)
+    write_parquet(datasets / "t.parquet", {"größe": [1.5, 3.0, 5.0], "wert; mit Semikolon": pa.array([2, 4.25, 6],
+                  pa.float32()), "klasse": ["Äpfel", "Birnen", "Äpfel"]})  # fmt: skip
+    from_parquet = read_parquet("datasets/t.parquet", "klasse", None)
+    assert np.array_equal(from_parquet.x, from_csv.x) and from_parquet.x.dtype == np.float32
+    assert np.array_equal(from_parquet.y, from_csv.y) and from_parquet.classes == from_csv.classes
+
+
+def test_parquet_integer_labels_and_chosen_features(datasets):
+    write_parquet(datasets / "t.parquet", {"a": [1, 2, 3], "b": [4, 5, 6], "y": [10, 9, 10]})
+    table = read_parquet("datasets/t.parquet", "y", ("b",))
+    assert table.classes == ("9", "10") and table.y.tolist() == [1, 0, 1] and table.x.tolist() == [[4], [5], [6]]
+
+
+@pytest.mark.parametrize(
+    "columns, expected",
+    [
+        ({"x": [1.0, None], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is empty (null)"),
+        ({"x": [1.0, 2.0], "y": ["a", None]}, "datasets/t.parquet, row 2: column 'y' is empty (null)"),
+        ({"x": [1.0, float("nan")], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is nan; only finite"),
+        ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is 1e+300; only finite float32"),
+        ({"x": ["1", "2"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers"),
+        ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: the label column 'y' is empty"),
+        ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
+        ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
+    ],
+)
+def test_bad_parquet(datasets, columns, expected):
+    write_parquet(datasets / "t.parquet", columns)
+    with pytest.raises(UserError) as error:
+        read_parquet("datasets/t.parquet", "y", None)
+    assert str(error.value).startswith(expected)
+
+
+def test_parquet_with_a_repeated_column_name(datasets):
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0]), pa.array(["a"])], ["x", "x", "y"]),
+                   datasets / "t.parquet")  # fmt: skip
+    with pytest.raises(UserError, match=r"the header names column 'x' more than once"):
+        read_parquet("datasets/t.parquet", "y", None)
+
+
+def test_a_file_that_is_not_parquet(datasets):
+    (datasets / "t.parquet").write_text("x,y\n1,a\n")
+    with pytest.raises(UserError, match=r"^datasets/t.parquet: not a readable Parquet file \(.+\)$"):
+        read_parquet("datasets/t.parquet", "y", None)

@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from scripts.pipeline_copy import copy_pipeline
@@ -241,3 +244,33 @@ def test_ctrl_c_stops_the_stage_with_one_line(clone):
     assert "Traceback" not in ended.stdout, ended.stdout
     assert "train: interrupted; its outputs were not written" in ended.stdout
     assert_nothing_left_and_mended(clone)
+
+
+def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
+    """The README's flow for a large table: `dvc add` it under datasets/, commit the .dvc file, and
+    `prepare` (which depends on the folder) reruns when the table changes."""
+    root = copy_pipeline(tmp_path / "repo")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 5)).astype(np.float32)
+    labels = np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")
+    table = pa.table({**{f"f{i}": x[:, i] for i in range(5)}, "label": labels})
+    pq.write_table(table, root / "datasets" / "big.parquet")
+    dvc(root, "add", "datasets/big.parquet")
+    assert (root / "datasets" / ".gitignore").read_text() == "/big.parquet\n"
+    params = (root / "params.yaml").read_text()
+    params = params.replace("source: toy ", "source: parquet ").replace(
+        "path: datasets/wine.csv", "path: datasets/big.parquet"
+    )
+    (root / "params.yaml").write_text(params.replace("label: cultivar", "label: label"))
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-q", "-m", "a table under DVC")
+    tracked = sh(root, "git", "ls-files", "datasets").split()
+    assert "datasets/big.parquet.dvc" in tracked and "datasets/big.parquet" not in tracked  # DVC holds the table
+    dvc(root, "repro")
+    first = metrics(root)
+    assert all(first[impl]["accuracy"] >= 0.95 for impl in IMPLEMENTATIONS)
+    pq.write_table(table.slice(0, 1000), root / "datasets" / "big.parquet")  # the table changes
+    dvc(root, "add", "datasets/big.parquet")
+    assert "prepare" in dvc(root, "status")
+    assert "Running stage 'prepare'" in dvc(root, "repro")
+    assert metrics(root) != first
