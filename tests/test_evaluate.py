@@ -8,7 +8,8 @@ import torch
 from sklearn.metrics import f1_score
 
 from stages import evaluate, prepare, train
-from stages.evaluate import confusion_csv, macro_f1
+from stages.data import Split
+from stages.evaluate import Linear, confusion_csv, macro_f1, scores
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -46,3 +47,17 @@ def test_stages_with_a_test_split(tmp_path, monkeypatch):
     confusion = (tmp_path / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 30  # the 30 test rows
     assert {row.split(",")[0] for row in confusion[1:]} == {"setosa", "versicolor", "virginica"}
+
+
+@pytest.mark.parametrize("scale", [1.0, 300.0])  # 300: logits where a naive exp() overflows
+def test_scores_match_torch(scale):
+    """evaluate's numpy accuracy and cross-entropy against torch's F.cross_entropy and argmax."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 6, generator=generator)
+    W, b = torch.randn(6, 4, generator=generator) * scale, torch.randn(4, generator=generator)
+    y = torch.randint(4, (200,), generator=generator)
+    logits = x.double() @ W.double() + b.double()
+    result, predicted = scores(Linear(W.numpy(), b.numpy()), Split(x.numpy(), y.numpy()))
+    assert result["cost"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-12)
+    assert np.array_equal(predicted, logits.argmax(dim=1).numpy())
+    assert result["accuracy"] == (logits.argmax(dim=1) == y).double().mean().item()
