@@ -64,6 +64,14 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def trained(workdir):
+    """The working directory after a train stage with the good parameters."""
+    write_params(workdir)
+    train.main(TRAIN_ARGS)
+    return workdir
+
+
 def no_train_outputs(directory: Path) -> bool:
     return not (directory / "models").exists() and not (directory / "plots").exists()
 
@@ -241,21 +249,17 @@ def test_prepared_data_that_is_not_a_tensor_file(workdir):
     assert no_train_outputs(workdir)
 
 
-def test_a_model_in_place_of_the_prepared_data(workdir):
-    write_params(workdir)
-    train.main(TRAIN_ARGS)
+def test_a_model_in_place_of_the_prepared_data(trained):
     message = run(evaluate.main, ["models/low_level.safetensors", *EVALUATE_ARGS[1:]])
     assert message == (
         "stage: error: models/low_level.safetensors: not a prepared data (another file in its place?); "
         "run `dvc repro prepare` first"
     )
-    assert not (workdir / "metrics").exists()
+    assert not (trained / "metrics").exists()
 
 
-def test_a_model_without_its_device(workdir):
-    write_params(workdir)
-    train.main(TRAIN_ARGS)
-    model = workdir / "models" / "low_level.safetensors"
+def test_a_model_without_its_device(trained):
+    model = trained / "models" / "low_level.safetensors"
     state, info = read_tensors(model, "trained model", (), "")
     del info["device"]
     model.write_bytes(tensors_bytes(state, info))
@@ -264,17 +268,15 @@ def test_a_model_without_its_device(workdir):
         "stage: error: models/low_level.safetensors: not a trained model (another file in its place?); "
         "run `dvc repro` to train it"
     )
-    assert not (workdir / "metrics").exists()
+    assert not (trained / "metrics").exists()
 
 
-def test_a_truncated_model(workdir):
-    write_params(workdir)
-    train.main(TRAIN_ARGS)
-    model = workdir / "models" / "low_level.safetensors"
+def test_a_truncated_model(trained):
+    model = trained / "models" / "low_level.safetensors"
     model.write_bytes(model.read_bytes()[:100])
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message.startswith("stage: error: models/low_level.safetensors: not a readable trained model (")
-    assert not (workdir / "metrics").exists()
+    assert not (trained / "metrics").exists()
 
 
 def test_missing_model(workdir):
@@ -480,9 +482,7 @@ def test_a_directory_where_an_output_goes(workdir):
 # Inputs from an earlier stage that do not belong together ----------------------------------------
 
 
-def test_a_model_trained_on_another_dataset(workdir):
-    write_params(workdir)
-    train.main(TRAIN_ARGS)
+def test_a_model_trained_on_another_dataset(trained):
     digits = prepare_table(load_table(DataParams(source="digits")), DataParams(source="digits"))
     write_outputs({"data/prepared.safetensors": prepared_bytes(digits)})
     message = run(evaluate.main, EVALUATE_ARGS)
@@ -490,12 +490,10 @@ def test_a_model_trained_on_another_dataset(workdir):
         "stage: error: models/low_level.safetensors: trained on 4 features and classes 0, 1, 2, but the prepared "
         "data has 64 features and classes 0, 1, 2, 3, 4 ... (10); run `dvc repro` to train it"
     )
-    assert not (workdir / "metrics").exists()
+    assert not (trained / "metrics").exists()
 
 
-def test_a_model_with_another_class_list(workdir):
-    write_params(workdir)
-    train.main(TRAIN_ARGS)
+def test_a_model_with_another_class_list(trained):
     renamed = prepare_table(Table(toy().x, toy().y, ("a", "b", "c")), DataParams(source="toy"))
     write_outputs({"data/prepared.safetensors": prepared_bytes(renamed)})
     message = run(evaluate.main, EVALUATE_ARGS)
@@ -516,10 +514,8 @@ def test_prepared_labels_outside_the_class_list(workdir):
     )
 
 
-def test_empty_costs_file(workdir):
-    write_params(workdir)
-    train.main(TRAIN_ARGS)
-    (workdir / "plots" / "cost" / "low_level.tsv").write_text("")
+def test_empty_costs_file(trained):
+    (trained / "plots" / "cost" / "low_level.tsv").write_text("")
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message == (
         "stage: error: plots/cost/low_level.tsv: not the training costs written by the train stage; "
