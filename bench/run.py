@@ -9,6 +9,8 @@
 3. Time to accuracy against scikit-learn's LogisticRegression (multinomial, lbfgs): on the digits split
    and on a large synthetic set, the time each takes to reach the test accuracy scikit-learn reaches
    (ours with mini-batches; scikit-learn on as many BLAS threads as torch).
+4. Ingestion: prepare's CSV reader against numpy.loadtxt on a generated 1,000,000 x 20 table: time and
+   peak memory of each, in processes of their own.
 
     python bench/run.py                    # the full sizes; about ten minutes on 2 cores
     python bench/run.py --tiny             # the same code at toy sizes, in seconds (the test suite runs it)
@@ -28,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -262,6 +265,55 @@ def against_sklearn(data_params: DataParams, train_params: TrainParams, check_ev
     return result
 
 
+# 4. Ingestion ---------------------------------------------------------------------------------------
+
+# Each reader runs in a process of its own, so that its peak memory is its own (VmHWM: ru_maxrss would
+# keep the parent's across exec); the time and the memory count from just before the read.
+MEASURE = """
+import json, re, sys, time
+import numpy as np
+from stages.data import read_csv
+def peak_kb():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+rows = int(sys.argv[2])
+before = peak_kb()
+start = time.perf_counter()
+if sys.argv[1] == "ours":
+    x = read_csv("datasets/big.csv", "label", None).x
+else:
+    x = np.loadtxt("datasets/big.csv", delimiter=",", skiprows=1, usecols=range(20), dtype=np.float32)
+seconds = time.perf_counter() - start
+peak = peak_kb()
+assert x.shape == (rows, 20) and x.dtype == np.float32
+print(json.dumps({"seconds": seconds, "peak_above_start_mb": (peak - before) / 1024, "tensor_mb": x.nbytes / 2**20}))
+"""
+
+
+def ingestion(n_rows: int) -> dict:
+    """prepare's CSV reader against numpy.loadtxt on the same numbers: a generated n_rows x 20 table
+    of 4-decimal numbers and an integer label."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    rng = np.random.default_rng(0)
+    columns = {f"f{i}": np.round(rng.normal(size=n_rows), 4) for i in range(20)}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "datasets").mkdir()
+        table = Path(tmp) / "datasets" / "big.csv"
+        pa_csv.write_csv(pa.table({**columns, "label": rng.integers(0, 10, n_rows)}), table)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+        def measure(reader: str) -> dict:
+            result = subprocess.run([sys.executable, "-c", MEASURE, reader, str(n_rows)], cwd=tmp, env=env,
+                                    check=True, capture_output=True, text=True)  # fmt: skip
+            return json.loads(result.stdout)
+
+        ours, loadtxt = measure("ours"), measure("loadtxt")
+        size_mb = table.stat().st_size / 2**20
+    return {"rows": n_rows, "features": 20, "file_mb": size_mb, "ours": ours, "numpy_loadtxt": loadtxt,
+            "time_ratio": ours["seconds"] / loadtxt["seconds"]}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -287,6 +339,7 @@ def main() -> None:
             "digits": against_sklearn(digits, digits_recipe, check_every=5),
             "synthetic": against_sklearn(synthetic, synthetic_recipe, check_every=20),
         },
+        "ingestion": ingestion(2000 if args.tiny else 1_000_000),
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
@@ -346,6 +399,16 @@ def report(results: dict) -> str:
                 f"     {impl:<11} {ours['seconds']:.3f} s ({ours['updates']} updates, {ours['accuracy']:.4f}): "
                 f"{ours['speedup']:.1f}x scikit-learn's speed"
             )
+    ing = results["ingestion"]
+    lines += [
+        "",
+        f"4. reading a {ing['rows']:,} x {ing['features']} CSV ({ing['file_mb']:.0f} MB), from just before the read",
+    ]
+    for name, key in (("ours (prepare)", "ours"), ("numpy.loadtxt", "numpy_loadtxt")):
+        r = ing[key]
+        lines.append(f"   {name:<15} {r['seconds']:6.2f} s, peak memory +{r['peak_above_start_mb']:.0f} MB "
+                     f"for {r['tensor_mb']:.0f} MB of float32 features")  # fmt: skip
+    lines.append(f"   time: {ing['time_ratio']:.2f}x numpy.loadtxt's")
     return "\n".join(lines)
 
 

@@ -41,6 +41,14 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     parts = throughput["epoch_parts"]
     assert parts["forward_matmul_s"] > 0 and parts["gradient_matmul_s"] > 0 and parts["cross_entropy_s"] > 0
     assert parts["compute_floor_epochs_per_s"] > 0 and parts["forward_matmul_native_mkl_s"] > 0
+    ingestion = figures["ingestion"]
+    assert ingestion["rows"] == 2000 and ingestion["file_mb"] > 0
+    for reader in ("ours", "numpy_loadtxt"):  # the same float32 features: 2,000 x 20
+        assert ingestion[reader]["tensor_mb"] == pytest.approx(2000 * 20 * 4 / 2**20)
+        assert ingestion[reader]["seconds"] > 0 and ingestion[reader]["peak_above_start_mb"] >= 0
+    assert ingestion["time_ratio"] == pytest.approx(
+        ingestion["ours"]["seconds"] / ingestion["numpy_loadtxt"]["seconds"]
+    )
     for data in ("digits", "synthetic"):
         race = figures["time_to_accuracy"][data]
         assert 0 < race["target_accuracy"] <= 1 and race["sklearn_iterations"] > 0

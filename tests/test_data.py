@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from stages import data
 from stages.data import (
     TOY_X,
     TOY_Y,
@@ -317,3 +318,33 @@ def test_a_file_that_is_not_parquet(datasets):
     (datasets / "t.parquet").write_text("x,y\n1,a\n")
     with pytest.raises(UserError, match=r"^datasets/t.parquet: not a readable Parquet file \(.+\)$"):
         read_parquet("datasets/t.parquet", "y", None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a,b,y\n1,2,x\n3.5,-4e-3,z\n",
+        '\ufeff"a";"b";"y"\r\n1;2;" x "\r\n\r\n3;4;z\r\n',  # a spreadsheet's: BOM, quotes, CRLF, a blank line
+        "a\tb\ty\n0.1\t0.2\t10\n0.3\t0.4\t9\n0.5\t0.6\t9.5\n",  # numeric labels: ordered as numbers
+        "y,a,b\nAA,1,2\nBB,3,4\nAA,5,6\n",
+    ],
+)
+def test_the_column_reader_and_the_row_reader_agree(datasets, text):
+    (datasets / "t.csv").write_bytes(text.encode())
+    columns = data._read_csv_columns("datasets/t.csv", "y", None, None)
+    rows = data._read_csv_rows("datasets/t.csv", "y", None, None, "utf-8")
+    assert columns is not None  # the fast reader took it
+    assert np.array_equal(columns.x, rows.x) and columns.x.dtype == np.float32
+    assert np.array_equal(columns.y, rows.y) and columns.classes == rows.classes
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a,y\n1,x\nseven,z\n", "a,y\n1,x\n,z\n", "a,y\nnan,x\n", "a,y\n1e39,x\n", "a,y\n1,x\n2, \n", "a,y\n1,x\n2\n",
+     "a,y\n1,x\x00\n", "a,y\n1,\xe9\n", "a,y\n"],
+)  # fmt: skip
+def test_the_column_reader_leaves_every_problem_to_the_row_reader(datasets, text):
+    (datasets / "t.csv").write_bytes(text.encode("latin-1"))
+    assert data._read_csv_columns("datasets/t.csv", "y", None, None) is None
+    with pytest.raises(UserError):
+        read_csv("datasets/t.csv", "y", None)
