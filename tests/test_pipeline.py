@@ -251,7 +251,7 @@ def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
     `prepare` (which depends on the folder) reruns when the table changes."""
     root = copy_pipeline(tmp_path / "repo")
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, 5)).astype(np.float32)
+    x = rng.normal(size=(100_000, 5)).astype(np.float32)  # large enough to be a real table, small for CI
     labels = np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")
     table = pa.table({**{f"f{i}": x[:, i] for i in range(5)}, "label": labels})
     pq.write_table(table, root / "datasets" / "big.parquet")
@@ -269,7 +269,7 @@ def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
     dvc(root, "repro")
     first = metrics(root)
     assert all(first[impl]["accuracy"] >= 0.95 for impl in IMPLEMENTATIONS)
-    pq.write_table(table.slice(0, 1000), root / "datasets" / "big.parquet")  # the table changes
+    pq.write_table(table.slice(0, 50_000), root / "datasets" / "big.parquet")  # the table changes
     dvc(root, "add", "datasets/big.parquet")
     assert "prepare" in dvc(root, "status")
     assert "Running stage 'prepare'" in dvc(root, "repro")
