@@ -25,7 +25,9 @@ TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5],
          [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]  # fmt: skip
 TOY_Y = [2, 2, 2, 1, 1, 1, 0, 0]
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
+# from the midpoint to the next power on, it rounds to infinity).
+FLOAT32_LIMIT = float(2**128 - 2**103)
 
 # User tables live here, so that `prepare` can declare them as a dependency in dvc.yaml.
 DATASETS_DIR = "datasets"
@@ -225,7 +227,7 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
         for batch in reader:  # float64 as Python's float() reads it, then float32, a block at a time
             for j, name in enumerate(names):
                 column = batch.column(name).to_numpy()
-                if not (np.abs(column) <= FLOAT32_MAX).all():
+                if not (np.abs(column) < FLOAT32_LIMIT).all():
                     return None
                 x[rows : rows + len(column), j] = column
             rows += batch.num_rows
@@ -267,8 +269,8 @@ def _read_csv_rows(
             bad = next(c for c in columns if not _is_float(row[c]))
             raise UserError(f"{path}, line {line}: column '{header[bad]}' is not a number: "
                             f"{abbreviate(row[bad])}") from None  # fmt: skip
-        if not all(abs(v) <= FLOAT32_MAX for v in numbers):  # NaN fails it too
-            bad = next(c for c, v in zip(columns, numbers, strict=True) if not abs(v) <= FLOAT32_MAX)
+        if not all(abs(v) < FLOAT32_LIMIT for v in numbers):  # NaN fails it too
+            bad = next(c for c, v in zip(columns, numbers, strict=True) if not abs(v) < FLOAT32_LIMIT)
             raise UserError(f"{path}, line {line}: column '{header[bad]}' is {row[bad][:60]}; only finite "
                             "float32 numbers are allowed")  # fmt: skip
         name = row[label_column].strip()

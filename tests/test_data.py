@@ -348,3 +348,20 @@ def test_the_column_reader_leaves_every_problem_to_the_row_reader(datasets, text
     assert data._read_csv_columns("datasets/t.csv", "y", None, None) is None
     with pytest.raises(UserError):
         read_csv("datasets/t.csv", "y", None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [".5", "5.", "+.5", " 1 ", "1e-400", "-0", "3.4028235e38", "1_000", "Infinity", "١٢", "1.5e", "0x10", "NaN"],
+)
+def test_the_column_reader_reads_a_number_as_python_does_or_defers(datasets, value):
+    (datasets / "t.csv").write_text(f"a,y\n{value},x\n2,z\n")
+    fast = data._read_csv_columns("datasets/t.csv", "y", None, None)
+    try:
+        expected = np.float32(float(value))
+    except ValueError:
+        expected = None
+    if fast is not None:  # what it reads, it reads as float() then float32 would
+        assert fast.x[0, 0] == expected
+    elif expected is not None and np.isfinite(expected):  # and the row reader takes what it leaves
+        assert read_csv("datasets/t.csv", "y", None).x[0, 0] == expected
