@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from stages.errors import UserError, abbreviate, listing
+from stages.errors import UserError, abbreviate, first_line, listing
 from stages.files import read_tensors, tensors_bytes
 from stages.params import DELIMITERS, DataParams
 
@@ -241,11 +241,8 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
     names_found = [str(name).strip() for name in encoded.dictionary.to_pylist()]
     if "" in names_found:
         return None
-    classes = _class_order(names_found, f"{path}, column '{label}'")
-    index = {name: i for i, name in enumerate(classes)}
-    class_of = np.array([index[name] for name in names_found], dtype=np.int64)
-    y = class_of[encoded.indices.to_numpy(zero_copy_only=False)]
-    return Table(x[:rows], y, tuple(classes))
+    classes, class_of = _class_indices(names_found, f"{path}, column '{label}'")  # of each distinct label
+    return Table(x[:rows], class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
 
 
 def _read_csv_rows(
@@ -282,14 +279,15 @@ def _read_csv_rows(
         labels.append(name)
     if not values:
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
-    return _labelled(np.array(values, dtype=np.float32), labels, f"{path}, column '{label}'")
+    classes, y = _class_indices(labels, f"{path}, column '{label}'")
+    return Table(np.array(values, dtype=np.float32), y, classes)
 
 
-def _labelled(x: np.ndarray, labels: list[str], where: str) -> Table:
-    """The table of features x whose rows have these labels, numbered in a stable order."""
+def _class_indices(labels: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """The classes in a stable order, and the class index of each label."""
     classes = _class_order(labels, where)
     index = {name: i for i, name in enumerate(classes)}
-    return Table(x, np.array([index[name] for name in labels], dtype=np.int64), tuple(classes))
+    return tuple(classes), np.array([index[name] for name in labels], dtype=np.int64)
 
 
 def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Table:
@@ -303,8 +301,7 @@ def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Tab
         names = _columns(path, pq.read_schema(path).names, label, features)
         table = pq.read_table(path, columns=[*names, label])
     except (pa.ArrowException, OSError) as error:
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable Parquet file ({reason})") from None
+        raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     if table.num_rows == 0:
         raise UserError(f"{path}: the table is empty; it needs at least one row")
     columns = []
@@ -327,7 +324,8 @@ def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Tab
     if "" in labels:
         raise UserError(f"{path}, row {labels.index('') + 1}: the label column '{label}' is empty; every row needs "
                         "its class")  # fmt: skip
-    return _labelled(np.column_stack(columns), labels, f"{path}, column '{label}'")
+    classes, y = _class_indices(labels, f"{path}, column '{label}'")
+    return Table(np.column_stack(columns), y, classes)
 
 
 def _no_nulls(path: str, name: str, column) -> None:

@@ -21,6 +21,12 @@ def abbreviate(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:76]} ..."
 
 
+def first_line(error: BaseException) -> str:
+    """What a library's exception says, as one line for a message (its type when it says nothing)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def listing(names: Sequence[Any], most: int = 20) -> str:
     """Names joined by commas for a message: at most `most` of them, and then how many there are."""
     shown = ", ".join(str(name)[:40] for name in names[:most])

@@ -20,7 +20,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from stages.errors import UserError
+from stages.errors import UserError, first_line
 
 # What each output is, keyed by path; bytes or text, written together by write_outputs.
 Outputs = dict[str, bytes | str]
@@ -101,8 +101,7 @@ def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -
     except OSError as error:
         raise UserError(f"{path}: cannot read the {what} ({error.strerror}); {fix}") from None
     except (SafetensorError, ValueError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable {what} ({reason[:200]}); {fix}") from None
+        raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
     if not isinstance(info, dict) or not set(keys) <= arrays.keys() | info.keys():
         raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
     return arrays, info

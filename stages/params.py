@@ -119,9 +119,10 @@ def _is_number(value: Any) -> bool:
 
 def _is_encoding(name: str) -> bool:
     try:
-        return codecs.lookup(name).name != ""
+        codecs.lookup(name)
     except LookupError:
         return False
+    return True
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:

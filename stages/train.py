@@ -111,10 +111,10 @@ def _stop_if_not_finite(costs: torch.Tensor, first_epoch: int, params: TrainPara
     if len(bad):
         epoch = first_epoch + int(bad[0])
         value = costs[int(bad[0])].item()
-        suspects = [f"train.{name}={getattr(params, name)}" for name, harmless in DIVERGENCE_SETTINGS.items()
-                    if getattr(params, name) != harmless]  # fmt: skip
-        raise UserError(f"the cost became {value} at epoch {epoch} with {', '.join(suspects)}; lower "
-                        f"{' or '.join(s.split('=')[0] for s in suspects)} (or standardize the data: "
+        suspects = [name for name, harmless in DIVERGENCE_SETTINGS.items() if getattr(params, name) != harmless]
+        settings = ", ".join(f"train.{name}={getattr(params, name)}" for name in suspects)
+        raise UserError(f"the cost became {value} at epoch {epoch} with {settings}; lower "
+                        f"{' or '.join(f'train.{name}' for name in suspects)} (or standardize the data: "
                         "data.standardize: true)")  # fmt: skip
 
 
