@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "stages",
-                  "datasets")  # fmt: skip
+                  "datasets", "plots/offline-template.html")  # fmt: skip
 
 
 def copy_pipeline(root: Path) -> Path:
