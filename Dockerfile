@@ -36,8 +36,11 @@ RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
 # git settings go to the system config, and HOME is writable by anyone.
 # - safe.directory: the repository is bind-mounted at /work and may belong to another uid.
 # - an identity: `dvc exp run` commits experiments to git refs.
+# - ~/dvc-storage: where the default DVC remote lives; compose.yaml mounts a named volume there, which
+#   starts with this folder's mode, so that any uid can push.
 RUN useradd --create-home --uid 1000 --user-group app \
- && chmod 1777 /home/app \
+ && mkdir /home/app/dvc-storage \
+ && chmod 1777 /home/app /home/app/dvc-storage \
  && git config --system --add safe.directory /work \
  && git config --system user.name "softmax pipeline (container)" \
  && git config --system user.email "pipeline@container.invalid"

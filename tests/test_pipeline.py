@@ -42,14 +42,14 @@ ENV = {
 }
 
 
-def sh(cwd: Path, *args: str) -> str:
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False)
+def sh(cwd: Path, *args: str, env: dict[str, str] = ENV) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
 
-def dvc(cwd: Path, *args: str) -> str:
-    return sh(cwd, sys.executable, "-m", "dvc", *args)
+def dvc(cwd: Path, *args: str, env: dict[str, str] = ENV) -> str:
+    return sh(cwd, sys.executable, "-m", "dvc", *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,23 @@ def test_forced_repro_changes_no_byte(clone):
     dvc(clone, "repro", "-f")
     assert {name: (clone / name).read_bytes() for name in RESULTS} == before
     assert sh(clone, "git", "status", "--porcelain") == ""
+
+
+def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path):
+    """The default remote (.dvc/config: ~/dvc-storage/softmax-three-ways) shares results on one machine."""
+    env = {**ENV, "HOME": str(tmp_path / "home")}
+    assert "4 files pushed" in dvc(clone, "push", env=env)  # the prepared data and 3 models
+    storage = tmp_path / "home/dvc-storage/softmax-three-ways"
+    assert storage.is_dir()
+    teammate = tmp_path / "teammate"
+    sh(tmp_path, "git", "clone", "-q", str(clone), str(teammate))
+    assert not (teammate / "models/functional.safetensors").exists()
+    dvc(teammate, "pull", env=env)
+    for name in ["data/prepared.safetensors", *(f"models/{impl}.safetensors" for impl in IMPLEMENTATIONS)]:
+        assert (teammate / name).read_bytes() == (clone / name).read_bytes(), name
+    assert "Data and pipelines are up to date." in dvc(teammate, "repro", env=env)
+    assert "up to date" in dvc(teammate, "status", env=env)
+    assert sh(teammate, "git", "status", "--porcelain") == ""
 
 
 def test_plots_show_renders_the_three_cost_curves(clone):
