@@ -25,12 +25,13 @@ RUN python3 -m venv /opt/venv
 # The pinned requirements, in a layer of their own that code changes do not invalidate.
 # - Air-gapped: wheels in ./wheels (see wheels/README.md) and pip uses nothing else.
 # - Behind a TLS-intercepting proxy: --secret id=ca_bundle,src=/path/to/ca-certificates.crt
-COPY requirements.txt /tmp/requirements.txt
+# The developer tools (requirements-dev.txt: pytest, ruff, ...) too, for the `test` service.
+COPY requirements.txt requirements-dev.txt /tmp/
 RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
     --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
     if ls /tmp/wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links=/tmp/wheels; fi; \
-    pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt "$@"
+    pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt -r /tmp/requirements-dev.txt "$@"
 
 # Compose runs the container as the host user (HOST_UID), who may have no entry in /etc/passwd:
 # git settings go to the system config, and HOME is writable by anyone.

@@ -1,40 +1,68 @@
-# Two commands for a fresh machine with Python 3.11 and git:
+# Two commands for a fresh machine with Python 3.11 (3.12 and 3.13 too: PYTHON=python3.12) and git:
 #   make repro   create .venv from the pinned requirements, run the pipeline, show the metrics
-#   make test    create .venv from the pinned requirements, lint, run the test suite
+#   make test    the same .venv plus the developer tools, lint, run the test suite
+# `make help` lists every target and variable.
 PYTHON ?= python3.11
 VENV ?= .venv
+# TORCH=cpu: torch from PyTorch's CPU-only wheel index (about 190 MB) instead of PyPI's Linux wheel,
+# which brings CUDA's libraries (about 2.7 GB more to download). For a new .venv: rm -rf .venv first.
+TORCH ?=
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements.txt)
 BIN := $(abspath $(VENV))/bin
+PIP := $(BIN)/python -m pip install --disable-pip-version-check
 # The stages' commands call `python` and `dvc`: the venv's come first on PATH.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test lint lock container-check
+ifneq ($(filter-out cpu,$(TORCH)),)
+$(error TORCH=$(TORCH): the choices are TORCH=cpu (PyTorch's CPU-only build) or no TORCH (PyPI's build, with CUDA on Linux))
+endif
+
+.PHONY: help repro test lint lock bench container-check
+
+help: ## list the targets and variables
+	@echo "make TARGET [VARIABLE=value ...]"
+	@sed -n 's/^\([a-z-]*\):.*## \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
+	@echo "variables: PYTHON=$(PYTHON) (python3.11, 3.12 or 3.13), VENV=$(VENV), TORCH=cpu (no CUDA libraries)"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
+ifeq ($(TORCH),cpu)
+	$(PIP) --index-url $(TORCH_CPU_INDEX) --no-deps torch==$(TORCH_VERSION)
+endif
+	$(PIP) -r requirements.txt
 	touch $@
 
-repro: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+repro: $(VENV)/.installed ## create .venv (runtime packages only), run the pipeline, show the metrics
 	dvc repro
 	dvc metrics show
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev ## ruff: lint and format check
 	ruff check .
 	ruff format --check .
 
-test: lint
+test: lint ## .venv with the developer tools, ruff, then the test suite (about 10 minutes)
 	python -m pytest
 
-# The image, built and run for real with podman (as root, on a Debian machine like CI's).
-container-check:
+bench: $(VENV)/.installed-dev ## the benchmark (about 6 minutes): prints ratios, writes bench/results.json
+	python bench/run.py
+
+container-check: ## the image, built and run for real with podman (as root, on a Debian machine like CI's)
 	bash .ci/container-check
 
-# Re-pin every package after a change to requirements.in.
-lock:
+lock: ## re-pin requirements.txt and requirements-dev.txt after a change to requirements*.in
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --disable-pip-version-check -r requirements.in
-	{ echo "# Every package of the environment, pinned: generated from requirements.in by 'make lock'."; \
+	{ echo "# Every package make repro installs, pinned: generated from requirements.in by 'make lock'."; \
 	  .lock-venv/bin/python -m pip freeze | sed -e 's/^torch==\([^+]*\)+.*/torch==\1/'; } > requirements.txt
+	.lock-venv/bin/python -m pip install --disable-pip-version-check -c requirements.txt -r requirements-dev.in
+	{ echo "# What make test adds to requirements.txt, pinned: generated from requirements-dev.in by 'make lock'."; \
+	  .lock-venv/bin/python -m pip freeze | sed -e 's/^torch==\([^+]*\)+.*/torch==\1/' | grep -vxF -f requirements.txt; } \
+	  > requirements-dev.txt
 	rm -rf .lock-venv

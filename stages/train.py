@@ -2,6 +2,8 @@
 at every epoch and, when there is a test split, its test cost every `log_every` epochs."""
 
 import argparse
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -22,6 +24,28 @@ class Trained(NamedTuple):
     model: Model
     costs: list[float]  # training cost of every epoch 0..epochs
     test_costs: list[tuple[int, float]]  # (epoch, test cost) every log_every epochs, when there is a test split
+
+
+class Progress:
+    """On long runs, a line on stderr every PROGRESS_SECONDS: how far training is and how long it has
+    left. Only on stderr and only by the clock, so stdout (the lesson's lines) and every output file
+    stay the same however fast the machine is; a run shorter than PROGRESS_SECONDS prints none."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+        self.start = self.shown = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.shown < PROGRESS_SECONDS or distributed.rank() != 0:
+            return
+        self.shown = now
+        elapsed = now - self.start
+        print(f"{self.label}: epoch {done}/{self.total} ({done / self.total:.0%}) after {elapsed:.0f} s, "
+              f"about {elapsed / done * (self.total - done):.0f} s to go", file=sys.stderr, flush=True)  # fmt: skip
+
+
+PROGRESS_SECONDS = 10.0
 
 
 def make_optimizer(parameters: Iterable[torch.Tensor], params: TrainParams) -> torch.optim.Optimizer:
@@ -54,6 +78,7 @@ def train(
     costs = torch.empty(params.epochs + 1, device=device)
     test_costs: list[tuple[int, torch.Tensor]] = []
     checked = 0
+    progress = Progress(f"train {impl}", params.epochs + 1)
     for epoch in range(params.epochs + 1):
         if test is not None and epoch % params.log_every == 0:
             with torch.no_grad():
@@ -70,6 +95,7 @@ def train(
             checked = epoch + 1
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
+        progress.update(epoch + 1)
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
 
 

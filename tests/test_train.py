@@ -4,6 +4,7 @@ agreements the mathematics promises between our three implementations."""
 import dataclasses
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -152,6 +153,25 @@ def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
         "Epoch    3/7",
         "Epoch    6/7",
     ]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_progress_goes_to_stderr_only_and_changes_nothing(impl, toy_data, lesson_params, capsys, monkeypatch):
+    params = dataclasses.replace(lesson_params, epochs=20, log_every=10)
+    quiet = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    quiet_out = capsys.readouterr()
+    assert quiet_out.err == ""  # a run shorter than PROGRESS_SECONDS shows no progress
+    monkeypatch.setattr("stages.train.PROGRESS_SECONDS", 0.0)  # a line after every epoch
+    loud = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    loud_out = capsys.readouterr()
+    assert loud_out.out == quiet_out.out and loud.costs == quiet.costs
+    assert numpy_state(loud.model).keys() == numpy_state(quiet.model).keys()
+    assert all((numpy_state(loud.model)[k] == v).all() for k, v in numpy_state(quiet.model).items())
+    lines = loud_out.err.splitlines()
+    assert len(lines) == 21 and re.fullmatch(
+        rf"train {impl}: epoch 1/21 \(5%\) after \d+ s, about \d+ s to go", lines[0]
+    )
+    assert lines[-1].startswith(f"train {impl}: epoch 21/21 (100%)")
 
 
 def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():

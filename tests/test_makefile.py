@@ -1,0 +1,68 @@
+"""The Makefile: `make -n` (a dry run: nothing is installed) shows what reaches pip."""
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TORCH = re.search(r"^torch==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE).group(1)
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", *args], cwd=REPO, capture_output=True, text=True, check=False)
+
+
+def dry_run(*args: str) -> list[str]:
+    result = make("-n", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def pip_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if "-m pip install" in line]
+
+
+def test_torch_cpu_installs_torch_from_pytorchs_cpu_index_then_the_pins(tmp_path):
+    venv = tmp_path / "venv"
+    torch_line, requirements_line = pip_lines(dry_run(f"VENV={venv}", "TORCH=cpu", f"{venv}/.installed"))
+    assert f"--index-url https://download.pytorch.org/whl/cpu --no-deps torch=={TORCH}" in torch_line
+    assert torch_line.startswith(f"{venv}/bin/python -m pip install")
+    # The rest from the usual index; the CPU build's torch==X+cpu satisfies requirements.txt's torch==X.
+    assert requirements_line.endswith("-r requirements.txt") and "index-url" not in requirements_line
+
+
+def test_by_default_only_the_usual_index(tmp_path):
+    venv = tmp_path / "venv"
+    (line,) = pip_lines(dry_run(f"VENV={venv}", f"{venv}/.installed"))
+    assert line.endswith("-r requirements.txt") and "index-url" not in line
+
+
+def test_repro_installs_no_developer_tools_and_test_does(tmp_path):
+    venv = tmp_path / "venv"
+    assert not any("requirements-dev.txt" in line for line in dry_run(f"VENV={venv}", "repro"))
+    assert any(line.endswith("-r requirements-dev.txt") for line in pip_lines(dry_run(f"VENV={venv}", "test")))
+
+
+def test_another_torch_value_is_one_line():
+    result = make("-n", "repro", "TORCH=cuda")
+    assert result.returncode != 0
+    assert "TORCH=cuda: the choices are TORCH=cpu" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_help_lists_every_target():
+    result = make("help")
+    assert result.returncode == 0
+    phony = re.search(r"^\.PHONY: (.*)$", (REPO / "Makefile").read_text(), re.MULTILINE).group(1).split()
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert listed == set(phony)
+
+
+def test_runtime_and_developer_pins_do_not_overlap_and_stages_need_no_developer_tool():
+    def names(path: str) -> set[str]:
+        lines = (REPO / path).read_text().splitlines()
+        return {line.split("==")[0].lower() for line in lines if "==" in line}
+
+    assert names("requirements.txt").isdisjoint(names("requirements-dev.txt"))
+    for module in (REPO / "stages").glob("*.py"):
+        imports = set(re.findall(r"^\s*(?:import|from) (\w+)", module.read_text(), re.MULTILINE))
+        assert imports.isdisjoint({"pytest", "ruff", "vl_convert", "threadpoolctl"}), module
