@@ -1,9 +1,10 @@
 """The one error type a stage reports to its user as a single line, and the wrapper that does it."""
 
+import argparse
 import reprlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -31,6 +32,18 @@ def listing(names: Sequence[Any], most: int = 20) -> str:
     """Names joined by commas for a message: at most `most` of them, and then how many there are."""
     shown = ", ".join(str(name)[:40] for name in names[:most])
     return shown if len(names) <= most else f"{shown} ... ({len(names)})"
+
+
+class StageArguments(argparse.ArgumentParser):
+    """argparse for a stage's command line; a wrong one is reported the way the stages report every
+    mistake, in one line, `<stage>: error: <what>; usage: ...`, with argparse's exit status 2."""
+
+    def __init__(self, stage: str, description: str | None) -> None:
+        super().__init__(prog=f"python -m stages.{stage}", description=description)
+        self.stage = stage
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:

@@ -3,14 +3,13 @@
 It runs on numpy alone, in float64: an independent check of the three torch implementations (and a
 stage that does not spend seconds importing torch)."""
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
-from stages.errors import UserError, listing, run_stage
+from stages.errors import StageArguments, UserError, listing, run_stage
 from stages.files import float32_str, read_tensors, write_outputs
 
 FIX = "run `dvc repro` to train it"
@@ -89,7 +88,7 @@ def final_cost(costs_path: str | Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = StageArguments("evaluate", __doc__)
     parser.add_argument("data", help="prepared tensors, e.g. data/prepared.safetensors")
     parser.add_argument("model", help="a trained model, e.g. models/low_level.safetensors")
     parser.add_argument("costs", help="its training costs (TSV), e.g. plots/cost/low_level.tsv")

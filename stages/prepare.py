@@ -1,10 +1,9 @@
 """Stage `prepare`: turn the dataset named by `data.source` into tensors under data/."""
 
-import argparse
 import sys
 
 from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
-from stages.errors import run_stage
+from stages.errors import StageArguments, run_stage
 from stages.files import write_outputs
 from stages.params import TABLES, DataParams, data_params, load_params
 
@@ -16,7 +15,7 @@ def prepare(params: DataParams) -> Prepared:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = StageArguments("prepare", __doc__)
     parser.add_argument("out", help="where to write the prepared tensors, e.g. data/prepared.safetensors")
     args = parser.parse_args(argv)
     params = data_params(load_params())

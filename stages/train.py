@@ -1,7 +1,6 @@
 """Stage `train`: fit one implementation with the lesson's loop; save the model, its training cost
 at every epoch and, when there is a test split, its test cost every `log_every` epochs."""
 
-import argparse
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from stages import distributed
 from stages.data import Split, load_prepared
 from stages.device import make_deterministic, resolve_device
-from stages.errors import UserError, run_stage
+from stages.errors import StageArguments, UserError, run_stage
 from stages.files import float32_str, tensors_bytes, write_outputs
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.params import TrainParams, load_params, train_params
@@ -154,7 +153,7 @@ def numpy_state(model: Model) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = StageArguments("train", __doc__)
     parser.add_argument("impl", choices=IMPLEMENTATIONS)
     parser.add_argument("data", help="prepared tensors, e.g. data/prepared.safetensors")
     parser.add_argument("model", help="where to save the trained model, e.g. models/low_level.safetensors")

@@ -314,6 +314,34 @@ def test_a_real_stage_process_prints_one_line_and_no_traceback(workdir):
     assert no_train_outputs(workdir)
 
 
+@pytest.mark.parametrize(
+    "stage, args, mistake, expected",
+    [
+        ("prepare", ["data/p.safetensors"], ("data", "source", "nope"), "data.source"),
+        ("train", TRAIN_ARGS, ("train", "lr", -1), "params.yaml: train.lr must be a number > 0, got -1"),
+        ("evaluate", [a.replace("models/low_level", "models/none") for a in EVALUATE_ARGS], None, "models/none"),
+    ],
+)
+def test_every_stage_reports_mistakes_alike(workdir, stage, args, mistake, expected):
+    """Exit status 2 for a wrong command line (argparse's), 1 for a parameter or file; one line each."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def stage_process(*argv: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", f"stages.{stage}", *argv]
+        return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+    write_params(workdir)
+    wrong = stage_process(*args, "extra")
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith(f"{stage}: error: unrecognized arguments: extra; usage: python -m stages.{stage} ")
+    assert wrong.stderr.count("\n") == 1
+    if mistake is not None:
+        write_params(workdir, *mistake)
+    result = stage_process(*args)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"{stage}: error: ") and expected in result.stderr, result.stderr
+
+
 # Hostile and accidental input ------------------------------------------------------------------
 
 
