@@ -264,7 +264,7 @@ def test_ctrl_c_stops_the_stage_with_one_line(clone):
 
 
 def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
-    """The README's flow for a large table: `dvc add` it under datasets/, commit the .dvc file, and
+    """docs/data.md's flow for a large table: `dvc add` it under datasets/, commit the .dvc file, and
     `prepare` (which depends on the folder) reruns when the table changes."""
     root = copy_pipeline(tmp_path / "repo")
     rng = np.random.default_rng(0)

@@ -231,7 +231,7 @@ def test_test_cost_is_logged_every_log_every_epochs(lesson_params):
     assert trained.test_costs[-1][1] < trained.test_costs[0][1]
 
 
-# The README's settings for real data -----------------------------------------------------------
+# docs/data.md's settings for real data -----------------------------------------------------
 
 README_SETTINGS = {
     "iris": (DataParams(source="iris", test_size=0.2), {}),
