@@ -54,12 +54,14 @@ ENV HOME=/home/app \
 # The project, for the `test` service; the pipeline services work on the repository mounted at /work.
 WORKDIR /app
 COPY pyproject.toml params.yaml dvc.yaml dvc.lock .dvcignore .gitignore ./
+COPY README.md Makefile requirements.in requirements.txt requirements-dev.in requirements-dev.txt ./
 COPY .dvc/config .dvc/.gitignore .dvc/
 COPY stages/ stages/
 COPY tests/ tests/
 COPY scripts/ scripts/
 COPY datasets/ datasets/
 COPY bench/ bench/
+COPY docs/ docs/
 COPY metrics/ metrics/
 COPY plots/ plots/
 
