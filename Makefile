@@ -5,8 +5,11 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 # TORCH=cpu: torch from PyTorch's CPU-only wheel index (about 190 MB) instead of PyPI's Linux wheel,
-# which brings CUDA's libraries (2.9 GB to download instead of 0.35 GB). For a new .venv: rm -rf .venv first.
-TORCH ?=
+# which brings CUDA's libraries (2.9 GB to download instead of 0.35 GB).
+# A .venv remembers the choice (.venv/.torch): later commands need no TORCH, and asking for the other
+# build is one line instead of nothing happening.
+VENV_TORCH := $(shell cat $(VENV)/.torch 2>/dev/null)
+TORCH ?= $(VENV_TORCH)
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements.txt)
 BIN := $(abspath $(VENV))/bin
@@ -17,6 +20,11 @@ export DVC_NO_ANALYTICS := 1
 
 ifneq ($(filter-out cpu,$(TORCH)),)
 $(error TORCH=$(TORCH): the choices are TORCH=cpu (PyTorch's CPU-only build) or no TORCH (PyPI's build, with CUDA on Linux))
+endif
+ifneq ($(wildcard $(VENV)/.installed),)
+ifneq ($(TORCH),$(VENV_TORCH))
+$(error TORCH=$(TORCH), but $(VENV) was made with $(if $(VENV_TORCH),TORCH=$(VENV_TORCH),PyPI's torch): rm -rf $(VENV) first to switch)
+endif
 endif
 
 .PHONY: help repro test lint lock bench container-check
@@ -32,6 +40,7 @@ ifeq ($(TORCH),cpu)
 	$(PIP) --index-url $(TORCH_CPU_INDEX) --no-deps torch==$(TORCH_VERSION)
 endif
 	$(PIP) -r requirements.txt
+	echo "$(TORCH)" > $(VENV)/.torch
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

@@ -54,6 +54,31 @@ def test_another_torch_value_is_one_line():
     assert "TORCH=cuda: the choices are TORCH=cpu" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+def made_venv(path: Path, torch: str) -> Path:
+    """A .venv as `make` leaves it (nothing in it but the marks), made with TORCH=`torch`."""
+    path.mkdir()
+    (path / ".installed").touch()
+    (path / ".torch").write_text(f"{torch}\n")
+    return path
+
+
+def test_a_venv_remembers_torch_cpu(tmp_path):
+    venv = made_venv(tmp_path / "venv", "cpu")
+    lines = dry_run(f"VENV={venv}", "repro")  # no TORCH: the venv's own choice, nothing to install
+    assert pip_lines(lines) == [] and "dvc repro" in lines
+
+
+@pytest.mark.parametrize("made_with, asked, expected", [
+    ("", "TORCH=cpu", "TORCH=cpu, but {venv} was made with PyPI's torch: rm -rf {venv} first to switch"),
+    ("cpu", "TORCH=", "TORCH=, but {venv} was made with TORCH=cpu: rm -rf {venv} first to switch"),
+])  # fmt: skip
+def test_asking_an_existing_venv_for_the_other_torch_is_one_line(tmp_path, made_with, asked, expected):
+    venv = made_venv(tmp_path / "venv", made_with)
+    result = make("-n", f"VENV={venv}", asked, "repro")
+    assert result.returncode != 0 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and expected.format(venv=venv) in result.stderr
+
+
 def test_help_lists_every_target():
     result = make("help")
     assert result.returncode == 0
