@@ -23,7 +23,7 @@ $(error TORCH=$(TORCH): the choices are TORCH=cpu (PyTorch's CPU-only build) or 
 endif
 ifneq ($(wildcard $(VENV)/.installed),)
 ifneq ($(TORCH),$(VENV_TORCH))
-$(error TORCH=$(TORCH), but $(VENV) was made with $(if $(VENV_TORCH),TORCH=$(VENV_TORCH),PyPI's torch): rm -rf $(VENV) first to switch)
+$(error TORCH=$(TORCH), but $(VENV) was made $(if $(VENV_TORCH),with TORCH=$(VENV_TORCH),without TORCH=cpu): rm -rf $(VENV) first to switch)
 endif
 endif
 

@@ -69,7 +69,7 @@ def test_a_venv_remembers_torch_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("made_with, asked, expected", [
-    ("", "TORCH=cpu", "TORCH=cpu, but {venv} was made with PyPI's torch: rm -rf {venv} first to switch"),
+    ("", "TORCH=cpu", "TORCH=cpu, but {venv} was made without TORCH=cpu: rm -rf {venv} first to switch"),
     ("cpu", "TORCH=", "TORCH=, but {venv} was made with TORCH=cpu: rm -rf {venv} first to switch"),
 ])  # fmt: skip
 def test_asking_an_existing_venv_for_the_other_torch_is_one_line(tmp_path, made_with, asked, expected):
