@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from stages import distributed
 from stages.data import Split, load_prepared
-from stages.device import make_deterministic, resolve_device
+from stages.device import Work, make_deterministic, resolve_device
 from stages.errors import StageArguments, UserError, run_stage
 from stages.files import float32_str, tensors_bytes, write_outputs
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
@@ -161,9 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("test_costs", help="where to write the test cost (TSV), e.g. plots/test_cost/low_level.tsv")
     args = parser.parse_args(argv)
     params = train_params(load_params())
-    device = resolve_device(params.device)
-    make_deterministic(device)
     prepared = load_prepared(args.data)
+    work = Work(len(prepared.train.y), prepared.n_features, prepared.n_classes, params.epochs, params.batch_size)
+    device = resolve_device(params.device, work)
+    make_deterministic(device)
     test = prepared.eval if prepared.has_test else None
     rank = distributed.start(device)
     try:
