@@ -2,11 +2,13 @@
 every figure is there and holds the relations that must hold between measurements."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from stages.models import IMPLEMENTATIONS
 
@@ -58,3 +60,20 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
             if ours["seconds"] != float("inf"):  # reached: at the target accuracy or above it
                 assert ours["accuracy"] >= race["target_accuracy"]
                 assert ours["speedup"] == pytest.approx(race["sklearn_s"] / ours["seconds"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line(tmp_path):
+    command = [sys.executable, "bench/run.py", "--tiny", "--device", "cuda", "--out", str(tmp_path / "r.json")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("bench: error: --device cuda, but CUDA is not available here (torch ")
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_the_gpu_check_stops_at_once_without_cuda(tmp_path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "out")], cwd=REPO, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and result.stderr == "gpu_check: error: CUDA is not available here\n"
