@@ -1,5 +1,6 @@
 """The Makefile: `make -n` (a dry run: nothing is installed) shows what reaches pip."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +15,10 @@ TORCH = re.search(r"^torch==(\S+)$", (REPO / "requirements.txt").read_text(), re
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    """`make ARGS` as a user types it, also when these tests run under `make test` (a make inside a
+    make would print "Entering directory" and inherit the outer one's flags)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    return subprocess.run(["make", *args], cwd=REPO, env=env, capture_output=True, text=True, check=False)
 
 
 def dry_run(*args: str) -> list[str]:
