@@ -551,13 +551,20 @@ def test_empty_costs_file(trained):
     )
 
 
-def test_ctrl_c_while_importing_torch_is_one_line(workdir):
+@pytest.mark.parametrize(
+    "signum, status, line",
+    [
+        (signal.SIGINT, 130, "train: interrupted; its outputs were not written\n"),  # Ctrl-C
+        (signal.SIGTERM, 143, "train: terminated; its outputs were not written\n"),  # kill, or DVC died
+    ],
+)
+def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, line):
     write_params(workdir)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     time.sleep(0.5)  # well into `import torch`, which takes seconds
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert (process.returncode, stderr) == (130, "train: interrupted; its outputs were not written\n")
+    assert (process.returncode, stderr) == (status, line)
     assert no_train_outputs(workdir)

@@ -208,6 +208,11 @@ def stage_processes(root: Path) -> list[psutil.Process]:
     return found
 
 
+def outputs_of(root: Path) -> dict[str, tuple[int, bytes]]:
+    files = [p for d in ("data", "models", "plots", "metrics") for p in (root / d).rglob("*") if p.is_file()]
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
 def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProcess:
     """`dvc repro -f` in a session of its own (as a terminal would run it), and kill(dvc, stage) as soon
     as the first train stage is running; returns how DVC ended."""
@@ -219,14 +224,15 @@ def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProce
         assert dvc_process.poll() is None and time.monotonic() < deadline, "no train stage started"
         time.sleep(0.01)
     time.sleep(0.5)  # past Python's own start-up, before any code of ours runs: the stage is importing torch
+    before = outputs_of(clone)
     kill(dvc_process, train[0])
+    # The stage ends too, whichever process was killed, and writes nothing on its way out (a stage that
+    # outlived DVC would finish training a few seconds later and write its model).
+    _, alive = psutil.wait_procs([train[0]], timeout=60)
+    assert alive == [], "the train stage lives on"
+    assert outputs_of(clone) == before, "the killed run's stage wrote outputs"
     output, _ = dvc_process.communicate(timeout=60)
     return subprocess.CompletedProcess(dvc_process.args, dvc_process.returncode, output)
-
-
-def outputs_of(root: Path) -> dict[str, tuple[int, bytes]]:
-    files = [p for d in ("data", "models", "plots", "metrics") for p in (root / d).rglob("*") if p.is_file()]
-    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
 
 
 def assert_nothing_left_and_mended(clone: Path) -> None:
@@ -246,6 +252,8 @@ def assert_nothing_left_and_mended(clone: Path) -> None:
         pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGKILL), id="SIGKILL the stage"),
         pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGTERM), id="SIGTERM the stage"),
         pytest.param(lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGKILL), id="SIGKILL DVC's group"),
+        # DVC alone: its stage must not live on, finish and write outputs DVC never records.
+        pytest.param(lambda dvc_process, stage: dvc_process.send_signal(signal.SIGKILL), id="SIGKILL DVC alone"),
     ],
 )
 def test_a_killed_stage_leaves_nothing_behind(clone, kill):
