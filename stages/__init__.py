@@ -11,12 +11,10 @@ to trade that for speed; other architectures (ARM) agree to float32 rounding onl
 
 Ctrl-C (SIGINT) and SIGTERM end a stage with one line and exit status 130 or 143 wherever it is,
 importing torch included (Python's own KeyboardInterrupt would print a traceback there). SystemExit
-unwinds as an exception does, so a write in progress still removes its temporary files. A stage
-whose parent (DVC) dies gets SIGTERM from the kernel, so no stage outlives the DVC that ran it.
+unwinds as an exception does, so a write in progress still removes its temporary files.
 """
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -34,18 +32,8 @@ def _stopped(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _end_with_parent() -> None:
-    """On Linux, have the kernel send this process SIGTERM when the one that started it dies (DVC
-    killed with SIGKILL, say): a stage must not live on and write outputs that DVC never records.
-    prctl(PR_SET_PDEATHSIG) through ctypes, since Python's standard library has no call for it."""
-    if sys.platform == "linux":
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 # Only in a stage process: `python -m stages.<stage>` (sys.argv[0] is "-m" while Python locates the
 # module, as its documentation says), not in pytest or the benchmark, which import these modules.
 if sys.argv[0] == "-m":
     signal.signal(signal.SIGINT, _stopped)
     signal.signal(signal.SIGTERM, _stopped)
-    _end_with_parent()

@@ -252,8 +252,6 @@ def assert_nothing_left_and_mended(clone: Path) -> None:
         pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGKILL), id="SIGKILL the stage"),
         pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGTERM), id="SIGTERM the stage"),
         pytest.param(lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGKILL), id="SIGKILL DVC's group"),
-        # DVC alone: its stage must not live on, finish and write outputs DVC never records.
-        pytest.param(lambda dvc_process, stage: dvc_process.send_signal(signal.SIGKILL), id="SIGKILL DVC alone"),
     ],
 )
 def test_a_killed_stage_leaves_nothing_behind(clone, kill):
