@@ -37,7 +37,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.pipeline_copy import copy_pipeline  # noqa: E402
+from scripts.pipeline_copy import copy_pipeline, params_for_device  # noqa: E402
 from stages.data import DataParams, Split, load_table, prepare_table  # noqa: E402
 from stages.device import make_deterministic  # noqa: E402
 from stages.evaluate import Linear, scores  # noqa: E402
@@ -83,10 +83,8 @@ def latency(repeats: int, device: torch.device) -> dict:
         repo = copy_pipeline(Path(tmp) / "repo")
         floor_dir = Path(tmp) / "floor"
         floor_dir.mkdir()
-        params = (REPO / "params.yaml").read_text()
-        if device.type == "cuda":  # else `auto`, as committed; on CUDA named, since auto keeps toy runs on the CPU
-            params = params.replace("device: auto", "device: cuda")
-            assert "device: cuda" in params, "params.yaml has no `device: auto` line to replace"
+        # On the CPU `auto`, as committed; on CUDA named, since auto keeps toy runs on the CPU.
+        params = params_for_device("cuda" if device.type == "cuda" else "auto")
         (floor_dir / "params.yaml").write_text(params)
         (repo / "params.yaml").write_text(params)
         floor = best_of(repeats, lambda: timed([python, "-m", "stages.run_all", str(floor_dir)], REPO, env))
@@ -406,10 +404,8 @@ def report(results: dict) -> str:
         rate, fraction = thr[impl]["epochs_per_s"], thr[impl]["fraction_of_floor"]
         lines.append(f"   {impl:<11} {rate:7.2f} epochs/s   {100 * fraction:5.1f} % of the floor")
     parts = thr.get("epoch_parts")  # measured on the CPU only
-    lines += (
-        []
-        if parts is None
-        else [
+    if parts is not None:
+        lines += [
             "   where an epoch goes:",
             f"     forward x W      {parts['forward_matmul_s']:.3f} s  ({parts['forward_gflop_s']:.0f} GFLOP/s)  "
             f"[{parts['forward_matmul_native_mkl_s']:.3f} s with MKL_CBWR=AUTO: bit-identity across CPUs costs "
@@ -419,12 +415,11 @@ def report(results: dict) -> str:
             f"     the same BLAS on square matrices: {parts['square_gemm_gflop_s']:.0f} GFLOP/s "
             f"-> compute floor {parts['compute_floor_epochs_per_s']:.2f} epochs/s",
         ]
-    )
-    if parts is not None and "onednn_forward_s" in parts:
-        lines.append(
-            f"     oneDNN's kernels, not used by torch for fp32: forward {parts['onednn_forward_s']:.3f} s, "
-            f"gradient {parts['onednn_gradient_s']:.3f} s"
-        )
+        if "onednn_forward_s" in parts:
+            lines.append(
+                f"     oneDNN's kernels, not used by torch for fp32: forward {parts['onednn_forward_s']:.3f} s, "
+                f"gradient {parts['onednn_gradient_s']:.3f} s"
+            )
     lines += ["", "3. time to scikit-learn's test accuracy (LogisticRegression, lbfgs), both on the same threads"]
     for name, r in results["time_to_accuracy"].items():
         recipe = r["ours"]

@@ -17,15 +17,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from scripts.pipeline_copy import params_for_device  # noqa: E402
 from stages.models import IMPLEMENTATIONS  # noqa: E402
 from stages.run_all import run_all  # noqa: E402
 
 
 def run_stages(device: str, workdir: Path) -> dict[str, dict]:
     """The whole pipeline with params.yaml's values but `device`, in `workdir`."""
-    params = (REPO / "params.yaml").read_text().replace("device: auto", f"device: {device}")
-    assert f"device: {device}" in params, "params.yaml has no `device: auto` line to replace"
-    (workdir / "params.yaml").write_text(params)
+    (workdir / "params.yaml").write_text(params_for_device(device))
     if (REPO / "datasets").is_dir():
         shutil.copytree(REPO / "datasets", workdir / "datasets")
     return run_all(workdir)

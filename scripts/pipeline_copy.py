@@ -21,3 +21,10 @@ def copy_pipeline(root: Path) -> Path:
             shutil.copy2(source, target)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     return root
+
+
+def params_for_device(device: str) -> str:
+    """params.yaml's text with train.device set to `device` (the committed file says `auto`)."""
+    params = (REPO / "params.yaml").read_text().replace("device: auto", f"device: {device}")
+    assert f"device: {device}" in params, "params.yaml has no `device: auto` line to replace"
+    return params
