@@ -45,8 +45,8 @@ def compare(device: str) -> tuple[str, float]:
         difference = abs(cpu["final_cost"] - dev["final_cost"])
         largest = max(largest, difference)
         rows.append(
-            f"| {impl} | {cpu['accuracy']} | {dev['accuracy']} | {cpu['final_cost']} | {dev['final_cost']} "
-            f"| {difference:.2e} |"
+            f"| {impl} | {cpu['train']['accuracy']} | {dev['train']['accuracy']} | {cpu['final_cost']} "
+            f"| {dev['final_cost']} | {difference:.2e} |"
         )
     return "\n".join(rows), largest
 

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -367,23 +368,30 @@ def check_table(table: Table, name: str) -> None:
 
 
 def split(table: Table, test_size: float, seed: int) -> tuple[Split, Split]:
-    """A seeded, stratified split: each class gives round(test_size * its rows) rows to the test split."""
+    """A seeded split, stratified and counted as scikit-learn's train_test_split counts it: the test
+    split holds ceil(test_size x rows) rows, with test_size taken as the decimal params.yaml writes (0.7
+    of 10 rows is 7, although 0.7 * 10 is 7.000000000000001 in floats). Each class gives its share
+    rounded down, and the rows left over go to the classes with the largest remainders (the first on a tie)."""
     import torch  # its seeded permutations: the same split as on every machine and in earlier versions
 
+    counts = np.bincount(table.y, minlength=len(table.classes))
+    n_test = math.ceil(Fraction(repr(test_size)) * len(table.y))
+    shares = [Fraction(n_test * int(count), len(table.y)) for count in counts]
+    per_class = [math.floor(share) for share in shares]
+    by_remainder = sorted(range(len(counts)), key=lambda c: per_class[c] - shares[c])  # stable: first on a tie
+    for c in by_remainder[: n_test - sum(per_class)]:
+        per_class[c] += 1
     generator = torch.Generator().manual_seed(seed)
     train_rows, test_rows = [], []
     for c, name in enumerate(table.classes):
         rows = np.flatnonzero(table.y == c)
         rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
-        n_test = round(test_size * len(rows))
-        if len(rows) and n_test >= len(rows):
-            raise UserError(f"data.test_size={test_size} leaves class '{name}' ({len(rows)} rows) without "
+        if len(rows) and per_class[c] >= len(rows):
+            raise UserError(f"data.test_size={test_size} leaves class {abbreviate(name)} ({len(rows)} rows) without "
                             "training rows; lower data.test_size")  # fmt: skip
-        test_rows.append(rows[:n_test])
-        train_rows.append(rows[n_test:])
+        test_rows.append(rows[: per_class[c]])
+        train_rows.append(rows[per_class[c] :])
     train, test = np.sort(np.concatenate(train_rows)), np.sort(np.concatenate(test_rows))
-    if len(test) == 0:
-        raise UserError(f"data.test_size={test_size} puts no row of {len(table.y)} in the test split; raise it")
     return Split(table.x[train], table.y[train]), Split(table.x[test], table.y[test])
 
 

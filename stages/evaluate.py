@@ -3,14 +3,17 @@
 It runs on numpy alone, in float64: an independent check of the three torch implementations (and a
 stage that does not spend seconds importing torch)."""
 
+import csv
+import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
 from stages.errors import StageArguments, UserError, listing, run_stage
-from stages.files import float32_str, read_tensors, write_outputs
+from stages.files import float32_text, read_tensors, write_outputs
 
 FIX = "run `dvc repro` to train it"
 
@@ -37,13 +40,18 @@ class Linear:
 
 
 def scores(model: Linear, data: Split) -> tuple[dict[str, float], np.ndarray]:
-    """Accuracy and mean cross-entropy, and the predicted class of every row."""
+    """Accuracy, mean cross-entropy and macro F1 on `data`, and the predicted class of every row."""
     logits = model(data.x)
     predicted = logits.argmax(axis=1)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     cost = -log_p[np.arange(len(data.y)), data.y].mean()
-    return {"accuracy": float((predicted == data.y).mean()), "cost": float(cost)}, predicted
+    accuracy = float((predicted == data.y).mean())
+    return {
+        "accuracy": accuracy,
+        "cost": float(cost),
+        "f1_macro": macro_f1(data.y, predicted, model.W.shape[1]),
+    }, predicted
 
 
 def macro_f1(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
@@ -56,9 +64,18 @@ def macro_f1(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> float
 
 
 def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> str:
-    """One row per evaluated sample, for DVC's confusion template."""
-    rows = [f"{classes[a]},{classes[p]}\n" for a, p in zip(actual.tolist(), predicted.tolist(), strict=True)]
-    return "actual,predicted\n" + "".join(rows)
+    """One row per evaluated sample, for DVC's confusion template. The csv module quotes a class name
+    that holds a comma, a quote or a line break, so that every row has two fields."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows((classes[a], classes[p]) for a, p in zip(actual.tolist(), predicted.tolist(), strict=True))
+    return text.getvalue()
+
+
+def float32_values(metrics: dict) -> dict:
+    """Every number as the shortest decimal that reads back as the same float32: stable bytes, no noise digits."""
+    return {k: float32_values(v) if isinstance(v, dict) else float(float32_text(v)) for k, v in metrics.items()}
 
 
 def load_model(path: str | Path, prepared: Prepared) -> tuple[Linear, dict]:
@@ -80,6 +97,8 @@ def final_cost(costs_path: str | Path) -> float:
     try:
         last_row = Path(costs_path).read_text(encoding="utf-8").splitlines()[-1]
         cost = float(last_row.split("\t")[1])
+        if not math.isfinite(cost):
+            raise ValueError(cost)
     except FileNotFoundError:
         raise UserError(f"{costs_path}: training costs not found; {FIX}") from None
     except (OSError, UnicodeDecodeError, IndexError, ValueError):
@@ -97,23 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     prepared = load_prepared(args.data)
     model, info = load_model(args.model, prepared)
-    evaluation, predicted = scores(model, prepared.eval)
-    # The evaluation split is the test split when there is one, else the training data (the lesson).
-    metrics = {
-        "accuracy": evaluation["accuracy"],
-        "final_cost": final_cost(args.costs),
-        "eval_cost": evaluation["cost"],
-    }
+    # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
+    # final_cost is the lesson's last printed number: the training cost before the last update.
+    metrics: dict = {"final_cost": final_cost(args.costs)}
+    metrics["train"], predicted = scores(model, prepared.train)
     if prepared.has_test:
-        training, _ = scores(model, prepared.train)
-        metrics["f1_macro"] = macro_f1(prepared.eval.y, predicted, prepared.n_classes)
-        metrics["train_accuracy"] = training["accuracy"]
-        metrics["train_cost"] = training["cost"]
-    # Written as the shortest decimals that read back as the same float32: stable bytes.
-    metrics = {name: float(float32_str(value)) for name, value in metrics.items()}
+        metrics["test"], predicted = scores(model, prepared.eval)
+    metrics = float32_values(metrics)
     metrics["device"] = info["device"]  # where it was trained
     write_outputs({
-        args.metrics: json.dumps(metrics, indent=2) + "\n",
+        args.metrics: json.dumps(metrics, indent=2, allow_nan=False) + "\n",
         args.confusion: confusion_csv(prepared.eval.y, predicted, list(prepared.classes)),
     })  # fmt: skip
 

@@ -11,7 +11,6 @@ Tensors are stored as safetensors: a JSON header and the raw bytes, readable wit
 
 import json
 import os
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -104,17 +103,14 @@ def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -
         raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
     if not isinstance(info, dict) or not set(keys) <= arrays.keys() | info.keys():
         raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
+    # No stage writes a NaN or an infinity: one found here was put there by hand or by a fault.
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise UserError(f"{path}: {name} holds NaN or infinite values; {fix}")
     return arrays, info
 
 
-def _as_float32(value: float) -> float:
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
-def float32_str(value: float) -> str:
-    """The shortest decimal that reads back as the same float32: byte-stable, without noise digits."""
-    for digits in range(1, 9):
-        text = f"{value:.{digits}g}"
-        if _as_float32(float(text)) == _as_float32(value):
-            return text
-    return f"{value:.9g}"  # 9 significant digits always round-trip a float32
+def float32_text(value: float) -> str:
+    """`value` as a float32, in the shortest decimal that reads back as that float32: numpy's repr of
+    a float32 (Dragon4 with unique=True), so the bytes are stable and carry no noise digits."""
+    return str(np.float32(value))

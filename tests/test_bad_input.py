@@ -542,8 +542,9 @@ def test_prepared_labels_outside_the_class_list(workdir):
     )
 
 
-def test_empty_costs_file(trained):
-    (trained / "plots" / "cost" / "low_level.tsv").write_text("")
+@pytest.mark.parametrize("text", ["", "epoch\tcost\n0\t1.0\n1\tnan\n", "epoch\tcost\n0\tinf\n"])
+def test_costs_file_that_is_empty_or_not_finite(trained, text):
+    (trained / "plots" / "cost" / "low_level.tsv").write_text(text)
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message == (
         "stage: error: plots/cost/low_level.tsv: not the training costs written by the train stage; "

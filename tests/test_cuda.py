@@ -43,7 +43,7 @@ def test_stages_run_on_cuda(tmp_path, monkeypatch):
         )
         metrics = json.loads((tmp_path / f"metrics/{impl}.json").read_text())
         assert metrics["device"] == "cuda"
-        assert metrics["accuracy"] >= 7 / 8
+        assert metrics["train"]["accuracy"] >= 7 / 8
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)

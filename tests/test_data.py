@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +82,27 @@ def test_split_that_leaves_a_class_without_training_rows():
         split(table, 0.6, seed=0)
 
 
-def test_split_with_no_test_rows():
-    table = Table(np.zeros((4, 2), np.float32), np.array([0, 0, 1, 1]), ("a", "b"))
-    with pytest.raises(UserError, match=r"data.test_size=0.1 puts no row of 4 in the test split; raise it"):
-        split(table, 0.1, seed=0)
+@pytest.mark.parametrize(
+    ("test_size", "counts", "expected"),
+    [
+        (0.2, [416_667, 416_667, 416_666], [83_334, 83_333, 83_333]),  # 250,000 of 1,250,000, not 249,999
+        (0.7, [5, 5], [4, 3]),  # 7 of 10, although 0.7 * 10 == 7.000000000000001 in floats
+        (0.1, [10, 10, 10], [1, 1, 1]),  # 3 of 30: 0.1 * 30 == 3.0000000000000004
+        (0.1, [2, 2], [1, 0]),  # ceil(0.4): at least one test row; the tie goes to the first class
+        (
+            0.25,
+            [6, 3, 3],
+            [1, 1, 1],
+        ),  # 3 rows: shares 1.5, 0.75, 0.75 round down, the two largest remainders get one more
+    ],
+)
+def test_split_counts_test_rows_as_scikit_learn_does(test_size, counts, expected):
+    y = np.repeat(np.arange(len(counts)), counts)
+    table = Table(np.zeros((len(y), 1), np.float32), y, tuple(map(str, range(len(counts)))))
+    train, test = split(table, test_size, seed=0)
+    assert np.bincount(test.y, minlength=len(counts)).tolist() == expected
+    assert len(test.y) == math.ceil(round(test_size * len(y), 9))
+    assert len(train.y) + len(test.y) == len(y)
 
 
 def test_standardization_uses_the_training_split_only():

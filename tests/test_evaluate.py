@@ -1,5 +1,7 @@
 """Evaluation: macro F1 against scikit-learn's, the confusion rows, the metrics of each split."""
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -30,6 +32,13 @@ def test_confusion_rows_name_the_classes():
     assert text == "actual,predicted\ncat,dog\ndog,dog\n"
 
 
+def test_confusion_rows_quote_class_names_that_would_break_a_row():
+    classes = ["a,b", 'say "hi"', "two\nlines"]
+    text = confusion_csv(np.array([0, 1, 2]), np.array([2, 0, 1]), classes)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows == [["actual", "predicted"], ["a,b", "two\nlines"], ['say "hi"', "a,b"], ["two\nlines", 'say "hi"']]
+
+
 def test_stages_with_a_test_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
@@ -40,8 +49,9 @@ def test_stages_with_a_test_split(tmp_path, monkeypatch):
     train.main(["high_level", "data.safetensors", "model.safetensors", "cost.tsv", "test_cost.tsv"])
     evaluate.main(["data.safetensors", "model.safetensors", "cost.tsv", "metrics.json", "confusion.csv"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"accuracy", "final_cost", "eval_cost", "f1_macro", "train_accuracy", "train_cost", "device"}
-    assert metrics["accuracy"] >= 0.9 and metrics["f1_macro"] >= 0.9
+    assert set(metrics) == {"final_cost", "train", "test", "device"}
+    assert set(metrics["train"]) == set(metrics["test"]) == {"accuracy", "cost", "f1_macro"}
+    assert metrics["test"]["accuracy"] >= 0.9 and metrics["test"]["f1_macro"] >= 0.9
     assert (tmp_path / "test_cost.tsv").read_text().splitlines()[0] == "epoch\ttest_cost"
     assert len((tmp_path / "test_cost.tsv").read_text().splitlines()) == 1 + 5  # epochs 0, 50, ..., 200
     confusion = (tmp_path / "confusion.csv").read_text().splitlines()

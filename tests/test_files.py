@@ -112,6 +112,15 @@ def test_a_truncated_tensor_file(tmp_path):
         read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
+    W = np.ones((4, 3), np.float32)
+    W[2, 1] = bad
+    (tmp_path / "m.safetensors").write_bytes(tensors_bytes({"W": W}, {"impl": "low_level"}))
+    with pytest.raises(UserError, match=r"^.*m.safetensors: W holds NaN or infinite values; run it$"):
+        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+
+
 def test_a_directory_in_place_of_an_input(tmp_path):
     (tmp_path / "m.safetensors").mkdir()
     with pytest.raises(UserError, match=r"m.safetensors: is a directory, not the trained model; remove it and run"):

@@ -1,17 +1,17 @@
 """The training loop against the lesson: its published figures, its code run verbatim, and the
 agreements the mathematics promises between our three implementations."""
 
+import contextlib
 import dataclasses
+import io
 import math
 import os
 import re
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn, optim
 
-from stages.data import TOY_X, TOY_Y, load_table, prepare_table
+from stages.data import load_table, prepare_table
 from stages.errors import UserError
 from stages.evaluate import Linear, scores
 from stages.models import IMPLEMENTATIONS
@@ -26,69 +26,159 @@ def accuracy(model, data) -> float:
     return scores(Linear.from_state(numpy_state(model)), data)[0]["accuracy"]
 
 
-# Printed by the lesson's F.cross_entropy version (its first five log lines).
-PUBLISHED_FUNCTIONAL_LOG = [
-    "Epoch    0/1000 Cost: 1.098612",
-    "Epoch  100/1000 Cost: 0.761050",
-    "Epoch  200/1000 Cost: 0.689991",
-    "Epoch  300/1000 Cost: 0.643229",
-    "Epoch  400/1000 Cost: 0.604117",
+def published(costs: str) -> list[str]:
+    return [
+        f"Epoch {epoch:4d}/1000 Cost: {cost}" for epoch, cost in zip(range(0, 1001, 100), costs.split(), strict=True)
+    ]
+
+
+# What the lab's notebook printed (deeplearningzerotoall/PyTorch, lab-06_1_softmax_classification.ipynb)
+# in its three training cells: low-level code that applies softmax twice, F.cross_entropy, nn.Module.
+PUBLISHED = {
+    "double_softmax": published(
+        "1.098612 0.901535 0.839114 0.807826 0.788472 0.774822 0.764449 0.756191 0.749398 0.743671 0.738749"
+    ),
+    "functional": published(
+        "1.098612 0.761050 0.689991 0.643229 0.604117 0.568255 0.533922 0.500291 0.466908 0.433507 0.399962"
+    ),
+    "high_level": published(
+        "1.849513 0.689894 0.609259 0.551218 0.500141 0.451947 0.405051 0.358733 0.312912 0.269521 0.241922"
+    ),
+}
+# Every line is reproduced but one, which differs in its last digit: with MKL's reproducible branches
+# that the stages use (stages/__init__.py) nn.Module's epoch 900 prints 0.269522. MKL's AVX-512 code
+# (MKL_CBWR=AUTO on an AVX-512 processor) prints the notebook's 0.269521.
+REPRODUCED = {
+    **PUBLISHED,
+    "high_level": [*PUBLISHED["high_level"][:9], "Epoch  900/1000 Cost: 0.269522", PUBLISHED["high_level"][10]],
+}
+
+# The notebook's code cells in order, verbatim (its Korean comments left out). The ones before the
+# training draw from torch's generator (torch.rand, torch.randint), which is why nn.Linear(4, 3)
+# starts where it does.
+NOTEBOOK_CELLS = [
+    "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\nimport torch.optim as optim",
+    "torch.manual_seed(1)",
+    "z = torch.FloatTensor([1, 2, 3])",
+    "hypothesis = F.softmax(z, dim=0)\nprint(hypothesis)",
+    "hypothesis.sum()",
+    "z = torch.rand(3, 5, requires_grad=True)\nhypothesis = F.softmax(z, dim=1)\nprint(hypothesis)",
+    "y = torch.randint(5, (3,)).long()\nprint(y)",
+    "y_one_hot = torch.zeros_like(hypothesis)\ny_one_hot.scatter_(1, y.unsqueeze(1), 1)",
+    "cost = (y_one_hot * -torch.log(hypothesis)).sum(dim=1).mean()\nprint(cost)",
+    "torch.log(F.softmax(z, dim=1))",
+    "F.log_softmax(z, dim=1)",
+    "(y_one_hot * -torch.log(F.softmax(z, dim=1))).sum(dim=1).mean()",
+    "F.nll_loss(F.log_softmax(z, dim=1), y)",
+    "F.cross_entropy(z, y)",
+    """x_train = [[1, 2, 1, 1],
+           [2, 1, 3, 2],
+           [3, 1, 3, 4],
+           [4, 1, 5, 5],
+           [1, 7, 5, 5],
+           [1, 2, 5, 6],
+           [1, 6, 6, 6],
+           [1, 7, 7, 7]]
+y_train = [2, 2, 2, 1, 1, 1, 0, 0]
+x_train = torch.FloatTensor(x_train)
+y_train = torch.LongTensor(y_train)""",
+    """W = torch.zeros((4, 3), requires_grad=True)
+b = torch.zeros(1, requires_grad=True)
+optimizer = optim.SGD([W, b], lr=0.1)
+
+nb_epochs = 1000
+for epoch in range(nb_epochs + 1):
+
+    hypothesis = F.softmax(x_train.matmul(W) + b, dim=1) # or .mm or @
+    y_one_hot = torch.zeros_like(hypothesis)
+    y_one_hot.scatter_(1, y_train.unsqueeze(1), 1)
+    cost = (y_one_hot * -torch.log(F.softmax(hypothesis, dim=1))).sum(dim=1).mean()
+
+    optimizer.zero_grad()
+    cost.backward()
+    optimizer.step()
+
+    if epoch % 100 == 0:
+        print('Epoch {:4d}/{} Cost: {:.6f}'.format(
+            epoch, nb_epochs, cost.item()
+        ))""",
+    """W = torch.zeros((4, 3), requires_grad=True)
+b = torch.zeros(1, requires_grad=True)
+optimizer = optim.SGD([W, b], lr=0.1)
+
+nb_epochs = 1000
+for epoch in range(nb_epochs + 1):
+
+    z = x_train.matmul(W) + b # or .mm or @
+    cost = F.cross_entropy(z, y_train)
+
+    optimizer.zero_grad()
+    cost.backward()
+    optimizer.step()
+
+    if epoch % 100 == 0:
+        print('Epoch {:4d}/{} Cost: {:.6f}'.format(
+            epoch, nb_epochs, cost.item()
+        ))""",
+    """class SoftmaxClassifierModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.linear(x)""",
+    "model = SoftmaxClassifierModel()",
+    """optimizer = optim.SGD(model.parameters(), lr=0.1)
+
+nb_epochs = 1000
+for epoch in range(nb_epochs + 1):
+
+    prediction = model(x_train)
+
+    cost = F.cross_entropy(prediction, y_train)
+
+    optimizer.zero_grad()
+    cost.backward()
+    optimizer.step()
+
+    if epoch % 100 == 0:
+        print('Epoch {:4d}/{} Cost: {:.6f}'.format(
+            epoch, nb_epochs, cost.item()
+        ))""",
 ]
 
 
-def lesson_log(variant: str) -> list[str]:
-    """The lesson's own training code, run verbatim, returning the lines it prints."""
-    torch.manual_seed(1)
-    x_train = torch.FloatTensor(TOY_X)
-    y_train = torch.LongTensor(TOY_Y)
-    if variant == "high_level":
-        model = nn.Linear(4, 3)
-        parameters = list(model.parameters())
-    else:
-        W = torch.zeros((4, 3), requires_grad=True)
-        b = torch.zeros(1, requires_grad=True)
-        parameters = [W, b]
-    optimizer = optim.SGD(parameters, lr=0.1)
-    nb_epochs = 1000
-    lines = []
-    for epoch in range(nb_epochs + 1):
-        if variant == "double_softmax":
-            hypothesis = F.softmax(x_train.matmul(W) + b, dim=1)
-            y_one_hot = torch.zeros_like(hypothesis)
-            y_one_hot.scatter_(1, y_train.unsqueeze(1), 1)
-            cost = (y_one_hot * -torch.log(F.softmax(hypothesis, dim=1))).sum(dim=1).mean()
-        elif variant == "high_level":
-            cost = F.cross_entropy(model(x_train), y_train)
-        else:
-            cost = F.cross_entropy(x_train.matmul(W) + b, y_train)
-        optimizer.zero_grad()
-        cost.backward()
-        optimizer.step()
-        if epoch % 100 == 0:
-            lines.append(f"Epoch {epoch:4d}/{nb_epochs} Cost: {cost.item():.6f}")
-    return lines
+def run_notebook() -> dict[str, list[str]]:
+    """Every cell of the notebook in one namespace, as Jupyter runs them; what each training cell printed."""
+    namespace: dict = {}
+    printed = []
+    for cell in NOTEBOOK_CELLS:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            exec(cell, namespace)
+        printed.append(out.getvalue().splitlines())
+    training_cells = [lines for lines in printed if lines and lines[0].startswith("Epoch")]
+    return dict(zip(PUBLISHED, training_cells, strict=True))
 
 
 def printed_lines(capsys) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-def test_functional_prints_the_lessons_published_costs(toy_data, lesson_params, capsys):
-    train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU)
-    lines = printed_lines(capsys)
-    assert lines[:5] == PUBLISHED_FUNCTIONAL_LOG
-    assert lines == lesson_log("functional")
+def test_the_notebook_run_here_prints_its_published_costs():
+    assert run_notebook() == REPRODUCED
 
 
-def test_high_level_prints_what_the_lessons_code_prints(toy_data, lesson_params, capsys):
-    train("high_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
-    assert printed_lines(capsys) == lesson_log("high_level")
+@pytest.mark.parametrize("curve", PUBLISHED)
+def test_each_implementation_prints_the_labs_published_costs(curve, toy_data, lesson_params, capsys):
+    impl = "low_level" if curve == "double_softmax" else curve
+    params = dataclasses.replace(lesson_params, double_softmax=curve == "double_softmax")
+    train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    assert printed_lines(capsys) == REPRODUCED[curve]
 
 
-def test_double_softmax_reproduces_the_lessons_low_level_costs(toy_data, lesson_params, capsys):
-    params = dataclasses.replace(lesson_params, double_softmax=True)
-    train("low_level", toy_data.train, toy_data.n_classes, params, CPU)
-    assert printed_lines(capsys) == lesson_log("double_softmax")
+def test_correct_low_level_prints_the_functional_curve(toy_data, lesson_params, capsys):
+    train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    assert printed_lines(capsys) == REPRODUCED["functional"]
 
 
 def test_low_level_and_functional_cost_curves_agree(toy_data, lesson_params):

@@ -1,0 +1,81 @@
+"""dvc.yaml's dependencies are exactly what each stage reads: every project file its command imports,
+found here from the code itself, and the data files named on its command line or in its params."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = YAML(typ="safe", pure=True).load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def module_file(module: str) -> Path | None:
+    """The project file of a module named `stages...`, or None for any other module."""
+    if module != "stages" and not module.startswith("stages."):
+        return None
+    path = REPO / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imported_files(path: Path) -> set[Path]:
+    """The project files that the module at `path` imports anywhere in it (functions included), each
+    with the package __init__.py that Python runs first."""
+    files = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # `from stages import train` imports the module stages.train; `from stages.x import f` stages.x.
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        for name in names:
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # stages, stages.data, ...: each package on the way runs
+                found = module_file(".".join(parts[:i]))
+                if found is not None and found.exists():
+                    files.add(found)
+    return files
+
+
+def import_closure(module: str) -> set[str]:
+    """Every project file that `python -m <module>` runs, as paths relative to the repository."""
+    start = module_file(module)
+    assert start is not None and start.exists(), module
+    seen, todo = set(), [start, *(p for p in [module_file("stages")] if p)]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo.extend(imported_files(path) - seen)
+    return {str(path.relative_to(REPO)) for path in seen}
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_code_deps_are_the_commands_import_closure(name):
+    stage = STAGES[name]
+    module = stage["cmd"].split()[2]  # python -m stages.<stage> ...
+    code_deps = {dep for dep in stage["deps"] if dep.endswith(".py")}
+    assert code_deps == import_closure(module)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_data_deps_are_the_files_the_stage_reads(name):
+    stage = STAGES[name]
+    data_deps = [dep for dep in stage["deps"] if not dep.endswith(".py")]
+    if name == "prepare":
+        assert data_deps == ["${data.path}"]  # the table csv and parquet read; the others read no file
+        return
+    arguments = stage["cmd"].split()
+    outputs = {
+        next(iter(out)) if isinstance(out, dict) else out for out in stage.get("outs", []) + stage.get("metrics", [])
+    }
+    inputs = [arg for arg in arguments[3:] if "/" in arg and arg not in outputs]
+    assert data_deps == inputs
+
+
+def test_the_closure_follows_every_kind_of_import():
+    closure = import_closure("stages.train")
+    assert {"stages/__init__.py", "stages/distributed.py", "stages/params.py", "stages/errors.py"} <= closure
+    assert "stages/run_all.py" not in closure and "stages/evaluate.py" not in closure
