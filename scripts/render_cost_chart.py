@@ -1,6 +1,6 @@
 """Render the training cost curves of the last run to a PNG (docs/cost.png, shown in the README).
 
-From the repository root, after `dvc repro`:  python scripts/render_cost_chart.py [docs/cost.png]
+From the repository root, after `dvc repro`:  python -m scripts.render_cost_chart [docs/cost.png]
 `dvc plots show` draws the same data interactively; this is a still picture of it.
 """
 

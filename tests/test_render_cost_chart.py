@@ -1,7 +1,9 @@
-"""scripts/render_cost_chart.py keeps working: it renders the committed cost curves to a PNG."""
+"""scripts/render_cost_chart.py keeps working: the README's command renders the committed cost curves to a PNG."""
 
 import importlib.util
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,8 +19,7 @@ def test_renders_the_committed_curves_to_a_png(tmp_path, monkeypatch):
     # The lesson prints "Epoch  100/1000 Cost: 0.761050" and, last, "Epoch 1000/1000 Cost: 0.399962".
     assert rows[100]["implementation"] == "functional" and f"{rows[100]['cost']:.6f}" == "0.761050"
     assert f"{rows[1000]['cost']:.6f}" == "0.399962"
-    monkeypatch.setattr("sys.argv", ["render", str(tmp_path / "cost.png")])
-    module.main()
+    subprocess.run([sys.executable, "-m", "scripts.render_cost_chart", tmp_path / "cost.png"], cwd=REPO, check=True)
     png = (tmp_path / "cost.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     width, height = struct.unpack(">II", png[16:24])
