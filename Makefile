@@ -27,7 +27,7 @@ $(error TORCH=$(TORCH), but $(VENV) was made $(if $(VENV_TORCH),with TORCH=$(VEN
 endif
 endif
 
-.PHONY: help repro test lint lock bench container-check
+.PHONY: help repro test test-quick lint lock bench container-check
 
 help: ## list the targets and variables
 	@echo "make TARGET [VARIABLE=value ...]"
@@ -55,8 +55,13 @@ lint: $(VENV)/.installed-dev ## ruff: lint and format check
 	ruff check .
 	ruff format --check .
 
-test: lint ## .venv with the developer tools, ruff, then the test suite (about 10 minutes)
-	python -m pytest
+# Every core: each test trains on one thread, as the stages do. Tests that share a reproduced copy of
+# the pipeline carry an xdist_group mark and run in one worker.
+test: lint ## .venv with the developer tools, ruff, then the whole test suite (about 2 minutes on 2 cores)
+	python -m pytest -n auto --dist loadgroup
+
+test-quick: $(VENV)/.installed-dev ## the tests for the edit loop: all but the end-to-end and process-level ones (about 25 s)
+	python -m pytest -m "not slow"
 
 bench: $(VENV)/.installed-dev ## the benchmark (about 6 minutes): prints ratios, writes bench/results.json
 	python bench/run.py

@@ -1,3 +1,7 @@
+# isort: off
+import stages  # noqa: F401 (before numpy and torch load: the environment of every stage process)
+
+# isort: on
 import contextlib
 import os
 from collections.abc import Iterator
@@ -7,6 +11,9 @@ import torch
 
 from stages.data import prepare_table, toy
 from stages.params import DataParams, TrainParams
+
+# The tests train in this process as the train stage does: on one thread (stages.device.make_deterministic).
+torch.set_num_threads(1)
 
 
 @contextlib.contextmanager
@@ -32,7 +39,8 @@ def torch_state_restored() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _restore_torch_state() -> Iterator[None]:
-    """Every test leaves torch as it found it, so that no result depends on the order tests run in."""
+    """Every test leaves torch as it found it (one thread, as the stages run), so that no result depends
+    on the order tests run in."""
     with torch_state_restored():
         yield
 

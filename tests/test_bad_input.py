@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from stages.data import Table, load_prepared, load_table, prepare_table, prepare
 from stages.errors import run_stage
 from stages.files import read_tensors, tensors_bytes, write_outputs
 from stages.params import DataParams
+from tests.waiting import importing_torch, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_PARAMS = YAML(typ="safe").load((REPO / "params.yaml").read_text())
@@ -564,7 +564,7 @@ def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, lin
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    time.sleep(0.5)  # well into `import torch`, which takes seconds
+    wait_for(lambda: importing_torch(process.pid) or process.poll() is not None, "the stage to import torch")
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (status, line)
