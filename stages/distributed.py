@@ -12,17 +12,25 @@ import os
 import torch
 import torch.distributed as dist
 
-from stages.errors import UserError
+from stages.errors import UserError, abbreviate
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    size = os.environ.get("WORLD_SIZE", "1")
+    if not size.isdigit() or int(size) < 1:
+        raise UserError(f"WORLD_SIZE={abbreviate(size)} is not a number of processes; unset it or use torchrun")
+    return int(size)
 
 
 def start(device: torch.device) -> int:
-    """Join the process group when launched by torchrun; returns this process's rank (0 alone)."""
+    """Join the process group when launched by torchrun; returns this process's rank (0 alone).
+    Distributed variables left in a shell without torchrun are refused at once: the process would
+    otherwise wait half an hour for processes that never come."""
     if world_size() == 1:
         return 0
+    if "TORCHELASTIC_RUN_ID" not in os.environ:  # set by torchrun for every process it starts
+        raise UserError(f"WORLD_SIZE={world_size()} is set, but torchrun did not start this process; unset WORLD_SIZE "
+                        "(and RANK, MASTER_ADDR, MASTER_PORT), or launch the stage with torchrun")  # fmt: skip
     if device.type == "cuda":
         # One GPU per process on a machine; every process checks, so that none waits for the others.
         processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()

@@ -1,6 +1,8 @@
 """The one error type a stage reports to its user as a single line, and the wrapper that does it."""
 
 import argparse
+import contextlib
+import os
 import reprlib
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +22,12 @@ def abbreviate(value: Any) -> str:
     """repr(value), cut short to well under a line."""
     text = _short.repr(value)
     return text if len(text) <= 80 else f"{text[:76]} ..."
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: as it is when every character prints, else escaped as Python writes a
+    string, so that a name from a file (a newline, a terminal escape) cannot break or forge a line."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def first_line(error: BaseException) -> str:
@@ -46,10 +54,31 @@ class StageArguments(argparse.ArgumentParser):
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
+# The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
+# command line (2); docs/reliability.md lists them all.
+BUG_STATUS = 70
+TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's main(); a UserError becomes `<stage>: error: <message>` on stderr and exit 1.
-    (Ctrl-C is stages/__init__.py's.)"""
+    """Run a stage's main() inside the stage's one error boundary: whatever ends it ends in one line.
+    A UserError is `<stage>: error: <message>`, exit 1; running out of memory says so, exit 1; any
+    other exception is a bug, `<stage>: bug: <type>: <message>` and how to see its traceback, exit 70.
+    Under torchrun only the first process prints. (Signals are stages/__init__.py's.)"""
     try:
         main()
+        return
     except UserError as error:
-        sys.exit(f"{name}: error: {error}")
+        line, status = f"{name}: error: {error}", 1
+    except MemoryError:
+        line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more memory", 1
+    except Exception as error:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        line = (f"{name}: bug: {type(error).__name__}: {first_line(error)} (not your mistake: please report it "
+                f"with params.yaml; {TRACEBACK_VARIABLE}=1 shows the traceback)")  # fmt: skip
+        status = BUG_STATUS
+    if os.environ.get("RANK", "0") == "0":
+        with contextlib.suppress(OSError):
+            print(printable(line), file=sys.stderr)
+    sys.exit(status)

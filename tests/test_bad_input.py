@@ -1,6 +1,8 @@
 """Each user mistake gets one line that names the parameter or file and the fix, exit status 1,
 and no output written."""
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -46,15 +48,14 @@ def write_params(directory: Path, section: str | None = None, key: str | None = 
 
 
 def run(stage_main, argv: list[str]) -> str:
-    """Run a stage in-process as its __main__ does; return the one line it exits with.
-
-    sys.exit("message") exits with status 1 after printing the message: the last test here checks
-    that for a real process."""
-    with pytest.raises(SystemExit) as exit_info:
+    """Run a stage in-process as its __main__ does; return the line it ends with, on stderr after any
+    progress line, before exiting with status 1 (the last tests here check that for a real process)."""
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(stderr):
         run_stage("stage", lambda: stage_main(argv))
-    message = exit_info.value.code
-    assert isinstance(message, str) and "\n" not in message
-    return message
+    assert exit_info.value.code == 1
+    assert stderr.getvalue().endswith("\n")
+    return stderr.getvalue().splitlines()[-1]
 
 
 @pytest.fixture
@@ -557,15 +558,74 @@ def test_costs_file_that_is_empty_or_not_finite(trained, text):
     [
         (signal.SIGINT, 130, "train: interrupted; its outputs were not written\n"),  # Ctrl-C
         (signal.SIGTERM, 143, "train: terminated; its outputs were not written\n"),  # kill, or DVC died
+        (signal.SIGHUP, 129, "train: terminated; its outputs were not written\n"),  # the terminal closed
     ],
 )
-def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, line):
+@pytest.mark.parametrize("times", [1, 3])  # Ctrl-C pressed again while the stage cleans up: nothing more
+def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, line, times):
     write_params(workdir)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     wait_for(lambda: importing_torch(process.pid) or process.poll() is not None, "the stage to import torch")
-    process.send_signal(signum)
+    for _ in range(times):
+        process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (status, line)
+    assert no_train_outputs(workdir)
+
+
+def test_a_bug_is_one_line_with_its_own_status_and_the_traceback_on_request(workdir, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("something the code did not expect\nsecond line")
+
+    monkeypatch.setattr(train, "train", broken)
+    write_params(workdir)
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(stderr):
+        run_stage("train", lambda: train.main(TRAIN_ARGS))
+    assert exit_info.value.code == 70
+    assert stderr.getvalue().splitlines()[-1] == (
+        "train: bug: RuntimeError: something the code did not expect (not your mistake: please report it with "
+        "params.yaml; SOFTMAX_TRACEBACK=1 shows the traceback)"
+    )
+    monkeypatch.setenv("SOFTMAX_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="something the code did not expect"):
+        run_stage("train", lambda: train.main(TRAIN_ARGS))
+
+
+def test_running_out_of_memory_is_one_line(workdir, monkeypatch):
+    def too_big(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(train, "train", too_big)
+    write_params(workdir)
+    assert run(train.main, TRAIN_ARGS).startswith("stage: error: out of memory; lower the data's or the run's size")
+
+
+def test_a_closed_output_pipe_ends_the_stage_quietly(workdir):
+    """`python -m stages.train ... | head -2`: the stage ends as any Unix tool does, no traceback."""
+    write_params(workdir)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert process.stdout.readline().startswith("Epoch    0/1000")
+    process.stdout.close()  # as `head -1` does once it has its line
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == -signal.SIGPIPE
+    assert "Traceback" not in stderr and no_train_outputs(workdir)
+
+
+@pytest.mark.parametrize(
+    "variables, expected",
+    [
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set, but torchrun did not start this process; unset WORLD_SIZE"),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a number of processes; unset it or use torchrun"),
+    ],
+)
+def test_distributed_variables_left_in_a_shell_are_one_line_at_once(workdir, monkeypatch, variables, expected):
+    write_params(workdir)
+    for name, value in {**variables, "RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "29999"}.items():
+        monkeypatch.setenv(name, value)
+    assert run(train.main, TRAIN_ARGS).startswith(f"stage: error: {expected}")
     assert no_train_outputs(workdir)

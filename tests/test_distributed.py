@@ -5,17 +5,20 @@ with a last batch that has fewer rows than processes."""
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
 from stages import distributed, train
 from stages.errors import UserError
 from stages.files import read_tensors
+from tests.waiting import importing_torch, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = {"epochs": 300, "lr": 0.1, "seed": 1, "device": "cpu", "log_every": 100, "double_softmax": "false"}
@@ -71,7 +74,40 @@ def test_two_processes_equal_one(prepared, impl):
 def test_more_processes_than_gpus_is_one_line(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # as torchrun sets it
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
     with pytest.raises(UserError, match=r"^torchrun started 2 processes on this machine, but it has 1 GPU\(s\); run "
                        r"torchrun --nproc-per-node=1, or set train.device: cpu$"):  # fmt: skip
         distributed.start(torch.device("cuda"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", ["torchrun alone", "torchrun's process group"])
+def test_no_worker_outlives_torchrun(tmp_path, kill):
+    """torchrun starts each worker in a session of its own, so neither kill reaches them: the kernel's
+    SIGTERM on their parent's death does (stages/__init__.py), and they end without writing anything."""
+    train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, "epochs": 10**6}.items())
+    (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "stages.prepare", "prepared.safetensors"], cwd=tmp_path, env=env, check=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    command = [*launcher, "-m", "stages.train", *args]
+    torchrun = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, **quiet)
+
+    def two_workers() -> list[psutil.Process]:
+        workers = [p for p in psutil.Process(torchrun.pid).children() if "stages.train" in p.cmdline()]
+        return workers if len(workers) == 2 else []
+
+    workers = wait_for(two_workers, "torchrun to start two workers")
+    for worker in workers:
+        wait_for(lambda worker=worker: importing_torch(worker.pid), "the workers to import torch")
+    if kill == "torchrun alone":
+        torchrun.send_signal(signal.SIGKILL)
+    else:
+        os.killpg(torchrun.pid, signal.SIGKILL)
+    torchrun.wait()
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert alive == [], "a worker lives on"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml", "prepared.safetensors"]

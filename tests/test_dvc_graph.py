@@ -55,7 +55,9 @@ def import_closure(module: str) -> set[str]:
 @pytest.mark.parametrize("name", STAGES)
 def test_code_deps_are_the_commands_import_closure(name):
     stage = STAGES[name]
-    module = stage["cmd"].split()[2]  # python -m stages.<stage> ...
+    words = stage["cmd"].split()
+    assert words[:3] == ["exec", "python", "-m"]  # exec: no shell stays between DVC and the stage
+    module = words[3]
     code_deps = {dep for dep in stage["deps"] if dep.endswith(".py")}
     assert code_deps == import_closure(module)
 
@@ -71,7 +73,7 @@ def test_data_deps_are_the_files_the_stage_reads(name):
     outputs = {
         next(iter(out)) if isinstance(out, dict) else out for out in stage.get("outs", []) + stage.get("metrics", [])
     }
-    inputs = [arg for arg in arguments[3:] if "/" in arg and arg not in outputs]
+    inputs = [arg for arg in arguments[4:] if "/" in arg and arg not in outputs]
     assert data_deps == inputs
 
 
