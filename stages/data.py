@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
@@ -159,7 +160,7 @@ def detect_delimiter(header: str) -> str:
 
 def _columns(path: str, header: list[str], label: str, features: tuple[str, ...] | None) -> list[str]:
     """The feature columns, checked against the header: no repeated name, the label not a feature."""
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)  # linear in the width
     if repeated:
         raise UserError(f"{path}: the header names column {abbreviate(repeated[0])} more than once; "
                         "give every column its own name")  # fmt: skip
@@ -169,13 +170,14 @@ def _columns(path: str, header: list[str], label: str, features: tuple[str, ...]
         names = [c for c in header if c != label]
     else:
         names = list(features)
-        twice = sorted({name for name in names if names.count(name) > 1})
+        twice = sorted(name for name, count in Counter(names).items() if count > 1)
         if twice:
             raise UserError(f"data.features names {abbreviate(twice[0])} more than once; list each column once")
         if label in names:
             raise UserError(f"data.features names the label column {abbreviate(label)}; a model must not see "
                             "the answer: remove it from data.features")  # fmt: skip
-        missing = [c for c in names if c not in header]
+        columns = set(header)
+        missing = [c for c in names if c not in columns]
         if missing:
             raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {listing(header)}")
     if not names:
@@ -255,8 +257,9 @@ def _read_csv_rows(
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
     header, rows = rows[0], rows[1:]
     feature_names = _columns(path, header, label, features)
-    columns = [header.index(c) for c in feature_names]
-    label_column = header.index(label)
+    position = {name: i for i, name in enumerate(header)}
+    columns = [position[c] for c in feature_names]
+    label_column = position[label]
     values, labels = [], []
     for line, row in enumerate(rows, start=2):
         if not row:  # a blank line, as spreadsheets often leave at the end

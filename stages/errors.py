@@ -54,6 +54,15 @@ class StageArguments(argparse.ArgumentParser):
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
+def _out_of_memory(error: Exception) -> bool:
+    """An allocation that failed: numpy's MemoryError, torch's on the CPU (a RuntimeError) or on CUDA."""
+    return (
+        isinstance(error, MemoryError)
+        or type(error).__name__ == "OutOfMemoryError"
+        or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+    )
+
+
 # The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
 # command line (2); docs/reliability.md lists them all.
 BUG_STATUS = 70
@@ -70,14 +79,15 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         return
     except UserError as error:
         line, status = f"{name}: error: {error}", 1
-    except MemoryError:
-        line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more memory", 1
     except Exception as error:
-        if os.environ.get(TRACEBACK_VARIABLE):
+        if _out_of_memory(error):
+            line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more", 1
+        elif os.environ.get(TRACEBACK_VARIABLE):
             raise
-        line = (f"{name}: bug: {type(error).__name__}: {first_line(error)} (not your mistake: please report it "
-                f"with params.yaml; {TRACEBACK_VARIABLE}=1 shows the traceback)")  # fmt: skip
-        status = BUG_STATUS
+        else:
+            line = (f"{name}: bug: {type(error).__name__}: {first_line(error)} (not your mistake: please report it "
+                    f"with params.yaml; {TRACEBACK_VARIABLE}=1 shows the traceback)")  # fmt: skip
+            status = BUG_STATUS
     if os.environ.get("RANK", "0") == "0":
         with contextlib.suppress(OSError):
             print(printable(line), file=sys.stderr)

@@ -1,9 +1,17 @@
-"""params.yaml: read it and check every value a stage needs before the stage does any work."""
+"""params.yaml: read it and check every value a stage needs before the stage does any work.
 
-import codecs
+Each parameter is a dataclass field whose metadata holds its check: a function that takes what the
+YAML parser produced (any type: a huge integer, a date, a list) and returns the value the stage uses,
+or raises ValueError saying what the parameter must be. One loop applies them all, so every value
+YAML can produce is either taken with its obvious meaning or refused in one line.
+"""
+
+import contextlib
 import math
 import os
-from dataclasses import MISSING, dataclass, fields
+import stat
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,49 +26,136 @@ TABLES = ("csv", "parquet")  # the sources read from data.path
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam")
 DELIMITERS = (",", ";", "\t", "|")
+LARGEST_INT = 2**63 - 1  # what numpy and torch hold
+MAX_PARAMS_BYTES = 1 << 20  # a params.yaml is a few hundred bytes; a larger one is a mistake
+
+Check = Callable[[Any], Any]
+
+
+def integer(low: int, must: str, high: int = LARGEST_INT) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():  # `dvc exp run -S train.epochs=1e3` writes 1000.0
+            value = int(value)
+        if type(value) is not int or value < low:  # bool is an int subclass: refused too
+            raise ValueError(must)
+        if value > high:
+            raise ValueError(f"{must} up to {high:,}")
+        return value
+
+    return check
+
+
+def number(must: str, low: float, high: float = math.inf, below_high: bool = True, above_low: bool = False) -> Check:
+    def check(value: Any) -> float:
+        ok = type(value) in (int, float) and math.isfinite(value) and low <= value <= high
+        if not ok or (above_low and value == low) or (below_high and value == high):
+            raise ValueError(must)
+        return float(value)
+
+    return check
+
+
+def one_of(options: tuple, must: str = "") -> Check:
+    def check(value: Any) -> Any:
+        if not any(type(value) is type(option) and value == option for option in options):
+            raise ValueError(must or f"one of {', '.join(map(str, options))}")
+        return value
+
+    return check
+
+
+def names(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(name, str) for name in value):
+        raise ValueError("a list of column names, or null for all")
+    return tuple(value)
+
+
+def text_or_none(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or value == ""):
+        raise ValueError("a non-empty string")
+    return value
+
+
+def encoding(value: Any) -> str:
+    try:
+        "".encode(value)  # a text encoding; codecs such as base64 or rot13 raise LookupError here
+    except (LookupError, TypeError):
+        raise ValueError("a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16") from None
+    return value
+
+
+def betas(value: Any) -> tuple[float, float]:
+    fraction = number("", 0, 1)
+    try:
+        if not isinstance(value, list | tuple):
+            raise TypeError
+        first, second = (fraction(b) for b in value)
+    except (TypeError, ValueError):
+        raise ValueError("two numbers from 0 up to 1, e.g. [0.9, 0.999]") from None
+    return first, second
+
+
+BOOLEAN = one_of((True, False), "true or false")
+SEED = integer(0, "an integer from 0 to 2**63 - 1")
+POSITIVE = integer(1, "a positive integer")
+
+
+def param(check: Check, default: Any = MISSING) -> Any:
+    return field(default=default, metadata={"check": check})
 
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str
-    test_size: float = 0.0  # 0: evaluate on the training data, as the lesson does
-    standardize: bool = False  # statistics from the training split only
-    seed: int = 0  # the split, and the synthetic data
-    path: str | None = None  # csv: the file
-    label: str | None = None  # csv: the label column
-    features: tuple[str, ...] | None = None  # csv: the feature columns; None: every other column
-    delimiter: str | None = None  # csv: one of DELIMITERS; None: the header line's most frequent of them
-    encoding: str = "utf-8"  # csv: the text encoding (a byte-order mark is dropped)
-    n_samples: int = 1000  # synthetic
-    n_features: int = 20  # synthetic
-    n_classes: int = 3  # synthetic
+    source: str = param(one_of(SOURCES))
+    test_size: float = param(number("a number from 0 up to 1", 0, 1), 0.0)  # 0: evaluate on the training data
+    standardize: bool = param(BOOLEAN, False)  # statistics from the training split only
+    seed: int = param(SEED, 0)  # the split, and the synthetic data
+    path: str | None = param(text_or_none, None)  # csv, parquet: the file
+    label: str | None = param(text_or_none, None)  # csv, parquet: the label column
+    features: tuple[str, ...] | None = param(names, None)  # None: every other column
+    delimiter: str | None = param(one_of((None, *DELIMITERS), "null (detect it) or one of ',', ';', '\\t', '|'"), None)
+    encoding: str = param(encoding, "utf-8")  # csv: the text encoding (a byte-order mark is dropped)
+    n_samples: int = param(integer(2, "an integer >= 2"), 1000)  # synthetic
+    n_features: int = param(POSITIVE, 20)  # synthetic
+    n_classes: int = param(integer(2, "an integer >= 2"), 3)  # synthetic
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int  # counted as the lesson does: range(epochs + 1), so epochs + 1 passes over the data
-    lr: float
-    seed: int
-    device: str
-    log_every: int
-    double_softmax: bool  # low_level only: reproduce the lesson's published (buggy) costs
-    batch_size: int = 0  # 0: full batch, as in the lesson
-    optimizer: str = "sgd"
-    momentum: float = 0.0  # sgd only
-    betas: tuple[float, float] = (0.9, 0.999)  # adam only
-    weight_decay: float = 0.0
+    epochs: int = param(POSITIVE)  # counted as the lesson does: range(epochs + 1), so epochs + 1 passes
+    lr: float = param(number("a number > 0", 0, above_low=True))
+    seed: int = param(SEED)
+    device: str = param(one_of(DEVICES))
+    log_every: int = param(POSITIVE)
+    double_softmax: bool = param(BOOLEAN)  # low_level only: reproduce the lesson's published (buggy) costs
+    batch_size: int = param(integer(0, "0 (full batch) or a positive integer"), 0)  # 0: full batch
+    optimizer: str = param(one_of(OPTIMIZERS), "sgd")
+    momentum: float = param(number("a number from 0 up to 1", 0, 1), 0.0)  # sgd only
+    betas: tuple[float, float] = param(betas, (0.9, 0.999))  # adam only
+    weight_decay: float = param(number("a number >= 0", 0), 0.0)
+
+
+SECTIONS = {"data": DataParams, "train": TrainParams}
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; params.yaml must be a file in the repository root")
     try:
-        text = path.read_bytes().decode("utf-8")
+        info = path.stat()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; run the stage from the repository root") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_PARAMS_BYTES:
+        what = "is a directory" if stat.S_ISDIR(info.st_mode) else "is not a regular file"
+        if stat.S_ISREG(info.st_mode):
+            what = f"is {info.st_size:,} bytes, not a parameters file"
+        raise UserError(f"{path}: {what}; params.yaml must be a small file in the repository root")
+    content = path.read_bytes()
+    try:
+        text = content.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        line = content[: error.start].count(b"\n") + 1
         raise UserError(f"{path}, line {line}: bytes that are not UTF-8; save it as UTF-8") from None
     try:
         # YAML 1.2, as DVC reads it: `dvc exp run -S train.lr=1e-3` writes 1e-3, a float in 1.2
@@ -74,6 +169,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         raise UserError(f"{path}: nested too deeply to read; fix its syntax") from None
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected sections 'data' and 'train', got {abbreviate(params)}")
+    unknown = [str(name) for name in params if name not in SECTIONS]
+    if unknown:
+        raise UserError(f"{path}: unknown section {abbreviate(unknown[0])}; the sections are data and train")
     return params
 
 
@@ -85,125 +183,82 @@ def _yaml_problem(error: MarkedYAMLError) -> str:
     return problem.replace("\n", " ")
 
 
-def _section(params: dict[str, Any], name: str, params_class: type) -> dict[str, Any]:
-    """The section's values, checked for unknown and missing keys. The dataclass's fields are the keys;
-    those with a default are optional, and the default fills in when the key is left out."""
-    required = tuple(field.name for field in fields(params_class) if field.default is MISSING)
-    optional = {field.name: field.default for field in fields(params_class) if field.default is not MISSING}
-    allowed = (*required, *optional)
+def _section(params: dict[str, Any], name: str) -> Any:
+    """The section's dataclass, every value checked; a missing optional key takes its default."""
+    params_class = SECTIONS[name]
+    required = [f.name for f in fields(params_class) if f.default is MISSING]
+    allowed = [f.name for f in fields(params_class)]
     if name not in params:
         raise UserError(f"params.yaml: missing section '{name}'; add it with keys {', '.join(required)}")
     section = params[name]
     if not isinstance(section, dict):
-        raise UserError(
-            f"params.yaml: section '{name}' must be a mapping of {', '.join(allowed)}, got {abbreviate(section)}"
-        )
+        raise UserError(f"params.yaml: section '{name}' must be a mapping of {', '.join(allowed)}, "
+                        f"got {abbreviate(section)}")  # fmt: skip
     for key in section:
         if key not in allowed:
+            raise UserError(f"params.yaml: unknown key '{name}.{str(key)[:60]}'; allowed in '{name}': "
+                            f"{', '.join(allowed)}")  # fmt: skip
+    values = {}
+    for f in fields(params_class):
+        if f.name not in section:
+            if f.default is MISSING:
+                raise UserError(f"params.yaml: missing key '{name}.{f.name}'; add it to section '{name}'")
+            continue
+        try:
+            values[f.name] = f.metadata["check"](section[f.name])
+        except ValueError as error:
             raise UserError(
-                f"params.yaml: unknown key '{name}.{str(key)[:60]}'; allowed in '{name}': {', '.join(allowed)}"
-            )
-    for key in required:
-        if key not in section:
-            raise UserError(f"params.yaml: missing key '{name}.{key}'; add it to section '{name}'")
-    return {**optional, **section}
+                f"params.yaml: {name}.{f.name} must be {error}, got {abbreviate(section[f.name])}"
+            ) from None
+    return params_class(**values)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-def _is_encoding(name: str) -> bool:
+def memory_limit() -> int:
+    """The bytes this process may use: the least of the machine's memory, its cgroup's limit (a
+    container's) and its address-space limit (`ulimit -v`)."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for cgroup_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):  # absent, or "max"
+            limits.append(int(Path(cgroup_file).read_text()))
     try:
-        codecs.lookup(name)
-    except LookupError:
-        return False
-    return True
+        import resource
 
-
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise UserError(f"params.yaml: {name} must be {allowed}, got {abbreviate(value)}")
+        address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if address_space != resource.RLIM_INFINITY:
+            limits.append(address_space)
+    except (ImportError, OSError):
+        pass
+    return min(limits)
 
 
 def _check_fits(names: str, values: str, needed: int, what: str) -> None:
-    """Refuse sizes whose arrays cannot fit in this machine's memory (`needed` bytes), before allocating them."""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """Refuse sizes whose arrays cannot fit in the memory this process may use, before allocating them."""
+    memory = memory_limit()
     if needed > memory:
         raise UserError(f"params.yaml: {names}={values} needs about {needed / 2**30:,.0f} GiB for {what}, but this "
-                        f"machine has {memory / 2**30:,.0f} GiB; lower {names.replace(' x ', ' or ')}")  # fmt: skip
+                        f"process may use {memory / 2**30:,.0f} GiB; lower {names.replace(' x ', ' or ')}")  # fmt: skip
 
 
 def data_params(params: dict[str, Any]) -> DataParams:
-    values = _section(params, "data", DataParams)
-    source = values["source"]
-    _check(isinstance(source, str) and source in SOURCES, "data.source", source, f"one of {', '.join(SOURCES)}")
-    test_size, standardize, seed = values["test_size"], values["standardize"], values["seed"]
-    _check(_is_number(test_size) and 0 <= test_size < 1, "data.test_size", test_size, "a number from 0 up to 1")
-    _check(isinstance(standardize, bool), "data.standardize", standardize, "true or false")
-    _check(_is_int(seed) and 0 <= seed < 2**63, "data.seed", seed, "an integer from 0 to 2**63 - 1")
-    path, label, features = values["path"], values["label"], values["features"]
-    if source in TABLES:
-        _check(
-            isinstance(path, str) and path != "", "data.path", path, f"the table's path when data.source is {source}"
-        )
-        _check(
-            isinstance(label, str) and label != "",
-            "data.label",
-            label,
-            f"the label column when data.source is {source}",
-        )
-    is_names = isinstance(features, list) and len(features) > 0 and all(isinstance(f, str) for f in features)
-    _check(features is None or is_names, "data.features", features, "a list of column names, or null for all")
-    delimiter, encoding = values["delimiter"], values["encoding"]
-    _check(delimiter is None or delimiter in DELIMITERS, "data.delimiter", delimiter,
-           "null (detect it) or one of " + ", ".join(map(repr, DELIMITERS)))  # fmt: skip
-    _check(isinstance(encoding, str) and _is_encoding(encoding), "data.encoding", encoding,
-           "a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16")  # fmt: skip
-    n_samples, n_features, n_classes = values["n_samples"], values["n_features"], values["n_classes"]
-    _check(_is_int(n_samples) and n_samples >= 2, "data.n_samples", n_samples, "an integer >= 2")
-    _check(_is_int(n_features) and n_features >= 1, "data.n_features", n_features, "a positive integer")
-    _check(_is_int(n_classes) and n_classes >= 2, "data.n_classes", n_classes, "an integer >= 2")
-    if source == "synthetic":
-        _check(n_classes <= n_samples, "data.n_classes", n_classes, f"at most data.n_samples ({n_samples})")
+    data = _section(params, "data")
+    if data.source in TABLES:
+        for key, what in (("path", "the table's path"), ("label", "the label column")):
+            if getattr(data, key) is None:
+                raise UserError(f"params.yaml: data.{key} must be {what} when data.source is {data.source}, got None")
+    if data.source == "synthetic":
+        if data.n_classes > data.n_samples:
+            raise UserError(f"params.yaml: data.n_classes must be at most data.n_samples ({data.n_samples}), "
+                            f"got {data.n_classes}")  # fmt: skip
         # The features as drawn, as split and as standardized (float32), and their labels (int64).
-        _check_fits("data.n_samples x data.n_features", f"{n_samples} x {n_features}",
-                    n_samples * (4 * 4 * n_features + 3 * 8), "the table")  # fmt: skip
-        _check_fits("data.n_classes x data.n_features", f"{n_classes} x {n_features}", n_classes * 4 * 2 * n_features,
-                    "the class centres")  # fmt: skip
-    return DataParams(
-        source, float(test_size), standardize, seed, path, label,
-        tuple(features) if features is not None else None, delimiter, encoding, n_samples, n_features, n_classes,
-    )  # fmt: skip
+        _check_fits("data.n_samples x data.n_features", f"{data.n_samples} x {data.n_features}",
+                    data.n_samples * (4 * 4 * data.n_features + 3 * 8), "the table")  # fmt: skip
+        _check_fits("data.n_classes x data.n_features", f"{data.n_classes} x {data.n_features}",
+                    data.n_classes * 4 * 2 * data.n_features, "the class centres")  # fmt: skip
+    return data
 
 
 def train_params(params: dict[str, Any]) -> TrainParams:
-    values = _section(params, "train", TrainParams)
-    epochs, lr, seed = values["epochs"], values["lr"], values["seed"]
-    device, log_every, double_softmax = values["device"], values["log_every"], values["double_softmax"]
-    _check(_is_int(epochs) and epochs >= 1, "train.epochs", epochs, "a positive integer")
+    train = _section(params, "train")
     # Each epoch's cost: on the device, as a Python float, and as a line of the costs file.
-    _check_fits("train.epochs", str(epochs), epochs * (4 + 32 + 24), "the cost of every epoch")
-    _check(_is_number(lr) and lr > 0, "train.lr", lr, "a number > 0")
-    _check(_is_int(seed) and 0 <= seed < 2**63, "train.seed", seed, "an integer from 0 to 2**63 - 1")
-    _check(device in DEVICES, "train.device", device, f"one of {', '.join(DEVICES)}")
-    _check(_is_int(log_every) and log_every >= 1, "train.log_every", log_every, "a positive integer")
-    _check(isinstance(double_softmax, bool), "train.double_softmax", double_softmax, "true or false")
-    batch_size, optimizer = values["batch_size"], values["optimizer"]
-    momentum, betas, weight_decay = values["momentum"], values["betas"], values["weight_decay"]
-    _check(
-        _is_int(batch_size) and batch_size >= 0, "train.batch_size", batch_size, "0 (full batch) or a positive integer"
-    )
-    _check(optimizer in OPTIMIZERS, "train.optimizer", optimizer, f"one of {', '.join(OPTIMIZERS)}")
-    _check(_is_number(momentum) and 0 <= momentum < 1, "train.momentum", momentum, "a number from 0 up to 1")
-    betas_ok = isinstance(betas, list | tuple) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
-    _check(betas_ok, "train.betas", betas, "two numbers from 0 up to 1, e.g. [0.9, 0.999]")
-    _check(_is_number(weight_decay) and weight_decay >= 0, "train.weight_decay", weight_decay, "a number >= 0")
-    return TrainParams(
-        epochs, float(lr), seed, device, log_every, double_softmax,
-        batch_size, optimizer, float(momentum), (float(betas[0]), float(betas[1])), float(weight_decay),
-    )  # fmt: skip
+    _check_fits("train.epochs", str(train.epochs), train.epochs * (4 + 32 + 24), "the cost of every epoch")
+    return train

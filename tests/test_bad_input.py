@@ -4,6 +4,7 @@ and no output written."""
 import contextlib
 import io
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from stages import evaluate, prepare, train
 from stages.data import Table, load_prepared, load_table, prepare_table, prepared_bytes, toy
 from stages.errors import run_stage
 from stages.files import read_tensors, tensors_bytes, write_outputs
-from stages.params import DataParams
+from stages.params import DataParams, train_params
 from tests.waiting import importing_torch, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -448,16 +449,15 @@ def test_params_that_are_not_utf8(workdir):
 
 
 def test_a_yaml_alias_bomb_gives_a_short_line(workdir):
-    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
-    text = (
-        "\n".join(lines)
-        + "\ndata:\n  source: toy\ntrain:\n"
-        + "".join(f"  {k}: {'*i' if k == 'lr' else str(v).lower()}\n" for k, v in GOOD_PARAMS["train"].items())
+    levels = ['&a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    bomb = f"[{', '.join(levels)}]"  # its last element holds 9**9 strings, if the aliases were expanded
+    text = "data:\n  source: toy\ntrain:\n" + "".join(
+        f"  {k}: {bomb if k == 'lr' else str(v).lower()}\n" for k, v in GOOD_PARAMS["train"].items()
     )
     (workdir / "params.yaml").write_text(text)
-    message = run(train.main, TRAIN_ARGS)  # 9**9 strings, if the aliases were expanded
-    assert message.startswith("stage: error: params.yaml: train.lr must be a number > 0, got [[[")
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: params.yaml: train.lr must be a number > 0, got [[")
     assert len(message) < 200
 
 
@@ -629,3 +629,81 @@ def test_distributed_variables_left_in_a_shell_are_one_line_at_once(workdir, mon
         monkeypatch.setenv(name, value)
     assert run(train.main, TRAIN_ARGS).startswith(f"stage: error: {expected}")
     assert no_train_outputs(workdir)
+
+
+# Every value YAML can produce: taken with its obvious meaning, or one line ------------------------
+
+
+@pytest.mark.parametrize("text", ["1000.0", "1e3", "1.0e+3"])  # as `dvc exp run -S train.epochs=1e3` writes it
+def test_an_integral_float_is_that_integer(text):
+    params = YAML(typ="safe", pure=True).load(f"train: {{epochs: {text}, lr: 0.1, seed: 1.0, device: cpu, "
+                                              "log_every: 100, double_softmax: false}")  # fmt: skip
+    assert train_params(params).epochs == 1000 and train_params(params).seed == 1
+
+
+@pytest.mark.parametrize(
+    "key, text, expected",
+    [
+        ("epochs", "7" * 400, "train.epochs must be a positive integer up to 9,223,372,036,854,775,807, got 7777"),
+        ("epochs", "1000.5", "train.epochs must be a positive integer, got 1000.5"),
+        ("epochs", "2024-01-01", "train.epochs must be a positive integer, got datetime.date(2024, 1, 1)"),
+        ("lr", "!!binary aGVsbG8=", "train.lr must be a number > 0, got b'hello'"),
+        ("lr", ".inf", "train.lr must be a number > 0, got inf"),
+        ("betas", "{0.9: 1, 0.99: 2}", "train.betas must be two numbers from 0 up to 1, e.g. [0.9, 0.999], got {"),
+        ("device", "[cpu]", "train.device must be one of auto, cpu, cuda, got ['cpu']"),
+        ("optimizer", "!!python/name:os.system", "not valid YAML: could not determine a constructor for the tag"),
+    ],
+)
+def test_any_yaml_value_is_taken_or_one_line(workdir, key, text, expected):
+    lines = [f"  {k}: {text if k == key else str(v).lower()}" for k, v in GOOD_PARAMS["train"].items()]
+    (workdir / "params.yaml").write_text("data:\n  source: toy\ntrain:\n" + "\n".join(lines) + "\n")
+    assert run(train.main, TRAIN_ARGS).startswith(f"stage: error: params.yaml: {expected}")
+    assert no_train_outputs(workdir)
+
+
+def test_a_text_codec_that_is_not_a_text_encoding(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, "data", "encoding", "base64")
+    assert run(prepare.main, ["out.safetensors"]) == (
+        "stage: error: params.yaml: data.encoding must be a text encoding Python knows, e.g. utf-8, latin-1, cp1252, "
+        "utf-16, got 'base64'"
+    )
+
+
+def test_a_misspelt_section_does_not_pass_silently(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("data:\n  source: toy\ntrian:\n  epochs: 10\n")
+    assert run(prepare.main, ["out.safetensors"]) == (
+        "stage: error: params.yaml: unknown section 'trian'; the sections are data and train"
+    )
+
+
+def test_a_params_file_that_is_not_a_regular_file_or_is_huge(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / "params.yaml")  # reading it would wait for a writer forever
+    assert run(prepare.main, ["out.safetensors"]) == (
+        "stage: error: params.yaml: is not a regular file; params.yaml must be a small file in the repository root"
+    )
+    (tmp_path / "params.yaml").unlink()
+    (tmp_path / "params.yaml").write_text("data:\n  source: toy\n" + "#" * 2_000_000 + "\n")
+    assert run(prepare.main, ["out.safetensors"]) == (
+        "stage: error: params.yaml: is 2,000,021 bytes, not a parameters file; params.yaml must be a small file in "
+        "the repository root"
+    )
+
+
+def test_sizes_are_weighed_against_the_memory_the_process_may_use(tmp_path):
+    """Under `ulimit -v` (or a container's cgroup limit) with less than the machine has."""
+    (tmp_path / "params.yaml").write_text("data:\n  source: synthetic\n  n_samples: 10000000\n  n_features: 100\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "stages.prepare", "out.safetensors"]
+
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            preexec_fn=limit_address_space)  # fmt: skip
+    assert (result.returncode, result.stderr) == (1, (
+        "prepare: error: params.yaml: data.n_samples x data.n_features=10000000 x 100 needs about 15 GiB for the "
+        "table, but this process may use 8 GiB; lower data.n_samples or data.n_features\n"
+    ))  # fmt: skip

@@ -383,3 +383,17 @@ def test_the_column_reader_reads_a_number_as_python_does_or_defers(datasets, val
         assert fast.x[0, 0] == expected
     elif expected is not None and np.isfinite(expected):  # and the row reader takes what it leaves
         assert read_csv("datasets/t.csv", "y", None).x[0, 0] == expected
+
+
+def test_a_table_100000_columns_wide_reads_in_linear_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets").mkdir()
+    header = [f"c{i}" for i in range(100_000)] + ["y"]
+    rows = [",".join(["1"] * 100_000 + ["a"]), ",".join(["2"] * 100_000 + ["b"])]
+    (tmp_path / "datasets" / "wide.csv").write_text("\n".join([",".join(header), *rows]) + "\n")
+    table = read_csv("datasets/wide.csv", "y", None)
+    assert table.x.shape == (2, 100_000) and table.classes == ("a", "b")
+    header[5] = "c4"  # a repeated name is still found, and named
+    (tmp_path / "datasets" / "wide.csv").write_text("\n".join([",".join(header), *rows]) + "\n")
+    with pytest.raises(UserError, match="the header names column 'c4' more than once"):
+        read_csv("datasets/wide.csv", "y", None)
