@@ -3,8 +3,8 @@
 Every source gives a table: features x (float32), class indices y (int64) and the class names,
 in the order the indices count them. The number of features and classes comes from the data.
 Tables are numpy arrays, so that `prepare` and `evaluate` need no torch (its import takes seconds);
-torch is imported only for what must draw the same numbers as before: the synthetic data, the
-split's permutations and the standardization's sums.
+torch is imported only for what must draw the same numbers as before: the synthetic data and the
+split's permutations.
 """
 
 import codecs
@@ -323,8 +323,15 @@ def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Tab
                             "finite float32 numbers are allowed")  # fmt: skip
         columns.append(values)
     label_column = table.column(label)
+    kind = label_column.type.value_type if pa.types.is_dictionary(label_column.type) else label_column.type  # pandas'
+    if not any(is_kind(kind) for is_kind in (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
+                                             pa.types.is_floating, pa.types.is_boolean)):  # fmt: skip
+        raise UserError(f"{path}: the label column '{label}' holds {kind}; each label must be one string or number")
     _no_nulls(path, label, label_column)
     labels = [str(value).strip() for value in label_column.to_pylist()]
+    if pa.types.is_floating(kind) and "nan" in labels:  # how pandas stores a missing label
+        raise UserError(f"{path}, row {labels.index('nan') + 1}: the label column '{label}' is NaN (missing); every "
+                        "row needs its class")  # fmt: skip
     if "" in labels:
         raise UserError(f"{path}, row {labels.index('') + 1}: the label column '{label}' is empty; every row needs "
                         "its class")  # fmt: skip
@@ -399,14 +406,19 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Split, Split]:
 
 
 def standardization(train: Split) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each feature over the training split; a constant feature keeps std 1.
-    Summed by torch, whose float32 rounding the results of earlier versions carry."""
-    import torch
+    """Mean and standard deviation of each feature over the training split, in float64: for finite
+    float32 features neither can overflow (the mean of values near 3e38 would, summed in float32). A
+    constant feature keeps std 1. Stored as float32, with which the features are scaled."""
+    mean = train.x.mean(axis=0, dtype=np.float64)
+    std = np.sqrt(((train.x - mean) ** 2).mean(axis=0))
+    std = np.where(std > 0, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
 
-    x = torch.from_numpy(train.x)
-    mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return mean.numpy(), std.numpy()
+
+def _scaled(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(x - mean) / std in float64, then float32: finite for finite x (no value lies more than
+    sqrt(rows) standard deviations from the mean)."""
+    return ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)
 
 
 def prepare_table(table: Table, params: DataParams) -> Prepared:
@@ -418,8 +430,8 @@ def prepare_table(table: Table, params: DataParams) -> Prepared:
     mean = std = None
     if params.standardize:
         mean, std = standardization(train)
-        train = Split((train.x - mean) / std, train.y)
-        test = Split((test.x - mean) / std, test.y) if has_test else train
+        train = Split(_scaled(train.x, mean, std), train.y)
+        test = Split(_scaled(test.x, mean, std), test.y) if has_test else train
     return Prepared(train, test, table.classes, has_test, mean, std)
 
 

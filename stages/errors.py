@@ -44,11 +44,41 @@ def listing(names: Sequence[Any], most: int = 20) -> str:
 
 class StageArguments(argparse.ArgumentParser):
     """argparse for a stage's command line; a wrong one is reported the way the stages report every
-    mistake, in one line, `<stage>: error: <what>; usage: ...`, with argparse's exit status 2."""
+    mistake, in one line, `<stage>: error: <what>; usage: ...`, with argparse's exit status 2.
+
+    Each path is declared an input or an output, and before any work the paths must name distinct
+    files: an output that is an input (or params.yaml) would overwrite it, and two outputs that are
+    one file would lose one of them."""
 
     def __init__(self, stage: str, description: str | None) -> None:
         super().__init__(prog=f"python -m stages.{stage}", description=description)
         self.stage = stage
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+
+    def add_input(self, name: str, help: str) -> None:
+        self.add_argument(name, help=help)
+        self.inputs.append(name)
+
+    def add_output(self, name: str, help: str) -> None:
+        self.add_argument(name, help=help)
+        self.outputs.append(name)
+
+    def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed = super().parse_args(args)
+        self.check_paths(parsed)
+        return parsed
+
+    def check_paths(self, parsed: argparse.Namespace, more_inputs: dict[str, str] | None = None) -> None:
+        """Refuse an output that is the same file as an input, params.yaml or another output."""
+        inputs = {"params.yaml": "params.yaml", **(more_inputs or {})}
+        inputs |= {name: getattr(parsed, name) for name in self.inputs}
+        seen = {os.path.realpath(path): name for name, path in inputs.items()}
+        for name in self.outputs:
+            path = getattr(parsed, name)
+            other = seen.setdefault(os.path.realpath(path), name)
+            if other != name:
+                raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")

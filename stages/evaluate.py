@@ -108,11 +108,11 @@ def final_cost(costs_path: str | Path) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = StageArguments("evaluate", __doc__)
-    parser.add_argument("data", help="prepared tensors, e.g. data/prepared.safetensors")
-    parser.add_argument("model", help="a trained model, e.g. models/low_level.safetensors")
-    parser.add_argument("costs", help="its training costs (TSV), e.g. plots/cost/low_level.tsv")
-    parser.add_argument("metrics", help="where to write the metrics (JSON), e.g. metrics/low_level.json")
-    parser.add_argument("confusion", help="where to write actual and predicted classes (CSV)")
+    parser.add_input("data", help="prepared tensors, e.g. data/prepared.safetensors")
+    parser.add_input("model", help="a trained model, e.g. models/low_level.safetensors")
+    parser.add_input("costs", help="its training costs (TSV), e.g. plots/cost/low_level.tsv")
+    parser.add_output("metrics", help="where to write the metrics (JSON), e.g. metrics/low_level.json")
+    parser.add_output("confusion", help="where to write actual and predicted classes (CSV)")
     args = parser.parse_args(argv)
     prepared = load_prepared(args.data)
     model, info = load_model(args.model, prepared)

@@ -2,13 +2,17 @@
 
 A stage computes everything first and then writes all of its outputs in one go (write_outputs): each
 to a temporary file beside it, and only when every one of them is complete are they renamed into
-place. A write that fails (disk full, read-only directory) leaves every output as it was. Reading an
-earlier stage's file ends in one line naming the file and `dvc repro` when it is missing or damaged.
+place. A write that fails (disk full, read-only directory) leaves every output as it was; a rename
+cannot fail for want of space, and if one fails anyway the message names the outputs already
+replaced. Temporary files that a killed run left (SIGKILL gives no chance to clean up) are removed
+by the next run of the stage. Reading an earlier stage's file ends in one line naming the file and
+`dvc repro` when it is missing or damaged.
 
 Tensors are stored as safetensors: a JSON header and the raw bytes, readable with numpy alone (so
 `evaluate` needs no torch), with nothing in it that changes from run to run.
 """
 
+import glob
 import json
 import os
 import tempfile
@@ -26,16 +30,17 @@ Outputs = dict[str, bytes | str]
 
 
 def write_outputs(outputs: Outputs) -> None:
-    """Write every output, or none: each to a temporary file beside it, renamed into place only once
-    all are written. A failure is a UserError naming the file and the cause."""
+    """Write every output: each to a temporary file beside it, renamed into place once all are written.
+    A failure is a UserError naming the file, the cause, and what was written."""
     temporary: list[tuple[str, Path]] = []
+    replaced: list[str] = []
     try:
         for path, data in outputs.items():
             content = data.encode("utf-8") if isinstance(data, str) else data
             temporary.append((path, _write_temporary(Path(path), content)))
-        # A rename within a directory is one step that needs no space: these do not fail halfway.
         for path, tmp in temporary:
             os.replace(tmp, path)
+            replaced.append(path)
     except BaseException as error:  # Ctrl-C too: no temporary file is left behind
         for _, tmp in temporary:
             tmp.unlink(missing_ok=True)
@@ -45,7 +50,8 @@ def write_outputs(outputs: Outputs) -> None:
         reason = error.strerror or type(error).__name__
         if isinstance(error, IsADirectoryError | FileExistsError | NotADirectoryError):
             reason += "; a directory stands where a file is written, or a file where a directory is needed"
-        raise UserError(f"{_output_name(name, path)}: cannot write ({reason}); nothing was written") from None
+        written = f"only {', '.join(replaced)} written" if replaced else "nothing was written"
+        raise UserError(f"{_output_name(name, path)}: cannot write ({reason}); {written}") from None
 
 
 def _output_name(failed: str, output: str) -> str:
@@ -57,6 +63,8 @@ def _write_temporary(path: Path, content: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
+    for left_by_a_killed_run in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        left_by_a_killed_run.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); give it the mode open() would, so that others

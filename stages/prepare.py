@@ -3,7 +3,7 @@
 import sys
 
 from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
-from stages.errors import StageArguments, run_stage
+from stages.errors import StageArguments, listing, printable, run_stage
 from stages.files import write_outputs
 from stages.params import TABLES, DataParams, data_params, load_params
 
@@ -16,15 +16,18 @@ def prepare(params: DataParams) -> Prepared:
 
 def main(argv: list[str] | None = None) -> None:
     parser = StageArguments("prepare", __doc__)
-    parser.add_argument("out", help="where to write the prepared tensors, e.g. data/prepared.safetensors")
+    parser.add_output("out", help="where to write the prepared tensors, e.g. data/prepared.safetensors")
     args = parser.parse_args(argv)
     params = data_params(load_params())
+    if params.source in TABLES:
+        parser.check_paths(args, {"data.path": params.path})
     prepared = prepare(params)
     write_outputs({args.out: prepared_bytes(prepared)})
+    classes = list(enumerate(prepared.classes))
     print(
         f"{params.source}: {len(prepared.train.y)} training rows, "
         + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")
-        + f"{prepared.n_features} features, classes {', '.join(f'{i}={c}' for i, c in enumerate(prepared.classes))}",
+        + f"{prepared.n_features} features, classes {printable(listing([f'{i}={c}' for i, c in classes]))}",
         file=sys.stderr,
     )
 

@@ -54,7 +54,13 @@ def make_optimizer(parameters: Iterable[torch.Tensor], params: TrainParams) -> t
 
 
 def train(
-    impl: str, data: Split, n_classes: int, params: TrainParams, device: torch.device, test: Split | None = None
+    impl: str,
+    data: Split,
+    n_classes: int,
+    params: TrainParams,
+    device: torch.device,
+    test: Split | None = None,
+    standardized: bool = False,
 ) -> Trained:
     """Train `impl` on `data`.
 
@@ -86,15 +92,23 @@ def train(
         if test is not None and epoch % params.log_every == 0:
             with torch.no_grad():
                 test_costs.append((epoch, F.cross_entropy(model(test.x), test.y)))
-        if batch_size == n_rows:
-            costs[epoch] = step(model, cost_of, optimizer, x, y)
-        else:
-            total = torch.zeros((), device=device)
-            for rows in batches(n_rows, batch_size, shuffle, device):
-                total += step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
-            costs[epoch] = total / n_rows
+        try:
+            if batch_size == n_rows:
+                costs[epoch] = step(model, cost_of, optimizer, x, y)
+            else:
+                total = torch.zeros((), device=device)
+                for rows in batches(n_rows, batch_size, shuffle, device):
+                    total += step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
+                costs[epoch] = total / n_rows
+        except RuntimeError as error:  # an update beyond float32's range (Adam's step at a huge lr)
+            if "overflow" not in str(error):
+                raise
+            raise diverged("an update overflowed float32", epoch, params, standardized) from None
         if epoch % params.log_every == 0 or epoch == params.epochs:
-            _stop_if_not_finite(costs[checked : epoch + 1], checked, params)
+            bad = (~torch.isfinite(costs[checked : epoch + 1])).nonzero()
+            if len(bad):
+                value = costs[checked + int(bad[0])].item()
+                raise diverged(f"the cost became {value}", checked + int(bad[0]), params, standardized)
             checked = epoch + 1
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
@@ -131,20 +145,15 @@ def step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tenso
     return cost
 
 
-# The settings that can make the cost grow without bound, and the value each has when it cannot.
-DIVERGENCE_SETTINGS = {"lr": None, "weight_decay": 0.0, "momentum": 0.0}
-
-
-def _stop_if_not_finite(costs: torch.Tensor, first_epoch: int, params: TrainParams) -> None:
-    bad = (~torch.isfinite(costs)).nonzero()
-    if len(bad):
-        epoch = first_epoch + int(bad[0])
-        value = costs[int(bad[0])].item()
-        suspects = [name for name, harmless in DIVERGENCE_SETTINGS.items() if getattr(params, name) != harmless]
-        settings = ", ".join(f"train.{name}={getattr(params, name)}" for name in suspects)
-        raise UserError(f"the cost became {value} at epoch {epoch} with {settings}; lower "
-                        f"{' or '.join(f'train.{name}' for name in suspects)} (or standardize the data: "
-                        "data.standardize: true)")  # fmt: skip
+def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> UserError:
+    """The one line for a run that diverged, naming only the settings that can have caused it."""
+    suspects = ["lr"] + ["weight_decay"] * (params.weight_decay > 0)
+    suspects += ["momentum"] * (params.optimizer == "sgd" and params.momentum > 0)
+    settings = ", ".join(f"train.{name}={getattr(params, name)}" for name in suspects)
+    fix = f"lower {' or '.join(f'train.{name}' for name in suspects)}"
+    if not standardized:
+        fix += " (or standardize the data: data.standardize: true)"
+    return UserError(f"{what} at epoch {epoch} with {settings}; {fix}")
 
 
 def costs_tsv(rows: list[tuple[int, float]], column: str = "cost") -> str:
@@ -159,10 +168,10 @@ def numpy_state(model: Model) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     parser = StageArguments("train", __doc__)
     parser.add_argument("impl", choices=IMPLEMENTATIONS)
-    parser.add_argument("data", help="prepared tensors, e.g. data/prepared.safetensors")
-    parser.add_argument("model", help="where to save the trained model, e.g. models/low_level.safetensors")
-    parser.add_argument("costs", help="where to write the cost per epoch (TSV), e.g. plots/cost/low_level.tsv")
-    parser.add_argument("test_costs", help="where to write the test cost (TSV), e.g. plots/test_cost/low_level.tsv")
+    parser.add_input("data", help="prepared tensors, e.g. data/prepared.safetensors")
+    parser.add_output("model", help="where to save the trained model, e.g. models/low_level.safetensors")
+    parser.add_output("costs", help="where to write the cost per epoch (TSV), e.g. plots/cost/low_level.tsv")
+    parser.add_output("test_costs", help="where to write the test cost (TSV), e.g. plots/test_cost/low_level.tsv")
     args = parser.parse_args(argv)
     params = train_params(load_params())
     prepared = load_prepared(args.data)
@@ -172,7 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     test = prepared.eval if prepared.has_test else None
     rank = distributed.start(device)
     try:
-        model, costs, test_costs = train(args.impl, prepared.train, prepared.n_classes, params, device, test)
+        standardized = prepared.mean is not None
+        model, costs, test_costs = train(
+            args.impl, prepared.train, prepared.n_classes, params, device, test, standardized
+        )
     finally:
         distributed.stop()
     if rank != 0:  # every process holds the same model: the first one writes it

@@ -707,3 +707,45 @@ def test_sizes_are_weighed_against_the_memory_the_process_may_use(tmp_path):
         "prepare: error: params.yaml: data.n_samples x data.n_features=10000000 x 100 needs about 15 GiB for the "
         "table, but this process may use 8 GiB; lower data.n_samples or data.n_features\n"
     ))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "stage, args, expected",
+    [
+        ("train", [*TRAIN_ARGS[:2], "data/prepared.safetensors", *TRAIN_ARGS[3:]],
+         "the output model (data/prepared.safetensors) is the same file as the data"),
+        ("train", [*TRAIN_ARGS[:4], "plots/cost/low_level.tsv"],
+         "the output test_costs (plots/cost/low_level.tsv) is the same file as the costs"),
+        ("train", [*TRAIN_ARGS[:2], "./params.yaml", *TRAIN_ARGS[3:]],
+         "the output model (./params.yaml) is the same file as the params.yaml"),
+        ("evaluate", [*EVALUATE_ARGS[:3], "metrics/x.json", "metrics/../metrics/x.json"],
+         "the output confusion (metrics/../metrics/x.json) is the same file as the metrics"),
+        ("evaluate", [*EVALUATE_ARGS[:3], "models/low_level.safetensors", EVALUATE_ARGS[4]],
+         "the output metrics (models/low_level.safetensors) is the same file as the model"),
+    ],
+)  # fmt: skip
+def test_an_output_that_is_an_input_or_another_output_is_refused_before_any_work(trained, stage, args, expected):
+    before = {path: path.read_bytes() for path in trained.rglob("*") if path.is_file()}
+    main = train.main if stage == "train" else evaluate.main
+    assert run(main, args) == f"stage: error: {expected}; give each its own path"
+    assert {path: path.read_bytes() for path in trained.rglob("*") if path.is_file()} == before
+
+
+def test_prepare_refuses_to_write_over_the_table_it_reads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "x,y\n1,a\n2,b\n")
+    assert run(prepare.main, ["datasets/t.csv"]) == (
+        "stage: error: the output out (datasets/t.csv) is the same file as the data.path; give each its own path"
+    )
+    assert (tmp_path / "datasets" / "t.csv").read_text() == "x,y\n1,a\n2,b\n"
+
+
+def test_class_names_from_a_file_are_printed_as_data(tmp_path, monkeypatch, capsys):
+    """A label with a line break or a terminal escape cannot break or forge a line of the log."""
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, 'x,y\n1,"two\nlines"\n2,\x1b[31mred\n3,plain\n')
+    prepare.main(["out.safetensors"])
+    assert capsys.readouterr().err == (
+        "csv: 3 training rows, evaluated on the training rows, 1 features, classes 0=\\x1b[31mred, 1=plain, "
+        "2=two\\nlines\n"
+    )

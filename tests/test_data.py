@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from stages import data
 from stages.data import (
@@ -111,10 +110,19 @@ def test_standardization_uses_the_training_split_only():
     np.testing.assert_allclose(prepared.train.x.mean(axis=0), np.zeros(4), atol=1e-5, rtol=0)
     np.testing.assert_allclose(prepared.train.x.std(axis=0), np.ones(4), atol=1e-5, rtol=0)
     raw_train, raw_test = split(load_table(params), 0.2, seed=0)
-    np.testing.assert_array_equal(prepared.eval.x, (raw_test.x - prepared.mean) / prepared.std)
-    np.testing.assert_allclose(prepared.mean, raw_train.x.astype(np.float64).mean(axis=0), rtol=1e-6)
-    # The sums are torch's, as in earlier versions: the same float32 bits.
-    assert np.array_equal(prepared.mean, torch.from_numpy(raw_train.x).mean(dim=0).numpy())
+    scaled = (raw_test.x.astype(np.float64) - prepared.mean) / prepared.std  # with the stored statistics
+    np.testing.assert_array_equal(prepared.eval.x, scaled.astype(np.float32))
+    # The statistics in float64, then stored as float32.
+    assert np.array_equal(prepared.mean, raw_train.x.astype(np.float64).mean(axis=0).astype(np.float32))
+
+
+def test_standardization_of_finite_values_near_float32s_largest_stays_finite():
+    """Summed in float32 the mean of these overflows, and every feature became -inf."""
+    x = np.array([[3.0e38, 1.0], [3.2e38, 2.0], [-1e38, 3.0], [3.3e38, 4.0]], dtype=np.float32)
+    table = Table(x, np.array([0, 1, 0, 1]), ("a", "b"))
+    prepared = prepare_table(table, DataParams(source="csv", standardize=True))
+    assert np.isfinite(prepared.train.x).all() and np.isfinite(prepared.mean).all()
+    np.testing.assert_allclose(prepared.train.x.mean(axis=0), [0, 0], atol=1e-6)
 
 
 def test_a_constant_feature_is_left_unscaled():
@@ -316,6 +324,13 @@ def test_parquet_integer_labels_and_chosen_features(datasets):
         ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: the label column 'y' is empty"),
         ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
         ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
+        # pandas stores a missing label of a float column as NaN, not as null
+        ({"x": [1.0, 2.0], "y": [1.0, float("nan")]}, "datasets/t.parquet, row 2: the label column 'y' is NaN"),
+        (
+            {"x": [1.0, 2.0], "y": [[1], [2, 3]]},
+            "datasets/t.parquet: the label column 'y' holds list<element: int64>",
+        ),
+        ({"x": [1.0, 2.0], "y": [{"a": 1}, {"a": 2}]}, "datasets/t.parquet: the label column 'y' holds struct<a: int"),
     ],
 )
 def test_bad_parquet(datasets, columns, expected):
@@ -397,3 +412,10 @@ def test_a_table_100000_columns_wide_reads_in_linear_time(tmp_path, monkeypatch)
     (tmp_path / "datasets" / "wide.csv").write_text("\n".join([",".join(header), *rows]) + "\n")
     with pytest.raises(UserError, match="the header names column 'c4' more than once"):
         read_csv("datasets/wide.csv", "y", None)
+
+
+def test_parquet_categorical_labels_as_pandas_writes_them(datasets):
+    labels = pa.array(["cat", "dog", "cat"]).dictionary_encode()
+    write_parquet(datasets / "t.parquet", {"x": [1.0, 2.0, 3.0], "y": labels})
+    table = read_parquet("datasets/t.parquet", "y", None)
+    assert table.classes == ("cat", "dog") and table.y.tolist() == [0, 1, 0]

@@ -143,3 +143,30 @@ def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_outputs({str(tmp_path / "a.tsv"): "a", str(tmp_path / "b.tsv"): "b"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_left_by_a_killed_run_are_removed_by_the_next(tmp_path):
+    left = [tmp_path / ".model.safetensors.k3j4_x.tmp", tmp_path / ".costs.tsv.a1b2c3.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    other = tmp_path / ".notes.txt.a1b2c3.tmp"  # not beside an output of this write: kept
+    other.write_bytes(b"")
+    write_outputs({str(tmp_path / "model.safetensors"): b"m", str(tmp_path / "costs.tsv"): "c"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.a1b2c3.tmp", "costs.tsv", "model.safetensors"]
+
+
+def test_a_rename_that_fails_after_others_says_what_was_written(tmp_path, monkeypatch):
+    renames = []
+
+    def replace(source, target):
+        if renames:
+            raise OSError(5, "Input/output error", str(target))
+        renames.append(target)
+        os.rename(source, target)
+
+    monkeypatch.setattr("stages.files.os.replace", replace)
+    outputs = {str(tmp_path / "a.tsv"): "new a", str(tmp_path / "b.tsv"): "new b"}
+    with pytest.raises(UserError, match=r"b.tsv: cannot write \(Input/output error\); only .*a.tsv written$"):
+        write_outputs(outputs)
+    assert (tmp_path / "a.tsv").read_text() == "new a" and not (tmp_path / "b.tsv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tsv"]  # no temporary left

@@ -234,6 +234,19 @@ def test_diverging_cost_stops_with_the_epoch_and_a_hint(impl, toy_data, lesson_p
         train(impl, toy_data.train, toy_data.n_classes, params, CPU)
 
 
+def test_adam_at_a_huge_lr_is_the_same_one_line(toy_data, lesson_params):
+    params = dataclasses.replace(lesson_params, optimizer="adam", lr=1e38, momentum=0.9)
+    with pytest.raises(UserError, match=r"^an update overflowed float32 at epoch 0 with train.lr=1e\+38; lower "
+                       r"train.lr \(or standardize the data: data.standardize: true\)$"):  # fmt: skip
+        train("functional", toy_data.train, toy_data.n_classes, params, CPU)  # momentum: not Adam's, not named
+
+
+def test_divergence_on_standardized_data_does_not_suggest_standardizing(toy_data, lesson_params):
+    params = dataclasses.replace(lesson_params, lr=1e38, epochs=300)
+    with pytest.raises(UserError, match=r"with train.lr=1e\+38; lower train.lr$"):
+        train("functional", toy_data.train, toy_data.n_classes, params, CPU, standardized=True)
+
+
 def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
     params = dataclasses.replace(lesson_params, epochs=7, log_every=3)
     costs = train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs
