@@ -126,8 +126,10 @@ def _check_dataset_path(path: str) -> None:
                         "so that DVC tracks it as a dependency of prepare")  # fmt: skip
     if Path(path).is_dir():
         raise UserError(f"data.path: {path} is a directory; name a table file in it")
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise UserError(f"data.path: {path} not found; check the path (relative to the repository root)")
+    if not Path(path).is_file():  # a pipe would keep the stage waiting for a writer
+        raise UserError(f"data.path: {path} is not a regular file; name a table file")
 
 
 def _read_rows(path: str, delimiter: str | None, encoding: str) -> list[list[str]]:
@@ -196,11 +198,11 @@ def read_csv(
     encoding) is read again row by row with Python's csv module, which accepts the same tables and
     says which line is wrong."""
     _check_dataset_path(path)
-    if codecs.lookup(encoding).name == "utf-8":
-        table = _read_csv_columns(path, label, features, delimiter)
-        if table is not None:
-            return table
-    return _read_csv_rows(path, label, features, delimiter, encoding)
+    try:
+        table = _read_csv_columns(path, label, features, delimiter) if codecs.lookup(encoding).name == "utf-8" else None
+        return table or _read_csv_rows(path, label, features, delimiter, encoding)
+    except OSError as error:  # unreadable: permissions, a failing disk
+        raise UserError(f"{path}: cannot read it ({error.strerror or type(error).__name__})") from None
 
 
 def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, delimiter: str | None) -> Table | None:

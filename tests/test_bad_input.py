@@ -749,3 +749,22 @@ def test_class_names_from_a_file_are_printed_as_data(tmp_path, monkeypatch, caps
         "csv: 3 training rows, evaluated on the training rows, 1 features, classes 0=\\x1b[31mred, 1=plain, "
         "2=two\\nlines\n"
     )
+
+
+@pytest.mark.parametrize("kind", ["a pipe", "unreadable"])
+def test_a_table_that_is_a_pipe_or_cannot_be_read(tmp_path, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "x,y\n1,a\n2,b\n")
+    table = tmp_path / "datasets" / "t.csv"
+    if kind == "a pipe":
+        table.unlink()
+        os.mkfifo(table)  # reading it would wait for a writer forever
+        expected = "data.path: datasets/t.csv is not a regular file; name a table file"
+    else:  # what a user without the permission gets (root, who runs CI, may read anything)
+
+        def denied(*args) -> None:
+            raise PermissionError(13, "Permission denied", "datasets/t.csv")
+
+        monkeypatch.setattr("stages.data._read_csv_columns", denied)
+        expected = "datasets/t.csv: cannot read it (Permission denied)"
+    assert run(prepare.main, ["out.safetensors"]) == f"stage: error: {expected}"
