@@ -1,7 +1,7 @@
 """Benchmark: each figure a ratio of two measurements taken in the same run (these machines are noisy).
 
 1. Pipeline latency: `dvc repro -f` of the default toy pipeline, each stage a plain process, against
-   the floor, one Python process that imports torch once and does the same work (stages/run_all.py);
+   the floor, one Python process that imports torch once and does the same work (scripts/run_all.py);
    where the gap goes (each stage's process, DVC's own work); and a no-op `dvc repro`.
 2. Training throughput: full-batch epochs per second of each implementation on synthetic data, against
    the memory-bandwidth floor: the bytes an epoch must read (the features twice: forward x W, backward
@@ -87,7 +87,7 @@ def latency(repeats: int, device: torch.device) -> dict:
         params = params_for_device("cuda" if device.type == "cuda" else "auto")
         (floor_dir / "params.yaml").write_text(params)
         (repo / "params.yaml").write_text(params)
-        floor = best_of(repeats, lambda: timed([python, "-m", "stages.run_all", str(floor_dir)], REPO, env))
+        floor = best_of(repeats, lambda: timed([python, "-m", "scripts.run_all", str(floor_dir)], REPO, env))
         repro = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro", "-f"], repo, env))
         noop = best_of(repeats, lambda: timed([python, "-m", "dvc", "repro"], repo, env))
         # Where the time goes: the stage commands as DVC runs them, one after another.

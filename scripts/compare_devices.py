@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.pipeline_copy import params_for_device  # noqa: E402
+from scripts.run_all import run_all  # noqa: E402
 from stages.models import IMPLEMENTATIONS  # noqa: E402
-from stages.run_all import run_all  # noqa: E402
 
 
 def run_stages(device: str, workdir: Path) -> dict[str, dict]:

@@ -22,7 +22,7 @@ for device in cpu auto cuda; do
   sed "s/device: auto/device: $device/" params.yaml >"$dir/params.yaml"
   python -c "import subprocess, sys, time
 start = time.perf_counter()
-run = subprocess.run([sys.executable, '-m', 'stages.run_all', sys.argv[1]], capture_output=True, text=True, check=True)
+run = subprocess.run([sys.executable, '-m', 'scripts.run_all', sys.argv[1]], capture_output=True, text=True, check=True)
 chosen = [line for line in run.stderr.splitlines() if line.startswith('device:')][:1]
 print(f'train.device: {sys.argv[2]:<5} {time.perf_counter() - start:6.2f} s', *chosen)" "$dir" "$device"
   rm -rf "$dir"

@@ -30,7 +30,7 @@ def test_a_stage_process_computes_on_one_thread_whatever_its_environment_asks():
 @pytest.mark.slow
 def test_prepare_and_train_write_the_same_bytes_with_one_thread_or_four(tmp_path):
     params = (
-        "data:\n  source: synthetic\n  n_samples: 200000\n  n_features: 20\n  n_classes: 4\n  standardize: true\n"
+        "data:\n  source: synthetic\n  n_samples: 100000\n  n_features: 20\n  n_classes: 4\n  standardize: true\n"
         "  test_size: 0.2\ntrain:\n  epochs: 5\n  lr: 0.1\n  seed: 1\n  device: cpu\n  log_every: 1\n"
         "  double_softmax: false\n"
     )

@@ -1,7 +1,7 @@
 """The whole pipeline in one process: what `dvc repro` runs as seven stage processes, run here as
 function calls. For the latency floor (bench/) and for trying another device (scripts/).
 
-    python -m stages.run_all DIR     (DIR holds params.yaml; outputs are written there)
+    python -m scripts.run_all DIR     (DIR holds params.yaml; outputs are written there)
 """
 
 import contextlib
