@@ -1,4 +1,5 @@
 """The datasets, their split and standardization, and the prepared-data file that `prepare` writes.
+(User tables, CSV and Parquet, are read by stages/plumbing/tables.py.)
 
 Every source gives a table: features x (float32), class indices y (int64) and the class names,
 in the order the indices count them. The number of features and classes comes from the data.
@@ -7,39 +8,22 @@ torch is imported only for what must draw the same numbers as before: the synthe
 split's permutations.
 """
 
-import codecs
-import csv
-import io
 import math
-from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
-from stages.errors import UserError, abbreviate, first_line, listing
-from stages.files import read_tensors, tensors_bytes
-from stages.params import DELIMITERS, DataParams
+from stages.plumbing.errors import UserError, abbreviate
+from stages.plumbing.files import read_tensors, tensors_bytes
+from stages.plumbing.params import DataParams
+from stages.plumbing.tables import Table, read_csv, read_parquet
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
 TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5],
          [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]  # fmt: skip
 TOY_Y = [2, 2, 2, 1, 1, 1, 0, 0]
-
-# A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
-# from the midpoint to the next power on, it rounds to infinity).
-FLOAT32_LIMIT = float(2**128 - 2**103)
-
-# User tables live here, so that `prepare` can declare them as a dependency in dvc.yaml.
-DATASETS_DIR = "datasets"
-
-
-@dataclass(frozen=True)
-class Table:
-    x: np.ndarray  # float32, (samples, features)
-    y: np.ndarray  # int64 class indices, (samples,)
-    classes: tuple[str, ...]  # classes[i] is the name of class index i
 
 
 @dataclass(frozen=True)
@@ -98,261 +82,6 @@ def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Tab
     y = (torch.arange(n_samples) % n_classes)[torch.randperm(n_samples, generator=generator)]
     x = torch.randn(n_samples, n_features, generator=generator).add_(centres[y])
     return Table(x.numpy(), y.numpy(), tuple(str(c) for c in range(n_classes)))
-
-
-def _class_order(labels: list[str], where: str) -> list[str]:
-    """Sorted, numerically when every label is a finite number (so "10" comes after "9"): stable across
-    runs. Two spellings of one number ("1" and "1.0") are refused: one class or two? Only the user knows."""
-    names = sorted(set(labels))
-    try:
-        values = [float(name) for name in names]
-    except ValueError:
-        return names
-    if not all(math.isfinite(v) for v in values):
-        return names
-    by_value: dict[float, str] = {}
-    for name, value in zip(names, values, strict=True):
-        if value in by_value:
-            raise UserError(f"{where}: the labels {by_value[value]!r} and {name!r} are the same number written two "
-                            "ways; write each class one way")  # fmt: skip
-        by_value[value] = name
-    return sorted(names, key=float)
-
-
-def _check_dataset_path(path: str) -> None:
-    parts = PurePosixPath(path).parts
-    if PurePosixPath(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] != DATASETS_DIR:
-        raise UserError(f"data.path: {path} is not under {DATASETS_DIR}/; put the file there (or `dvc add` it there) "
-                        "so that DVC tracks it as a dependency of prepare")  # fmt: skip
-    if Path(path).is_dir():
-        raise UserError(f"data.path: {path} is a directory; name a table file in it")
-    if not Path(path).exists():
-        raise UserError(f"data.path: {path} not found; check the path (relative to the repository root)")
-    if not Path(path).is_file():  # a pipe would keep the stage waiting for a writer
-        raise UserError(f"data.path: {path} is not a regular file; name a table file")
-
-
-def _read_rows(path: str, delimiter: str | None, encoding: str) -> list[list[str]]:
-    """The CSV's rows, as spreadsheets and databases export them: a byte-order mark is dropped, lines
-    end in LF or CRLF, fields may be quoted; the delimiter is `delimiter`, or else detected."""
-    content = Path(path).read_bytes()
-    try:
-        text = content.decode(encoding).removeprefix("\ufeff")
-    except UnicodeDecodeError as error:
-        line = content[: error.start].count(b"\n") + 1
-        bad = content[error.start : error.start + 4]
-        raise UserError(f"{path}, line {line}: bytes that are not {encoding} ({bad!r}); set data.encoding to the "
-                        "file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8") from None  # fmt: skip
-    if "\0" in text:  # decoded, but no table holds it: a binary file, or UTF-16 read as another encoding
-        line = text[: text.index("\0")].count("\n") + 1
-        raise UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; "
-                        "UTF-16 text (\"Unicode text\") needs data.encoding: utf-16")  # fmt: skip
-    delimiter = delimiter or detect_delimiter(text.partition("\n")[0])
-    try:
-        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except csv.Error as error:
-        raise UserError(f"{path}: not a readable CSV ({error})") from None
-
-
-def detect_delimiter(header: str) -> str:
-    """The most frequent of comma, semicolon, tab and bar in the header line (a comma on a tie or
-    when there is none): predictable, unlike guessing from the data."""
-    return max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
-
-
-def _columns(path: str, header: list[str], label: str, features: tuple[str, ...] | None) -> list[str]:
-    """The feature columns, checked against the header: no repeated name, the label not a feature."""
-    repeated = sorted(name for name, count in Counter(header).items() if count > 1)  # linear in the width
-    if repeated:
-        raise UserError(f"{path}: the header names column {abbreviate(repeated[0])} more than once; "
-                        "give every column its own name")  # fmt: skip
-    if label not in header:
-        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {listing(header)}")
-    if features is None:
-        names = [c for c in header if c != label]
-    else:
-        names = list(features)
-        twice = sorted(name for name, count in Counter(names).items() if count > 1)
-        if twice:
-            raise UserError(f"data.features names {abbreviate(twice[0])} more than once; list each column once")
-        if label in names:
-            raise UserError(f"data.features names the label column {abbreviate(label)}; a model must not see "
-                            "the answer: remove it from data.features")  # fmt: skip
-        columns = set(header)
-        missing = [c for c in names if c not in columns]
-        if missing:
-            raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {listing(header)}")
-    if not names:
-        raise UserError(f"{path}: no feature columns besides the label {abbreviate(label)}")
-    return names
-
-
-def read_csv(
-    path: str, label: str, features: tuple[str, ...] | None, delimiter: str | None = None, encoding: str = "utf-8"
-) -> Table:
-    """A CSV table with a header row; the label column may hold strings.
-
-    A UTF-8 table is read by pyarrow's streaming CSV reader, column by column in C: as fast as
-    numpy.loadtxt, and the features plus a constant in memory (bench/run.py). Whatever that reader
-    refuses or finds wrong (a field that is not a number, NaN, an empty label, a NUL byte, another
-    encoding) is read again row by row with Python's csv module, which accepts the same tables and
-    says which line is wrong."""
-    _check_dataset_path(path)
-    try:
-        table = _read_csv_columns(path, label, features, delimiter) if codecs.lookup(encoding).name == "utf-8" else None
-        return table or _read_csv_rows(path, label, features, delimiter, encoding)
-    except OSError as error:  # unreadable: permissions, a failing disk
-        raise UserError(f"{path}: cannot read it ({error.strerror or type(error).__name__})") from None
-
-
-def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, delimiter: str | None) -> Table | None:
-    """The table by pyarrow, or None where it needs the row-by-row reader's judgement."""
-    import pyarrow as pa  # imported only here: a third of a second
-    import pyarrow.csv as pa_csv
-
-    with open(path, "rb") as f:
-        first_line = f.readline().decode("utf-8", errors="replace").removeprefix("\ufeff")
-        f.seek(0)
-        n_lines = 0  # an upper bound on the rows, so that the features are filled in place, not copied
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            if b"\0" in chunk:
-                return None  # a NUL byte: not text (the row reader says where)
-            n_lines += chunk.count(b"\n")
-    delimiter = delimiter or detect_delimiter(first_line)
-    header = next(csv.reader([first_line], delimiter=delimiter), [])
-    if not header:
-        return None
-    names = _columns(path, header, label, features)
-    types = {name: pa.float64() for name in names} | {label: pa.string()}
-    options = pa_csv.ConvertOptions(column_types=types, include_columns=[*names, label], null_values=[],
-                                    strings_can_be_null=False, quoted_strings_can_be_null=False)  # fmt: skip
-    x = np.empty((n_lines + 1, len(names)), dtype=np.float32)
-    rows, labels = 0, []
-    try:
-        reader = pa_csv.open_csv(path, parse_options=pa_csv.ParseOptions(delimiter=delimiter), convert_options=options)
-        for batch in reader:  # float64 as Python's float() reads it, then float32, a block at a time
-            for j, name in enumerate(names):
-                column = batch.column(name).to_numpy()
-                if not (np.abs(column) < FLOAT32_LIMIT).all():
-                    return None
-                x[rows : rows + len(column), j] = column
-            rows += batch.num_rows
-            labels.append(batch.column(label))
-    except (pa.ArrowException, OSError, ValueError):
-        return None
-    if rows == 0:
-        return None
-    encoded = pa.chunked_array(labels, pa.string()).combine_chunks().dictionary_encode()
-    names_found = [str(name).strip() for name in encoded.dictionary.to_pylist()]
-    if "" in names_found:
-        return None
-    classes, class_of = _class_indices(names_found, f"{path}, column '{label}'")  # of each distinct label
-    return Table(x[:rows], class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
-
-
-def _read_csv_rows(
-    path: str, label: str, features: tuple[str, ...] | None, delimiter: str | None, encoding: str
-) -> Table:
-    """The table row by row, with Python's csv module: every problem is reported with its line."""
-    rows = _read_rows(path, delimiter, encoding)
-    if len(rows) < 2:
-        raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
-    header, rows = rows[0], rows[1:]
-    feature_names = _columns(path, header, label, features)
-    position = {name: i for i, name in enumerate(header)}
-    columns = [position[c] for c in feature_names]
-    label_column = position[label]
-    values, labels = [], []
-    for line, row in enumerate(rows, start=2):
-        if not row:  # a blank line, as spreadsheets often leave at the end
-            continue
-        if len(row) != len(header):
-            raise UserError(f"{path}, line {line}: {len(row)} fields, but the header has {len(header)}")
-        try:
-            numbers = [float(row[c]) for c in columns]
-        except ValueError:
-            bad = next(c for c in columns if not _is_float(row[c]))
-            raise UserError(f"{path}, line {line}: column '{header[bad]}' is not a number: "
-                            f"{abbreviate(row[bad])}") from None  # fmt: skip
-        if not all(abs(v) < FLOAT32_LIMIT for v in numbers):  # NaN fails it too
-            bad = next(c for c, v in zip(columns, numbers, strict=True) if not abs(v) < FLOAT32_LIMIT)
-            raise UserError(f"{path}, line {line}: column '{header[bad]}' is {row[bad][:60]}; only finite "
-                            "float32 numbers are allowed")  # fmt: skip
-        name = row[label_column].strip()
-        if not name:
-            raise UserError(f"{path}, line {line}: the label column '{label}' is empty; every row needs its class")
-        values.append(numbers)
-        labels.append(name)
-    if not values:
-        raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
-    classes, y = _class_indices(labels, f"{path}, column '{label}'")
-    return Table(np.array(values, dtype=np.float32), y, classes)
-
-
-def _class_indices(labels: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """The classes in a stable order, and the class index of each label."""
-    classes = _class_order(labels, where)
-    index = {name: i for i, name in enumerate(classes)}
-    return tuple(classes), np.array([index[name] for name in labels], dtype=np.int64)
-
-
-def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Table:
-    """A Parquet file: numeric feature columns, and a label column of strings or numbers. Rows are
-    counted from 1 in the messages (a Parquet file has no lines)."""
-    import pyarrow as pa  # only for this source: its import takes a third of a second
-    import pyarrow.parquet as pq
-
-    _check_dataset_path(path)
-    try:  # the schema first, to check the columns; then only the columns used are read
-        names = _columns(path, pq.read_schema(path).names, label, features)
-        table = pq.read_table(path, columns=[*names, label])
-    except (pa.ArrowException, OSError) as error:
-        raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
-    if table.num_rows == 0:
-        raise UserError(f"{path}: the table is empty; it needs at least one row")
-    columns = []
-    for name in names:
-        column = table.column(name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            raise UserError(f"{path}: column '{name}' holds {column.type}, not numbers; convert it or leave it "
-                            "out of data.features")  # fmt: skip
-        _no_nulls(path, name, column)
-        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported below
-            values = column.to_numpy().astype(np.float32)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise UserError(f"{path}, row {bad[0] + 1}: column '{name}' is {column[int(bad[0])].as_py()}; only "
-                            "finite float32 numbers are allowed")  # fmt: skip
-        columns.append(values)
-    label_column = table.column(label)
-    kind = label_column.type.value_type if pa.types.is_dictionary(label_column.type) else label_column.type  # pandas'
-    if not any(is_kind(kind) for is_kind in (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
-                                             pa.types.is_floating, pa.types.is_boolean)):  # fmt: skip
-        raise UserError(f"{path}: the label column '{label}' holds {kind}; each label must be one string or number")
-    _no_nulls(path, label, label_column)
-    labels = [str(value).strip() for value in label_column.to_pylist()]
-    if pa.types.is_floating(kind) and "nan" in labels:  # how pandas stores a missing label
-        raise UserError(f"{path}, row {labels.index('nan') + 1}: the label column '{label}' is NaN (missing); every "
-                        "row needs its class")  # fmt: skip
-    if "" in labels:
-        raise UserError(f"{path}, row {labels.index('') + 1}: the label column '{label}' is empty; every row needs "
-                        "its class")  # fmt: skip
-    classes, y = _class_indices(labels, f"{path}, column '{label}'")
-    return Table(np.column_stack(columns), y, classes)
-
-
-def _no_nulls(path: str, name: str, column) -> None:
-    if column.null_count:
-        row = next(i for i, valid in enumerate(column.is_valid().to_pylist()) if not valid)
-        raise UserError(f"{path}, row {row + 1}: column '{name}' is empty (null); every row needs a value")
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def load_table(params: DataParams) -> Table:

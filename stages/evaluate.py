@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
-from stages.errors import StageArguments, UserError, listing, run_stage
-from stages.files import float32_text, read_tensors, write_outputs
+from stages.plumbing.errors import StageArguments, UserError, listing, run_stage
+from stages.plumbing.files import float32_text, read_tensors, write_outputs
 
 FIX = "run `dvc repro` to train it"
 

@@ -3,9 +3,9 @@
 import sys
 
 from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
-from stages.errors import StageArguments, listing, printable, run_stage
-from stages.files import write_outputs
-from stages.params import TABLES, DataParams, data_params, load_params
+from stages.plumbing.errors import StageArguments, listing, printable, run_stage
+from stages.plumbing.files import write_outputs
+from stages.plumbing.params import TABLES, DataParams, data_params, load_params
 
 
 def prepare(params: DataParams) -> Prepared:

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages import distributed
 from stages.data import Split, load_prepared
-from stages.device import Work, make_deterministic, resolve_device
-from stages.errors import StageArguments, UserError, run_stage
-from stages.files import float32_text, tensors_bytes, write_outputs
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
-from stages.params import TrainParams, load_params, train_params
+from stages.plumbing import distributed
+from stages.plumbing.device import Work, make_deterministic, resolve_device
+from stages.plumbing.errors import StageArguments, UserError, run_stage
+from stages.plumbing.files import float32_text, tensors_bytes, write_outputs
+from stages.plumbing.params import TrainParams, load_params, train_params
 
 
 class Trained(NamedTuple):

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from stages.data import prepare_table, toy
-from stages.params import DataParams, TrainParams
+from stages.plumbing.params import DataParams, TrainParams
 
-# The tests train in this process as the train stage does: on one thread (stages.device.make_deterministic).
+# The tests train in this process as the train stage does: on one thread (stages.plumbing.device.make_deterministic).
 torch.set_num_threads(1)
 
 
 @contextlib.contextmanager
 def torch_state_restored() -> Iterator[None]:
-    """Undo what a stage run in this process changes globally (stages.device.make_deterministic): the
+    """Undo what a stage run in this process changes globally (stages.plumbing.device.make_deterministic): the
     thread count, deterministic mode, cuDNN's autotuner and cuBLAS's workspace setting."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()

@@ -15,10 +15,11 @@ import torch
 from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
-from stages.data import Table, load_prepared, load_table, prepare_table, prepared_bytes, toy
-from stages.errors import run_stage
-from stages.files import read_tensors, tensors_bytes, write_outputs
-from stages.params import DataParams, train_params
+from stages.data import load_prepared, load_table, prepare_table, prepared_bytes, toy
+from stages.plumbing.errors import run_stage
+from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
+from stages.plumbing.params import DataParams, train_params
+from stages.plumbing.tables import Table
 from tests.waiting import importing_torch, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -765,6 +766,6 @@ def test_a_table_that_is_a_pipe_or_cannot_be_read(tmp_path, monkeypatch, kind):
         def denied(*args) -> None:
             raise PermissionError(13, "Permission denied", "datasets/t.csv")
 
-        monkeypatch.setattr("stages.data._read_csv_columns", denied)
+        monkeypatch.setattr("stages.plumbing.tables._read_csv_columns", denied)
         expected = "datasets/t.csv: cannot read it (Permission denied)"
     assert run(prepare.main, ["out.safetensors"]) == f"stage: error: {expected}"

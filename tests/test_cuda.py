@@ -7,7 +7,7 @@ import torch
 
 from stages import evaluate, prepare, train
 from stages.models import IMPLEMENTATIONS
-from stages.params import TrainParams
+from stages.plumbing.params import TrainParams
 from stages.train import train as train_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

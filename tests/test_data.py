@@ -10,22 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages import data
-from stages.data import (
-    TOY_X,
-    TOY_Y,
-    Table,
-    check_table,
-    detect_delimiter,
-    load_table,
-    prepare_table,
-    read_csv,
-    read_parquet,
-    split,
-    synthetic,
-)
-from stages.errors import UserError
-from stages.params import DataParams
+from stages.data import TOY_X, TOY_Y, check_table, load_table, prepare_table, split, synthetic
+from stages.plumbing import tables
+from stages.plumbing.errors import UserError
+from stages.plumbing.params import DataParams
+from stages.plumbing.tables import Table, detect_delimiter, read_csv, read_parquet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -364,8 +353,8 @@ def test_a_file_that_is_not_parquet(datasets):
 )
 def test_the_column_reader_and_the_row_reader_agree(datasets, text):
     (datasets / "t.csv").write_bytes(text.encode())
-    columns = data._read_csv_columns("datasets/t.csv", "y", None, None)
-    rows = data._read_csv_rows("datasets/t.csv", "y", None, None, "utf-8")
+    columns = tables._read_csv_columns("datasets/t.csv", "y", None, None)
+    rows = tables._read_csv_rows("datasets/t.csv", "y", None, None, "utf-8")
     assert columns is not None  # the fast reader took it
     assert np.array_equal(columns.x, rows.x) and columns.x.dtype == np.float32
     assert np.array_equal(columns.y, rows.y) and columns.classes == rows.classes
@@ -378,7 +367,7 @@ def test_the_column_reader_and_the_row_reader_agree(datasets, text):
 )  # fmt: skip
 def test_the_column_reader_leaves_every_problem_to_the_row_reader(datasets, text):
     (datasets / "t.csv").write_bytes(text.encode("latin-1"))
-    assert data._read_csv_columns("datasets/t.csv", "y", None, None) is None
+    assert tables._read_csv_columns("datasets/t.csv", "y", None, None) is None
     with pytest.raises(UserError):
         read_csv("datasets/t.csv", "y", None)
 
@@ -389,7 +378,7 @@ def test_the_column_reader_leaves_every_problem_to_the_row_reader(datasets, text
 )
 def test_the_column_reader_reads_a_number_as_python_does_or_defers(datasets, value):
     (datasets / "t.csv").write_text(f"a,y\n{value},x\n2,z\n")
-    fast = data._read_csv_columns("datasets/t.csv", "y", None, None)
+    fast = tables._read_csv_columns("datasets/t.csv", "y", None, None)
     try:
         expected = np.float32(float(value))
     except ValueError:

@@ -5,8 +5,8 @@ CI has no GPU: CUDA's presence is simulated, and only the choice is checked (no 
 import pytest
 import torch
 
-from stages.device import Work, resolve_device
-from stages.errors import UserError
+from stages.plumbing.device import Work, resolve_device
+from stages.plumbing.errors import UserError
 
 TOY = Work(rows=8, features=4, classes=3, epochs=1000, batch_size=0)
 LARGE = Work(rows=1_000_000, features=784, classes=10, epochs=100, batch_size=0)

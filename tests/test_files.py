@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.errors import UserError
-from stages.files import read_tensors, tensors_bytes, write_outputs
+from stages.plumbing.errors import UserError
+from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def write_with_file_size_limit(tmp_path: Path, limit: int, outputs: dict[str, st
     """write_outputs in a process that may write no file larger than `limit` bytes: a full disk, as
     the writer meets it (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
     code = (
-        "from stages.errors import run_stage; from stages.files import write_outputs; "
+        "from stages.plumbing.errors import run_stage; from stages.plumbing.files import write_outputs; "
         f"run_stage('t', lambda: write_outputs({outputs!r}))"
     )
 
@@ -128,7 +128,7 @@ def test_a_directory_in_place_of_an_input(tmp_path):
 
 
 def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
-    from stages import files
+    from stages.plumbing import files
 
     write_temporary = files._write_temporary
     calls = []
@@ -164,7 +164,7 @@ def test_a_rename_that_fails_after_others_says_what_was_written(tmp_path, monkey
         renames.append(target)
         os.rename(source, target)
 
-    monkeypatch.setattr("stages.files.os.replace", replace)
+    monkeypatch.setattr("stages.plumbing.files.os.replace", replace)
     outputs = {str(tmp_path / "a.tsv"): "new a", str(tmp_path / "b.tsv"): "new b"}
     with pytest.raises(UserError, match=r"b.tsv: cannot write \(Input/output error\); only .*a.tsv written$"):
         write_outputs(outputs)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from stages.data import load_table, prepare_table
-from stages.errors import UserError
 from stages.evaluate import Linear, scores
 from stages.models import IMPLEMENTATIONS
-from stages.params import DataParams
+from stages.plumbing.errors import UserError
+from stages.plumbing.params import DataParams
 from stages.train import costs_tsv, numpy_state, train
 
 CPU = torch.device("cpu")
@@ -353,7 +353,7 @@ def test_readme_settings_reach_093_test_accuracy(source, impl, lesson_params, ca
 
 
 def test_a_stage_run_in_the_test_process_leaves_torch_as_it_was(monkeypatch):
-    from stages.device import make_deterministic
+    from stages.plumbing.device import make_deterministic
     from tests.conftest import torch_state_restored
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from stages.errors import UserError
+from stages.plumbing.errors import UserError
 
 # What `auto` weighs: the seconds a run would take on each device, estimated from its size. Each
 # training step costs a fixed time (Python and kernel launches, whatever the data) plus its arithmetic,

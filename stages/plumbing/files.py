@@ -23,7 +23,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from stages.errors import UserError, first_line
+from stages.plumbing.errors import UserError, first_line
 
 # What each output is, keyed by path; bytes or text, written together by write_outputs.
 Outputs = dict[str, bytes | str]

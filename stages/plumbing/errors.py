@@ -103,7 +103,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main() inside the stage's one error boundary: whatever ends it ends in one line.
     A UserError is `<stage>: error: <message>`, exit 1; running out of memory says so, exit 1; any
     other exception is a bug, `<stage>: bug: <type>: <message>` and how to see its traceback, exit 70.
-    Under torchrun only the first process prints. (Signals are stages/__init__.py's.)"""
+    Under torchrun only the first process prints. (Signals are stages/plumbing/process.py's.)"""
     try:
         main()
         return

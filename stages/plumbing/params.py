@@ -18,7 +18,7 @@ from typing import Any
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.error import MarkedYAMLError
 
-from stages.errors import UserError, abbreviate
+from stages.plumbing.errors import UserError, abbreviate
 
 PARAMS_FILE = "params.yaml"
 SOURCES = ("toy", "iris", "digits", "csv", "parquet", "synthetic")

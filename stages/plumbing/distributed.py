@@ -12,7 +12,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from stages.errors import UserError, abbreviate
+from stages.plumbing.errors import UserError, abbreviate
 
 
 def world_size() -> int:

@@ -1,0 +1,48 @@
+"""A stage process ends cleanly whatever ends it. Ctrl-C (SIGINT), SIGTERM and a closed terminal
+(SIGHUP) end it with one line and exit status 128 + the signal's number, importing torch included
+(Python's KeyboardInterrupt would print a traceback there); SystemExit unwinds as an exception does,
+so a write in progress still removes its temporary files, and a second signal during that clean-up
+is ignored. On Linux the kernel sends SIGTERM when the process that started the stage dies (DVC,
+torchrun; dvc.yaml's `exec` leaves no shell between them), so no stage outlives it and none writes
+after it was killed. A closed output pipe (`| head`) ends the stage quietly, as it ends any Unix tool.
+"""
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stopped(signum: int, frame: object) -> None:
+    for stop in STOP_SIGNALS:  # the clean-up below runs once, whatever else arrives
+        signal.signal(stop, signal.SIG_IGN)
+    stage = Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else "stage"
+    how = "interrupted" if signum == signal.SIGINT else "terminated"
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for all the processes
+        with contextlib.suppress(OSError):  # whoever read stderr (DVC) may be gone
+            print(f"{stage}: {how}; its outputs were not written", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def _end_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent dies; if it died already, end now."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+# Only in a stage process: `python -m stages.<stage>` (sys.argv[0] is "-m" while Python locates the
+# module, as its documentation says), not in pytest or the benchmark, which import these modules.
+if sys.argv[0] == "-m":
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, _stopped)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if sys.platform == "linux":
+        _end_with_parent()
