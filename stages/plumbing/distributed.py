@@ -3,7 +3,7 @@ holds the whole model, takes its share of each batch, and the gradients are summ
 (all-reduce; gloo on the CPU, NCCL on GPUs) before each update, so every process makes the same update.
 
 Launch the train stage under torchrun, which sets RANK, WORLD_SIZE and the rendezvous address:
-    torchrun --nproc-per-node=2 -m stages.train functional data/prepared.pt ...
+    torchrun --nproc-per-node=2 -m stages.train functional data/prepared.safetensors ...
 Without torchrun (WORLD_SIZE unset) training is the plain single-process loop.
 """
 
