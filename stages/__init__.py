@@ -15,7 +15,11 @@ A stage process also ends cleanly whatever ends it, and with its parent: stages/
 """
 
 import os
+import signal
+import sys
 
+if sys.argv[0] == "-m":  # a stage process: until plumbing/process.py handles it, Ctrl-C ends it quietly
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 # One thread in every library (torch, MKL, OpenBLAS under numpy), whatever the machine's cores or the

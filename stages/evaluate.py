@@ -14,6 +14,7 @@ import numpy as np
 from stages.data import Prepared, Split, load_prepared
 from stages.plumbing.errors import StageArguments, UserError, listing, run_stage
 from stages.plumbing.files import float32_text, read_tensors, write_outputs
+from stages.plumbing.tables import FLOAT32_LIMIT
 
 FIX = "run `dvc repro` to train it"
 
@@ -73,9 +74,19 @@ def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str])
     return text.getvalue()
 
 
-def float32_values(metrics: dict) -> dict:
-    """Every number as the shortest decimal that reads back as the same float32: stable bytes, no noise digits."""
-    return {k: float32_values(v) if isinstance(v, dict) else float(float32_text(v)) for k, v in metrics.items()}
+def float32_values(metrics: dict, prefix: str = "") -> dict:
+    """Every number as the shortest decimal that reads back as the same float32: stable bytes, no noise
+    digits. A figure beyond float32's range comes from weights that training blew up."""
+    values = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            values[name] = float32_values(value, f"{prefix}{name}.")
+        elif not abs(value) < FLOAT32_LIMIT:
+            raise UserError(f"{prefix}{name} is {value:.3g}, beyond float32: training diverged; lower train.lr "
+                            "(or standardize the data: data.standardize: true) and `dvc repro`")  # fmt: skip
+        else:
+            values[name] = float(float32_text(value))
+    return values
 
 
 def load_model(path: str | Path, prepared: Prepared) -> tuple[Linear, dict]:

@@ -113,6 +113,9 @@ def train(
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
         progress.update(epoch + 1)
+    # The last update comes after the last cost: it too may have left the weights beyond float32.
+    if not all(torch.isfinite(tensor).all() for tensor in model.state_dict().values()):
+        raise diverged("the weights became infinite or NaN", params.epochs, params, standardized)
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
 
 

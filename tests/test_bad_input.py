@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
 import torch
 from ruamel.yaml import YAML
@@ -769,3 +771,111 @@ def test_a_table_that_is_a_pipe_or_cannot_be_read(tmp_path, monkeypatch, kind):
         monkeypatch.setattr("stages.plumbing.tables._read_csv_columns", denied)
         expected = "datasets/t.csv: cannot read it (Permission denied)"
     assert run(prepare.main, ["out.safetensors"]) == f"stage: error: {expected}"
+
+
+# A second hostile test's failures, each a case of its class ------------------------------------
+
+
+def test_weights_blown_up_by_the_last_update_are_one_line_and_no_model(workdir):
+    """The last update comes after the last printed cost: weight decay at 3e38 pushes W past float32."""
+    write_params(workdir, text="data:\n  source: toy\ntrain:\n  epochs: 1\n  lr: 3\n  seed: 1\n  device: cpu\n"
+                 "  log_every: 1\n  double_softmax: false\n  weight_decay: 3.0e+38\n")  # fmt: skip
+    assert run(train.main, TRAIN_ARGS) == (
+        "stage: error: the weights became infinite or NaN at epoch 1 with train.lr=3.0, train.weight_decay=3e+38; "
+        "lower train.lr or train.weight_decay (or standardize the data: data.standardize: true)"
+    )
+    assert no_train_outputs(workdir)
+
+
+def test_metrics_beyond_float32_are_one_line_and_no_json(trained):
+    W = np.full((4, 3), 1e38, np.float32)
+    W[:, 0] = -1e38  # finite weights whose cost, in float64, is far beyond float32
+    info = {"impl": "low_level", "n_features": 4, "classes": ["0", "1", "2"], "device": "cpu"}
+    write_outputs({"models/low_level.safetensors": tensors_bytes({"W": W, "b": np.zeros(1, np.float32)}, info)})
+    message = run(evaluate.main, EVALUATE_ARGS)
+    assert message.startswith("stage: error: train.cost is ") and "beyond float32: training diverged" in message
+    assert not (trained / "metrics").exists()
+
+
+def test_a_csv_whose_lines_end_in_cr_alone_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "a,y\r1,x\r3,z\r5,x\r")
+    prepare.main(["out.safetensors"])
+    assert load_prepared("out.safetensors").train.x.tolist() == [[1.0], [3.0], [5.0]]
+
+
+@pytest.mark.parametrize(
+    "encoding, expected",
+    [
+        ("punycode", "datasets/t.csv: not text in punycode (decoding with 'punycode' codec failed"),
+        ("undefined", "params.yaml: data.encoding must be a text encoding Python knows, e.g. utf-8, latin-1, "),
+    ],
+)
+def test_codecs_that_fail_as_text_are_one_line(tmp_path, monkeypatch, encoding, expected):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "a,y\n1,x\n3,z\n", extra=f"  encoding: {encoding}\n")
+    assert run(prepare.main, ["out.safetensors"]).startswith(f"stage: error: {expected}")
+
+
+@pytest.mark.parametrize(
+    "key, text, expected",
+    [
+        ("lr", "1" + "0" * 400, "params.yaml: train.lr must be a number > 0, got 1000"),
+        ("betas", f"[1{'0' * 400}, 0.9]", "params.yaml: train.betas must be two numbers from 0 up to 1"),
+        ("seed", '!!int "abc"', "params.yaml: not valid YAML (invalid literal for int() with base 10: 'abc'"),
+        ("seed", '!!bool "x"', "params.yaml: not valid YAML ('x'); fix it"),
+        ("seed", "9" * 5000, "params.yaml: not valid YAML (Exceeds the limit (4300 digits) for integer string"),
+    ],
+)
+def test_yaml_values_that_break_parsing_or_floats_are_one_line(workdir, key, text, expected):
+    lines = [f"  {k}: {text if k == key else str(v).lower()}" for k, v in GOOD_PARAMS["train"].items()]
+    (workdir / "params.yaml").write_text("data:\n  source: toy\ntrain:\n" + "\n".join(lines) + "\n")
+    assert run(train.main, TRAIN_ARGS).startswith(f"stage: error: {expected}")
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (["1", "NaN", "2"], "the label 'NaN' is a missing value (NaN or infinite), not a class"),
+        (["1", "inf", "2"], "the label 'inf' is a missing value (NaN or infinite), not a class"),
+        (["1", "1.0", "cat"], "the labels '1' and '1.0' are the same number written two ways"),
+    ],
+)
+def test_csv_labels_that_are_missing_values_or_one_number_twice(tmp_path, monkeypatch, labels, expected):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "a,y\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels)))
+    assert run(prepare.main, ["out.safetensors"]) == f"stage: error: datasets/t.csv, column 'y': {expected}" + (
+        "; give every row its class" if "missing" in expected else "; write each class one way"
+    )
+
+
+def test_a_rank_left_in_a_shell_does_not_silence_errors(workdir, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # without torchrun (no TORCHELASTIC_RUN_ID) it means nothing
+    write_params(workdir, "train", "lr", -1)
+    assert run(train.main, TRAIN_ARGS) == "stage: error: params.yaml: train.lr must be a number > 0, got -1"
+
+
+def test_incomplete_torchrun_variables_are_one_line(workdir, monkeypatch):
+    write_params(workdir)
+    for name, value in {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RANK", raising=False)
+    assert run(train.main, TRAIN_ARGS).startswith(
+        "stage: error: Error initializing torch.distributed using env:// rendezvous: environment variable RANK "
+        "expected, but not set; launch the stage with torchrun, or unset WORLD_SIZE"
+    )
+
+
+def test_sigterm_ends_a_stage_waiting_for_processes_that_never_come(workdir):
+    """torchrun's variables left in a shell: the wait for the other processes is native code, which a
+    Python handler cannot interrupt; the stage's signals end it at once there."""
+    write_params(workdir)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "RANK": "1", "TORCHELASTIC_RUN_ID": "x",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert process.stderr.readline().startswith("device: ")  # printed just before it joins the others
+    wait_for(lambda: any(c.status() == psutil.STATUS_SLEEPING for c in [psutil.Process(process.pid)]), "the wait")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == -signal.SIGTERM
+    assert no_train_outputs(workdir)

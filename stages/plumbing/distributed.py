@@ -12,7 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
-from stages.plumbing.errors import UserError, abbreviate
+from stages.plumbing import process
+from stages.plumbing.errors import UserError, abbreviate, first_line
 
 
 def world_size() -> int:
@@ -38,7 +39,11 @@ def start(device: torch.device) -> int:
             raise UserError(f"torchrun started {processes} processes on this machine, but it has {gpus} GPU(s); "
                             f"run torchrun --nproc-per-node={gpus}, or set train.device: cpu")  # fmt: skip
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        with process.signals_end_at_once():  # the wait for the other processes is native code
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    except ValueError as error:  # torch's own check: RANK, MASTER_ADDR or MASTER_PORT missing
+        raise UserError(f"{first_line(error)}; launch the stage with torchrun, or unset WORLD_SIZE") from None
     return dist.get_rank()
 
 

@@ -1,4 +1,6 @@
-"""The one error type a stage reports to its user as a single line, and the wrapper that does it."""
+"""One line for every way a stage can fail: the error type for a user's mistake, the helpers that keep
+a message to one short, safe line, a stage's command line (its paths checked), and run_stage, the
+stage's error boundary."""
 
 import argparse
 import contextlib
@@ -93,6 +95,12 @@ def _out_of_memory(error: Exception) -> bool:
     )
 
 
+def first_process() -> bool:
+    """Whether this process prints its errors: every process torchrun did not start (a RANK left in a
+    shell means nothing then), and torchrun's first one."""
+    return "TORCHELASTIC_RUN_ID" not in os.environ or os.environ.get("RANK", "0") == "0"
+
+
 # The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
 # command line (2); docs/reliability.md lists them all.
 BUG_STATUS = 70
@@ -118,7 +126,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
             line = (f"{name}: bug: {type(error).__name__}: {first_line(error)} (not your mistake: please report it "
                     f"with params.yaml; {TRACEBACK_VARIABLE}=1 shows the traceback)")  # fmt: skip
             status = BUG_STATUS
-    if os.environ.get("RANK", "0") == "0":
+    if first_process():
         with contextlib.suppress(OSError):
             print(printable(line), file=sys.stderr)
     sys.exit(status)

@@ -15,10 +15,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from stages.plumbing.errors import UserError, abbreviate
+from stages.plumbing.errors import UserError, abbreviate, first_line
 
 PARAMS_FILE = "params.yaml"
 SOURCES = ("toy", "iris", "digits", "csv", "parquet", "synthetic")
@@ -47,10 +47,16 @@ def integer(low: int, must: str, high: int = LARGEST_INT) -> Check:
 
 def number(must: str, low: float, high: float = math.inf, below_high: bool = True, above_low: bool = False) -> Check:
     def check(value: Any) -> float:
-        ok = type(value) in (int, float) and math.isfinite(value) and low <= value <= high
+        if type(value) not in (int, float):
+            raise ValueError(must)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError(must) from None
+        ok = math.isfinite(value) and low <= value <= high
         if not ok or (above_low and value == low) or (below_high and value == high):
             raise ValueError(must)
-        return float(value)
+        return value
 
     return check
 
@@ -81,7 +87,7 @@ def text_or_none(value: Any) -> str | None:
 def encoding(value: Any) -> str:
     try:
         "".encode(value)  # a text encoding; codecs such as base64 or rot13 raise LookupError here
-    except (LookupError, TypeError):
+    except (LookupError, TypeError, ValueError):  # ValueError: UnicodeError, as the 'undefined' codec raises
         raise ValueError("a text encoding Python knows, e.g. utf-8, latin-1, cp1252, utf-16") from None
     return value
 
@@ -163,10 +169,10 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         params = YAML(typ="safe", pure=True).load(text)
     except MarkedYAMLError as error:
         raise UserError(f"{path}: not valid YAML: {_yaml_problem(error)}; fix it") from None
-    except YAMLError as error:
-        raise UserError(f"{path}: not valid YAML ({abbreviate(str(error))}); fix its syntax") from None
     except RecursionError:
         raise UserError(f"{path}: nested too deeply to read; fix its syntax") from None
+    except Exception as error:  # YAMLError, or what a tag's constructor raises: !!int "abc", 5,000 digits
+        raise UserError(f"{path}: not valid YAML ({first_line(error)[:100]}); fix it") from None
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected sections 'data' and 'train', got {abbreviate(params)}")
     unknown = [str(name) for name in params if name not in SECTIONS]

@@ -12,7 +12,10 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+from stages.plumbing.errors import first_process
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -23,10 +26,23 @@ def _stopped(signum: int, frame: object) -> None:
         signal.signal(stop, signal.SIG_IGN)
     stage = Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else "stage"
     how = "interrupted" if signum == signal.SIGINT else "terminated"
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for all the processes
+    if first_process():  # under torchrun, one line for all the processes
         with contextlib.suppress(OSError):  # whoever read stderr (DVC) may be gone
             print(f"{stage}: {how}; its outputs were not written", file=sys.stderr)
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def signals_end_at_once() -> Iterator[None]:
+    """Around a native call that waits and does not return to Python (joining torchrun's processes),
+    where a Python handler would never run: Ctrl-C, SIGTERM and SIGHUP end the process at once, as
+    they end any program. Nothing is written before that point."""
+    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for stop, handler in handlers.items():
+            signal.signal(stop, handler)
 
 
 def _end_with_parent() -> None:

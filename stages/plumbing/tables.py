@@ -37,22 +37,24 @@ class Table:
 
 
 def _class_order(labels: list[str], where: str) -> list[str]:
-    """Sorted, numerically when every label is a finite number (so "10" comes after "9"): stable across
-    runs. Two spellings of one number ("1" and "1.0") are refused: one class or two? Only the user knows."""
+    """Sorted, numerically when every label is a number (so "10" comes after "9"): stable across runs.
+    A label that reads as NaN or infinity is a missing value (as pandas and numpy write one), not a
+    class; two spellings of one number ("1" and "1.0") are refused: one class or two? Only the user knows."""
     names = sorted(set(labels))
-    try:
-        values = [float(name) for name in names]
-    except ValueError:
-        return names
-    if not all(math.isfinite(v) for v in values):
-        return names
     by_value: dict[float, str] = {}
-    for name, value in zip(names, values, strict=True):
+    for name in names:
+        try:
+            value = float(name)
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            raise UserError(f"{where}: the label {abbreviate(name)} is a missing value (NaN or infinite), not a "
+                            "class; give every row its class")  # fmt: skip
         if value in by_value:
             raise UserError(f"{where}: the labels {by_value[value]!r} and {name!r} are the same number written two "
                             "ways; write each class one way")  # fmt: skip
         by_value[value] = name
-    return sorted(names, key=float)
+    return sorted(names, key=float) if len(by_value) == len(names) else names
 
 
 def _check_dataset_path(path: str) -> None:
@@ -74,11 +76,13 @@ def _read_rows(path: str, delimiter: str | None, encoding: str) -> list[list[str
     content = Path(path).read_bytes()
     try:
         text = content.decode(encoding).removeprefix("\ufeff")
-    except UnicodeDecodeError as error:
+    except UnicodeError as error:  # a UnicodeDecodeError says where; some codecs (punycode) do not
+        fix = "set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
+        if not isinstance(error, UnicodeDecodeError):
+            raise UserError(f"{path}: not text in {encoding} ({first_line(error)}); {fix}") from None
         line = content[: error.start].count(b"\n") + 1
         bad = content[error.start : error.start + 4]
-        raise UserError(f"{path}, line {line}: bytes that are not {encoding} ({bad!r}); set data.encoding to the "
-                        "file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8") from None  # fmt: skip
+        raise UserError(f"{path}, line {line}: bytes that are not {encoding} ({bad!r}); {fix}") from None
     if "\0" in text:  # decoded, but no table holds it: a binary file, or UTF-16 read as another encoding
         line = text[: text.index("\0")].count("\n") + 1
         raise UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; "
@@ -155,7 +159,10 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
                 return None  # a NUL byte: not text (the row reader says where)
             n_lines += chunk.count(b"\n")
     delimiter = delimiter or detect_delimiter(first_line)
-    header = next(csv.reader([first_line], delimiter=delimiter), [])
+    try:
+        header = next(csv.reader([first_line], delimiter=delimiter), [])
+    except csv.Error:  # e.g. lines that end in CR alone: the row reader reads them
+        return None
     if not header:
         return None
     names = _columns(path, header, label, features)
