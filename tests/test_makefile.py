@@ -57,7 +57,7 @@ def test_test_runs_the_whole_suite_on_every_core_and_test_quick_leaves_out_the_s
     assert dry_run(f"VENV={venv}", "test")[-1] == "python -m pytest -n auto --dist loadgroup"
     quick = dry_run(f"VENV={venv}", "test-quick")
     assert any(line.endswith("-r requirements-dev.txt") for line in pip_lines(quick))
-    assert quick[-1] == 'python -m pytest -m "not slow"'
+    assert quick[-1] == 'python -m pytest -n auto -m "not slow"'
 
 
 def test_another_torch_value_is_one_line():

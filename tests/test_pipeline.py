@@ -327,15 +327,12 @@ def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
     params = params.replace("source: toy ", "source: parquet ").replace(
         "path: datasets/wine.csv", "path: datasets/big.parquet"
     )
-    params = params.replace("label: cultivar", "label: label").replace("epochs: 1000 ", "epochs: 100 ")
-    (root / "params.yaml").write_text(params)
+    (root / "params.yaml").write_text(params.replace("label: cultivar", "label: label"))
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "a table under DVC")
     tracked = sh(root, "git", "ls-files", "datasets").split()
     assert "datasets/big.parquet.dvc" in tracked and "datasets/big.parquet" not in tracked  # DVC holds the table
-    dvc(root, "repro")
-    first = metrics(root)
-    assert all(first[impl]["train"]["accuracy"] >= 0.95 for impl in IMPLEMENTATIONS)
+    assert "parquet: 20000 training rows" in dvc(root, "repro", "prepare")  # prepare read the table DVC holds
     pq.write_table(table.slice(0, 10_000), root / "datasets" / "big.parquet")  # the table changes
     dvc(root, "add", "datasets/big.parquet")
     assert "prepare" in dvc(root, "status")  # DVC sees the new table: `dvc repro` would rerun from prepare on
