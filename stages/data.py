@@ -141,15 +141,20 @@ def standardization(train: Split) -> tuple[np.ndarray, np.ndarray]:
     float32 features neither can overflow (the mean of values near 3e38 would, summed in float32). A
     constant feature keeps std 1. Stored as float32, with which the features are scaled."""
     mean = train.x.mean(axis=0, dtype=np.float64)
-    std = np.sqrt(((train.x - mean) ** 2).mean(axis=0))
-    std = np.where(std > 0, std, 1.0)
-    return mean.astype(np.float32), std.astype(np.float32)
+    std = np.sqrt(((train.x - mean) ** 2).mean(axis=0)).astype(np.float32)
+    return mean.astype(np.float32), np.where(std > 0, std, np.float32(1))  # 0 once in float32: 1
 
 
 def _scaled(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(x - mean) / std in float64, then float32: finite for finite x (no value lies more than
-    sqrt(rows) standard deviations from the mean)."""
-    return ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)
+    """(x - mean) / std in float64, then float32. Finite for the training rows (none lies more than
+    sqrt(rows) standard deviations from the mean); a test row far outside a tiny spread may not be."""
+    with np.errstate(over="ignore"):
+        scaled = ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)
+    bad = np.argwhere(~np.isfinite(scaled))
+    if len(bad):
+        raise UserError(f"data.standardize: feature {bad[0][1]} of a row lies beyond float32 once scaled by the "
+                        "training split's spread; leave data.standardize off or rescale that column")  # fmt: skip
+    return scaled
 
 
 def prepare_table(table: Table, params: DataParams) -> Prepared:
@@ -180,10 +185,11 @@ FIX = "run `dvc repro prepare` first"
 
 def load_prepared(path: str | Path) -> Prepared:
     """The prepared data, checked: a damaged file or one from another version is a one-line error."""
-    arrays, info = read_tensors(path, "prepared data", ("train_x", "train_y", "classes", "has_test"), FIX)
+    arrays, info = read_tensors(path, "prepared data", ("classes", "has_test"), FIX)
     classes, has_test = info["classes"], info["has_test"]
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
-        raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more names; {FIX}")
+    names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
+    if not names or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
     if has_test and not {"eval_x", "eval_y"} <= arrays.keys():
         raise UserError(f"{path}: has no test split (eval_x, eval_y) although has_test is set; {FIX}")
     train = _checked_split(path, arrays, "train", len(classes))
@@ -195,8 +201,10 @@ def load_prepared(path: str | Path) -> Prepared:
 
 
 def _checked_split(path: str | Path, arrays: dict[str, np.ndarray], name: str, n_classes: int) -> Split:
+    if not {f"{name}_x", f"{name}_y"} <= arrays.keys():
+        raise UserError(f"{path}: has no {name}_x and {name}_y; {FIX}")
     x, y = arrays[f"{name}_x"], arrays[f"{name}_y"]
-    if x.dtype != np.float32 or x.ndim != 2 or y.dtype != np.int64 or y.shape != (len(x),) or len(x) == 0:
+    if x.dtype != np.float32 or x.ndim != 2 or y.dtype != np.int64 or y.shape != (len(x),) or 0 in x.shape:
         raise UserError(f"{path}: {name}_x {x.dtype}{list(x.shape)} and {name}_y {y.dtype}{list(y.shape)} are not "
                         f"a table of float32 features and its int64 labels; {FIX}")  # fmt: skip
     if y.min() < 0 or y.max() >= n_classes:

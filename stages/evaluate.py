@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
-from stages.plumbing.errors import StageArguments, UserError, listing, run_stage
+from stages.plumbing.errors import StageArguments, UserError, abbreviate, listing, run_stage
 from stages.plumbing.files import float32_text, read_tensors, write_outputs
 from stages.plumbing.tables import FLOAT32_LIMIT
 
@@ -37,6 +37,8 @@ class Linear:
             W, b = state.get("W"), state.get("b")
         if W is None or b is None or W.ndim != 2 or b.shape not in ((1,), (W.shape[1],)):
             raise ValueError("no weights and bias of a linear model")
+        if W.dtype != np.float32 or b.dtype != np.float32:  # what training writes; bounds every logit
+            raise ValueError(f"{W.dtype} weights, not the float32 ones training writes")
         return cls(W, b)
 
 
@@ -96,8 +98,12 @@ def load_model(path: str | Path, prepared: Prepared) -> tuple[Linear, dict]:
         model = Linear.from_state(state)
     except ValueError as error:
         raise UserError(f"{path}: holds {error}; {FIX}") from None
+    if info["device"] not in ("cpu", "cuda"):  # copied into the metrics: only what training writes
+        raise UserError(f"{path}: its device {abbreviate(info['device'])} is not cpu or cuda; {FIX}")
     if info["classes"] != list(prepared.classes) or model.W.shape != (prepared.n_features, prepared.n_classes):
-        trained, prepared_classes = listing(info["classes"], 5), listing(prepared.classes, 5)
+        classes = info["classes"]
+        trained = listing(classes, 5) if isinstance(classes, list) else abbreviate(classes)
+        prepared_classes = listing(prepared.classes, 5)
         raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
                         f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}")  # fmt: skip
     return model, info

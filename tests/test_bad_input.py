@@ -3,6 +3,7 @@ and no output written."""
 
 import contextlib
 import io
+import json
 import os
 import resource
 import signal
@@ -879,3 +880,102 @@ def test_sigterm_ends_a_stage_waiting_for_processes_that_never_come(workdir):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == -signal.SIGTERM
     assert no_train_outputs(workdir)
+
+
+# A third round of hostile cases -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, extra",
+    [
+        ("a,b,y\n0,1,p\n0,2,p\n1e-45,3,q\n", ""),  # a spread that is 0 once in float32
+        ("a,y\n" + "".join(f"1e-30,{'pq'[i % 2]}\n" for i in range(20)) + "1e30,p\n", "  test_size: 0.1\n"),
+    ],
+)
+def test_standardization_never_writes_a_non_finite_feature(tmp_path, monkeypatch, text, extra):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, text, extra=f"  standardize: true\n{extra}")
+    try:
+        run_stage("prepare", lambda: prepare.main(["out.safetensors"]))
+    except SystemExit as end:  # refused in one line is fine; written with a NaN or an infinity is not
+        assert end.code == 1 and not (tmp_path / "out.safetensors").exists()
+    else:
+        assert all(np.isfinite(a).all() for a in read_tensors("out.safetensors", "prepared data", (), "")[0].values())
+
+
+@pytest.mark.parametrize(
+    "info, arrays, expected",
+    [
+        ({"classes": ["a", "a"], "has_test": False}, {}, "is not two or more distinct names"),
+        ({"classes": ["", "b"], "has_test": False}, {}, "is not two or more distinct names"),
+        ({"has_test": False}, {"classes": np.zeros(2, np.float32)}, "not a prepared data (another file in its"),
+        ({"classes": ["a", "b"], "has_test": False}, {"train_x": np.zeros((4, 0), np.float32)}, "are not a table"),
+    ],
+)
+def test_a_prepared_file_that_is_wrong_inside(workdir, info, arrays, expected):
+    write_params(workdir)
+    base = {"train_x": np.ones((4, 2), np.float32), "train_y": np.array([0, 1, 0, 1])}
+    write_outputs({"data/prepared.safetensors": tensors_bytes(base | arrays, info)})
+    assert expected in run(train.main, TRAIN_ARGS)
+    assert no_train_outputs(workdir)
+
+
+def test_a_prepared_file_with_bfloat16_or_deep_metadata(workdir):
+    import struct
+
+    header = json.dumps({"__metadata__": {"info": "[" * 100_000 + "]" * 100_000}}).encode()
+    (workdir / "data" / "prepared.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    write_params(workdir)
+    assert "not a readable prepared data" in run(train.main, TRAIN_ARGS)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"device": float("nan")}, "its device nan is not cpu or cuda"),
+        ({"device": {"x": "\x1b[31m"}}, "its device {'x': '\\x1b[31m'} is not cpu or cuda"),
+        ({"classes": 5}, "trained on 4 features and classes 5, but the prepared data has"),
+    ],
+)
+def test_model_metadata_is_checked_before_it_reaches_the_metrics(trained, change, expected):
+    state, info = read_tensors("models/low_level.safetensors", "trained model", (), "")
+    write_outputs({"models/low_level.safetensors": tensors_bytes(state, info | change)})
+    assert expected in run(evaluate.main, EVALUATE_ARGS)
+    assert not (trained / "metrics").exists()
+
+
+def test_float64_model_weights_are_not_a_trained_model(trained):
+    state, info = read_tensors("models/low_level.safetensors", "trained model", (), "")
+    state = {name: np.full(array.shape, 1e308) for name, array in state.items()}
+    write_outputs({"models/low_level.safetensors": tensors_bytes(state, info)})
+    assert "holds float64 weights, not the float32 ones training writes" in run(evaluate.main, EVALUATE_ARGS)
+
+
+def test_a_nul_byte_in_a_path_parameter(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text('data:\n  source: csv\n  path: "datasets/a\\0b"\n  label: y\n')
+    assert "data.path must be a non-empty string without NUL characters" in run(prepare.main, ["out.safetensors"])
+
+
+def test_an_output_that_is_a_device_is_never_replaced(workdir, tmp_path):
+    write_params(workdir)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    message = run(train.main, [*TRAIN_ARGS[:4], str(fifo)])
+    assert message.endswith("pipe: cannot write (a device or a pipe, not a regular file; write the output elsewhere); "
+                            "nothing was written")  # fmt: skip
+    assert fifo.is_fifo()
+
+
+def test_large_integer_labels_are_distinct_classes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "a,y\n1,9007199254740992\n2,9007199254740993\n3,10\n")
+    prepare.main(["out.safetensors"])
+    assert load_prepared("out.safetensors").classes == ("10", "9007199254740992", "9007199254740993")
+
+
+def test_a_quoted_header_name_that_spans_lines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, '"a\nb",y\n1,p\n2,q\n')
+    prepare.main(["out.safetensors"])
+    assert load_prepared("out.safetensors").train.x.tolist() == [[1.0], [2.0]]

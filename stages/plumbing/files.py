@@ -63,6 +63,8 @@ def _write_temporary(path: Path, content: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
+    if path.exists() and not path.is_file():  # a device or a pipe (/dev/null, /dev/stdout): never replaced
+        raise OSError(0, "a device or a pipe, not a regular file; write the output elsewhere", str(path))
     for left_by_a_killed_run in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         left_by_a_killed_run.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -85,17 +87,20 @@ def _umask() -> int:
 
 
 def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
-    """A safetensors file of `arrays`, with `info` (plain JSON values) in its metadata.
+    """A safetensors file of `arrays`, with `info` (plain JSON values) in its metadata. No stage writes
+    a NaN or an infinity: the stages check their results first, and this refuses one that slipped by.
 
     safetensors writes its metadata map in the random order of a Rust HashMap, so a map of several
     keys changes its bytes from run to run: `info` goes in as one key holding sorted JSON."""
+    if not all(np.isfinite(array).all() for array in arrays.values() if array.dtype.kind == "f"):
+        raise ValueError("a tensor to write holds NaN or infinite values")
     contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
     return save(contiguous, metadata={"info": json.dumps(info, sort_keys=True)})
 
 
 def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays and the info of a file written by tensors_bytes, holding `keys` (in either); a
-    UserError naming `what` the file should be and the `fix` when it is missing, damaged or another file."""
+    """The arrays and the info of a file written by tensors_bytes, its info holding `keys`; a UserError
+    naming `what` the file should be and the `fix` when it is missing, damaged or another file."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory, not the {what}; remove it and {fix}")
@@ -107,9 +112,9 @@ def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -
             info = json.loads((f.metadata() or {})["info"])
     except OSError as error:
         raise UserError(f"{path}: cannot read the {what} ({error.strerror}); {fix}") from None
-    except (SafetensorError, ValueError, KeyError) as error:
+    except (SafetensorError, ValueError, KeyError, TypeError, RecursionError) as error:  # TypeError: bfloat16
         raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
-    if not isinstance(info, dict) or not set(keys) <= arrays.keys() | info.keys():
+    if not isinstance(info, dict) or not set(keys) <= info.keys():
         raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
     # No stage writes a NaN or an infinity: one found here was put there by hand or by a fault.
     for name, array in arrays.items():

@@ -79,8 +79,8 @@ def names(value: Any) -> tuple[str, ...] | None:
 
 
 def text_or_none(value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or value == ""):
-        raise ValueError("a non-empty string")
+    if value is not None and (not isinstance(value, str) or value == "" or "\0" in value):
+        raise ValueError("a non-empty string without NUL characters")
     return value
 
 

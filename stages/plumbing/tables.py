@@ -11,9 +11,9 @@ says which line is wrong.
 import codecs
 import csv
 import io
-import math
 from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -41,20 +41,20 @@ def _class_order(labels: list[str], where: str) -> list[str]:
     A label that reads as NaN or infinity is a missing value (as pandas and numpy write one), not a
     class; two spellings of one number ("1" and "1.0") are refused: one class or two? Only the user knows."""
     names = sorted(set(labels))
-    by_value: dict[float, str] = {}
+    by_value: dict[Fraction, str] = {}
     for name in names:
         try:
-            value = float(name)
+            value = Fraction(name)  # exact: 9007199254740993 is not 9007199254740992, as floats would have it
         except ValueError:
+            if name.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                raise UserError(f"{where}: the label {abbreviate(name)} is a missing value (NaN or infinite), not "
+                                "a class; give every row its class") from None  # fmt: skip
             continue
-        if not math.isfinite(value):
-            raise UserError(f"{where}: the label {abbreviate(name)} is a missing value (NaN or infinite), not a "
-                            "class; give every row its class")  # fmt: skip
         if value in by_value:
             raise UserError(f"{where}: the labels {by_value[value]!r} and {name!r} are the same number written two "
                             "ways; write each class one way")  # fmt: skip
         by_value[value] = name
-    return sorted(names, key=float) if len(by_value) == len(names) else names
+    return sorted(names, key=Fraction) if len(by_value) == len(names) else names
 
 
 def _check_dataset_path(path: str) -> None:
@@ -159,6 +159,8 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
                 return None  # a NUL byte: not text (the row reader says where)
             n_lines += chunk.count(b"\n")
     delimiter = delimiter or detect_delimiter(first_line)
+    if first_line.count('"') % 2:  # a quoted header name spans lines: the row reader reads it
+        return None
     try:
         header = next(csv.reader([first_line], delimiter=delimiter), [])
     except csv.Error:  # e.g. lines that end in CR alone: the row reader reads them
