@@ -13,8 +13,7 @@ import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
 from stages.plumbing.errors import StageArguments, UserError, abbreviate, listing, run_stage
-from stages.plumbing.files import float32_text, read_tensors, write_outputs
-from stages.plumbing.tables import FLOAT32_LIMIT
+from stages.plumbing.files import FLOAT32_LIMIT, float32_text, read_tensors, write_outputs
 
 FIX = "run `dvc repro` to train it"
 

@@ -101,6 +101,14 @@ def first_process() -> bool:
     return "TORCHELASTIC_RUN_ID" not in os.environ or os.environ.get("RANK", "0") == "0"
 
 
+def say(line: str) -> None:
+    """A stage's last line on stderr: escaped, printed by torchrun's first process only, and nothing
+    when whoever read stderr (DVC) is gone."""
+    if first_process():
+        with contextlib.suppress(OSError):
+            print(printable(line), file=sys.stderr)
+
+
 # The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
 # command line (2); docs/reliability.md lists them all.
 BUG_STATUS = 70
@@ -126,7 +134,5 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
             line = (f"{name}: bug: {type(error).__name__}: {first_line(error)} (not your mistake: please report it "
                     f"with params.yaml; {TRACEBACK_VARIABLE}=1 shows the traceback)")  # fmt: skip
             status = BUG_STATUS
-    if first_process():
-        with contextlib.suppress(OSError):
-            print(printable(line), file=sys.stderr)
+    say(line)
     sys.exit(status)

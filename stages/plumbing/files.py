@@ -25,6 +25,10 @@ from safetensors.numpy import save
 
 from stages.plumbing.errors import UserError, first_line
 
+# A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
+# from the midpoint to the next power on, it rounds to infinity).
+FLOAT32_LIMIT = float(2**128 - 2**103)
+
 # What each output is, keyed by path; bytes or text, written together by write_outputs.
 Outputs = dict[str, bytes | str]
 

@@ -152,10 +152,15 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         info = path.stat()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; run the stage from the repository root") from None
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_PARAMS_BYTES:
-        what = "is a directory" if stat.S_ISDIR(info.st_mode) else "is not a regular file"
-        if stat.S_ISREG(info.st_mode):
-            what = f"is {info.st_size:,} bytes, not a parameters file"
+    if stat.S_ISDIR(info.st_mode):
+        what = "is a directory"
+    elif not stat.S_ISREG(info.st_mode):
+        what = "is not a regular file"
+    elif info.st_size > MAX_PARAMS_BYTES:
+        what = f"is {info.st_size:,} bytes, not a parameters file"
+    else:
+        what = ""
+    if what:
         raise UserError(f"{path}: {what}; params.yaml must be a small file in the repository root")
     content = path.read_bytes()
     try:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from stages.plumbing.errors import first_process
+from stages.plumbing.errors import say
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -26,9 +26,7 @@ def _stopped(signum: int, frame: object) -> None:
         signal.signal(stop, signal.SIG_IGN)
     stage = Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else "stage"
     how = "interrupted" if signum == signal.SIGINT else "terminated"
-    if first_process():  # under torchrun, one line for all the processes
-        with contextlib.suppress(OSError):  # whoever read stderr (DVC) may be gone
-            print(f"{stage}: {how}; its outputs were not written", file=sys.stderr)
+    say(f"{stage}: {how}; its outputs were not written")
     raise SystemExit(128 + signum)
 
 

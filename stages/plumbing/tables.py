@@ -1,12 +1,5 @@
 """User tables: CSV and Parquet files under datasets/, read into a Table, each mistake in one line
-that names the file and, for a CSV, the line.
-
-A UTF-8 CSV is read by pyarrow's streaming CSV reader, column by column in C: as fast as
-numpy.loadtxt, and the features plus a constant in memory (bench/run.py). Whatever that reader
-refuses or finds wrong (a field that is not a number, NaN, an empty label, a NUL byte, another
-encoding) is read again row by row with Python's csv module, which accepts the same tables and
-says which line is wrong.
-"""
+that names the file and, for a CSV, the line (read_csv says how)."""
 
 import codecs
 import csv
@@ -19,11 +12,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from stages.plumbing.errors import UserError, abbreviate, first_line, listing
+from stages.plumbing.files import FLOAT32_LIMIT
 from stages.plumbing.params import DELIMITERS
-
-# A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
-# from the midpoint to the next power on, it rounds to infinity).
-FLOAT32_LIMIT = float(2**128 - 2**103)
 
 # User tables live here, so that `prepare` can declare them as a dependency in dvc.yaml.
 DATASETS_DIR = "datasets"
