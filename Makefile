@@ -55,10 +55,9 @@ lint: $(VENV)/.installed-dev ## ruff: lint and format check
 	ruff check .
 	ruff format --check .
 
-# Every core: each test trains on one thread, as the stages do. Tests that share a reproduced copy of
-# the pipeline carry an xdist_group mark and run in one worker.
+# Every core: each test trains on one thread, as the stages do.
 test: lint ## .venv with the developer tools, ruff, then the whole test suite (about 2.5 minutes on 2 cores)
-	python -m pytest -n auto --dist loadgroup
+	python -m pytest -n auto
 
 test-quick: $(VENV)/.installed-dev ## the tests for the edit loop: all but the end-to-end and process-level ones (about 30 s)
 	python -m pytest -n auto -m "not slow"
