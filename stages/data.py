@@ -54,22 +54,13 @@ def toy() -> Table:
     return Table(np.array(TOY_X, dtype=np.float32), np.array(TOY_Y, dtype=np.int64), ("0", "1", "2"))
 
 
-def _sklearn(load) -> Table:
-    bunch = load()  # these datasets ship inside scikit-learn: nothing is downloaded
+def scikit_learn(name: str) -> Table:
+    """iris or digits: they ship inside scikit-learn, nothing is downloaded."""
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{name}")()
     x = np.asarray(bunch.data, dtype=np.float32)
     return Table(x, np.asarray(bunch.target, dtype=np.int64), tuple(str(n) for n in bunch.target_names))
-
-
-def iris() -> Table:
-    from sklearn.datasets import load_iris
-
-    return _sklearn(load_iris)
-
-
-def digits() -> Table:
-    from sklearn.datasets import load_digits
-
-    return _sklearn(load_digits)
 
 
 def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Table:
@@ -87,10 +78,8 @@ def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Tab
 def load_table(params: DataParams) -> Table:
     if params.source == "toy":
         return toy()
-    if params.source == "iris":
-        return iris()
-    if params.source == "digits":
-        return digits()
+    if params.source in ("iris", "digits"):
+        return scikit_learn(params.source)
     if params.source == "csv":
         return read_csv(params.path, params.label, params.features, params.delimiter, params.encoding)
     if params.source == "parquet":
@@ -190,13 +179,10 @@ def load_prepared(path: str | Path) -> Prepared:
     names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
     if not names or len(set(classes)) != len(classes) or len(classes) < 2:
         raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
-    if has_test and not {"eval_x", "eval_y"} <= arrays.keys():
-        raise UserError(f"{path}: has no test split (eval_x, eval_y) although has_test is set; {FIX}")
     train = _checked_split(path, arrays, "train", len(classes))
     test = _checked_split(path, arrays, "eval", len(classes)) if has_test else train
     if test.x.shape[1] != train.x.shape[1]:
-        raise UserError(f"{path}: the test split has {test.x.shape[1]} features, the training split "
-                        f"{train.x.shape[1]}; {FIX}")  # fmt: skip
+        raise UserError(f"{path}: eval_x has {test.x.shape[1]} features, train_x {train.x.shape[1]}; {FIX}")
     return Prepared(train, test, tuple(classes), bool(has_test), arrays.get("mean"), arrays.get("std"))
 
 

@@ -30,10 +30,8 @@ class Linear:
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "Linear":
         """From the state the train stage saves: W and b, or high_level's nn.Linear weight and bias."""
-        if "linear.weight" in state:  # nn.Linear's weight is (classes, features)
-            W, b = state["linear.weight"].T, state.get("linear.bias")
-        else:
-            W, b = state.get("W"), state.get("b")
+        high_level = "linear.weight" in state  # nn.Linear's weight is (classes, features)
+        W, b = (state["linear.weight"].T, state.get("linear.bias")) if high_level else (state.get("W"), state.get("b"))
         if W is None or b is None or W.ndim != 2 or b.shape not in ((1,), (W.shape[1],)):
             raise ValueError("no weights and bias of a linear model")
         if W.dtype != np.float32 or b.dtype != np.float32:  # what training writes; bounds every logit

@@ -9,6 +9,7 @@ YAML can produce is either taken with its obvious meaning or refused in one line
 import contextlib
 import math
 import os
+import resource  # Unix: the stages run on Linux (and in its container)
 import stat
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
@@ -45,18 +46,14 @@ def integer(low: int, must: str, high: int = LARGEST_INT) -> Check:
     return check
 
 
-def number(must: str, low: float, high: float = math.inf, below_high: bool = True, above_low: bool = False) -> Check:
+def number(must: str, ok: Callable[[float], bool]) -> Check:
     def check(value: Any) -> float:
-        if type(value) not in (int, float):
-            raise ValueError(must)
         try:
-            value = float(value)
+            if type(value) not in (int, float) or not (math.isfinite(float(value)) and ok(float(value))):
+                raise ValueError(must)
         except OverflowError:  # an integer of hundreds of digits
             raise ValueError(must) from None
-        ok = math.isfinite(value) and low <= value <= high
-        if not ok or (above_low and value == low) or (below_high and value == high):
-            raise ValueError(must)
-        return value
+        return float(value)
 
     return check
 
@@ -93,16 +90,16 @@ def encoding(value: Any) -> str:
 
 
 def betas(value: Any) -> tuple[float, float]:
-    fraction = number("", 0, 1)
     try:
         if not isinstance(value, list | tuple):
             raise TypeError
-        first, second = (fraction(b) for b in value)
+        first, second = (FRACTION(b) for b in value)
     except (TypeError, ValueError):
         raise ValueError("two numbers from 0 up to 1, e.g. [0.9, 0.999]") from None
     return first, second
 
 
+FRACTION = number("a number from 0 up to 1", lambda v: 0 <= v < 1)
 BOOLEAN = one_of((True, False), "true or false")
 SEED = integer(0, "an integer from 0 to 2**63 - 1")
 POSITIVE = integer(1, "a positive integer")
@@ -115,7 +112,7 @@ def param(check: Check, default: Any = MISSING) -> Any:
 @dataclass(frozen=True)
 class DataParams:
     source: str = param(one_of(SOURCES))
-    test_size: float = param(number("a number from 0 up to 1", 0, 1), 0.0)  # 0: evaluate on the training data
+    test_size: float = param(FRACTION, 0.0)  # 0: evaluate on the training data
     standardize: bool = param(BOOLEAN, False)  # statistics from the training split only
     seed: int = param(SEED, 0)  # the split, and the synthetic data
     path: str | None = param(text_or_none, None)  # csv, parquet: the file
@@ -131,16 +128,16 @@ class DataParams:
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int = param(POSITIVE)  # counted as the lesson does: range(epochs + 1), so epochs + 1 passes
-    lr: float = param(number("a number > 0", 0, above_low=True))
+    lr: float = param(number("a number > 0", lambda v: v > 0))
     seed: int = param(SEED)
     device: str = param(one_of(DEVICES))
     log_every: int = param(POSITIVE)
     double_softmax: bool = param(BOOLEAN)  # low_level only: reproduce the lesson's published (buggy) costs
     batch_size: int = param(integer(0, "0 (full batch) or a positive integer"), 0)  # 0: full batch
     optimizer: str = param(one_of(OPTIMIZERS), "sgd")
-    momentum: float = param(number("a number from 0 up to 1", 0, 1), 0.0)  # sgd only
+    momentum: float = param(FRACTION, 0.0)  # sgd only
     betas: tuple[float, float] = param(betas, (0.9, 0.999))  # adam only
-    weight_decay: float = param(number("a number >= 0", 0), 0.0)
+    weight_decay: float = param(number("a number >= 0", lambda v: v >= 0), 0.0)
 
 
 SECTIONS = {"data": DataParams, "train": TrainParams}
@@ -152,16 +149,11 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         info = path.stat()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; run the stage from the repository root") from None
-    if stat.S_ISDIR(info.st_mode):
-        what = "is a directory"
-    elif not stat.S_ISREG(info.st_mode):
-        what = "is not a regular file"
-    elif info.st_size > MAX_PARAMS_BYTES:
-        what = f"is {info.st_size:,} bytes, not a parameters file"
-    else:
-        what = ""
-    if what:
-        raise UserError(f"{path}: {what}; params.yaml must be a small file in the repository root")
+    regular, directory = stat.S_ISREG(info.st_mode), stat.S_ISDIR(info.st_mode)
+    if not regular or info.st_size > MAX_PARAMS_BYTES:
+        what = f"is {info.st_size:,} bytes, not a parameters file" if regular else "is not a regular file"
+        raise UserError(f"{path}: {'is a directory' if directory else what}; params.yaml must be a small file in the "
+                        "repository root")  # fmt: skip
     content = path.read_bytes()
     try:
         text = content.decode("utf-8")
@@ -211,12 +203,11 @@ def _section(params: dict[str, Any], name: str) -> Any:
                             f"{', '.join(allowed)}")  # fmt: skip
     values = {}
     for f in fields(params_class):
-        if f.name not in section:
-            if f.default is MISSING:
-                raise UserError(f"params.yaml: missing key '{name}.{f.name}'; add it to section '{name}'")
-            continue
+        if f.name not in section and f.default is MISSING:
+            raise UserError(f"params.yaml: missing key '{name}.{f.name}'; add it to section '{name}'")
         try:
-            values[f.name] = f.metadata["check"](section[f.name])
+            if f.name in section:
+                values[f.name] = f.metadata["check"](section[f.name])
         except ValueError as error:
             raise UserError(
                 f"params.yaml: {name}.{f.name} must be {error}, got {abbreviate(section[f.name])}"
@@ -231,14 +222,9 @@ def memory_limit() -> int:
     for cgroup_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         with contextlib.suppress(OSError, ValueError):  # absent, or "max"
             limits.append(int(Path(cgroup_file).read_text()))
-    try:
-        import resource
-
-        address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if address_space != resource.RLIM_INFINITY:
-            limits.append(address_space)
-    except (ImportError, OSError):
-        pass
+    address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if address_space != resource.RLIM_INFINITY:
+        limits.append(address_space)
     return min(limits)
 
 

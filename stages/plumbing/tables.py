@@ -26,10 +26,10 @@ class Table:
     classes: tuple[str, ...]  # classes[i] is the name of class index i
 
 
-def _class_order(labels: list[str], where: str) -> list[str]:
-    """Sorted, numerically when every label is a number (so "10" comes after "9"): stable across runs.
-    A label that reads as NaN or infinity is a missing value (as pandas and numpy write one), not a
-    class; two spellings of one number ("1" and "1.0") are refused: one class or two? Only the user knows."""
+def _classes(labels: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """The classes, sorted (numerically when every label is a number, so "10" comes after "9"), and
+    the class index of each label. A label that reads as NaN or infinity is a missing value (as pandas
+    writes one), not a class; "1" and "1.0" are refused: one class or two? Only the user knows."""
     names = sorted(set(labels))
     by_value: dict[Fraction, str] = {}
     for name in names:
@@ -44,7 +44,10 @@ def _class_order(labels: list[str], where: str) -> list[str]:
             raise UserError(f"{where}: the labels {by_value[value]!r} and {name!r} are the same number written two "
                             "ways; write each class one way")  # fmt: skip
         by_value[value] = name
-    return sorted(names, key=Fraction) if len(by_value) == len(names) else names
+    if len(by_value) == len(names):
+        names.sort(key=Fraction)
+    index = {name: i for i, name in enumerate(names)}
+    return tuple(names), np.array([index[name] for name in labels], dtype=np.int64)
 
 
 def _check_dataset_path(path: str) -> None:
@@ -60,30 +63,6 @@ def _check_dataset_path(path: str) -> None:
         raise UserError(f"data.path: {path} is not a regular file; name a table file")
 
 
-def _read_rows(path: str, delimiter: str | None, encoding: str) -> list[list[str]]:
-    """The CSV's rows, as spreadsheets and databases export them: a byte-order mark is dropped, lines
-    end in LF or CRLF, fields may be quoted; the delimiter is `delimiter`, or else detected."""
-    content = Path(path).read_bytes()
-    try:
-        text = content.decode(encoding).removeprefix("\ufeff")
-    except UnicodeError as error:  # a UnicodeDecodeError says where; some codecs (punycode) do not
-        fix = "set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
-        if not isinstance(error, UnicodeDecodeError):
-            raise UserError(f"{path}: not text in {encoding} ({first_line(error)}); {fix}") from None
-        line = content[: error.start].count(b"\n") + 1
-        bad = content[error.start : error.start + 4]
-        raise UserError(f"{path}, line {line}: bytes that are not {encoding} ({bad!r}); {fix}") from None
-    if "\0" in text:  # decoded, but no table holds it: a binary file, or UTF-16 read as another encoding
-        line = text[: text.index("\0")].count("\n") + 1
-        raise UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; "
-                        "UTF-16 text (\"Unicode text\") needs data.encoding: utf-16")  # fmt: skip
-    delimiter = delimiter or detect_delimiter(text.partition("\n")[0])
-    try:
-        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except csv.Error as error:
-        raise UserError(f"{path}: not a readable CSV ({error})") from None
-
-
 def detect_delimiter(header: str) -> str:
     """The most frequent of comma, semicolon, tab and bar in the header line (a comma on a tie or
     when there is none): predictable, unlike guessing from the data."""
@@ -92,26 +71,21 @@ def detect_delimiter(header: str) -> str:
 
 def _columns(path: str, header: list[str], label: str, features: tuple[str, ...] | None) -> list[str]:
     """The feature columns, checked against the header: no repeated name, the label not a feature."""
-    repeated = sorted(name for name, count in Counter(header).items() if count > 1)  # linear in the width
-    if repeated:
-        raise UserError(f"{path}: the header names column {abbreviate(repeated[0])} more than once; "
-                        "give every column its own name")  # fmt: skip
+    for names, what, fix in ((header, f"{path}: the header names column", "give every column its own name"),
+                             (features or [], "data.features names", "list each column once")):  # fmt: skip
+        twice = [name for name, count in Counter(names).items() if count > 1]  # linear in the width
+        if twice:
+            raise UserError(f"{what} {abbreviate(twice[0])} more than once; {fix}")
     if label not in header:
         raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {listing(header)}")
-    if features is None:
-        names = [c for c in header if c != label]
-    else:
-        names = list(features)
-        twice = sorted(name for name, count in Counter(names).items() if count > 1)
-        if twice:
-            raise UserError(f"data.features names {abbreviate(twice[0])} more than once; list each column once")
-        if label in names:
-            raise UserError(f"data.features names the label column {abbreviate(label)}; a model must not see "
-                            "the answer: remove it from data.features")  # fmt: skip
-        columns = set(header)
-        missing = [c for c in names if c not in columns]
-        if missing:
-            raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {listing(header)}")
+    if features and label in features:
+        raise UserError(f"data.features names the label column {abbreviate(label)}; a model must not see the "
+                        "answer: remove it from data.features")  # fmt: skip
+    missing = set(features or []) - set(header)
+    if missing:
+        name = next(name for name in features if name in missing)
+        raise UserError(f"{path}: no column {abbreviate(name)} (data.features); columns: {listing(header)}")
+    names = list(features) if features else [name for name in header if name != label]
     if not names:
         raise UserError(f"{path}: no feature columns besides the label {abbreviate(label)}")
     return names
@@ -141,26 +115,24 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
     import pyarrow.csv as pa_csv
 
     with open(path, "rb") as f:
-        first_line = f.readline().decode("utf-8", errors="replace").removeprefix("\ufeff")
+        header_line = f.readline().decode("utf-8", errors="replace").removeprefix("\ufeff")
         f.seek(0)
         n_lines = 0  # an upper bound on the rows, so that the features are filled in place, not copied
         for chunk in iter(lambda: f.read(1 << 20), b""):
             if b"\0" in chunk:
                 return None  # a NUL byte: not text (the row reader says where)
             n_lines += chunk.count(b"\n")
-    delimiter = delimiter or detect_delimiter(first_line)
-    if first_line.count('"') % 2:  # a quoted header name spans lines: the row reader reads it
+    delimiter = delimiter or detect_delimiter(header_line)
+    try:  # a quoted header name that spans lines, or lines that end in CR alone: the row reader's
+        header = next(csv.reader([header_line], delimiter=delimiter), [])
+    except csv.Error:
         return None
-    try:
-        header = next(csv.reader([first_line], delimiter=delimiter), [])
-    except csv.Error:  # e.g. lines that end in CR alone: the row reader reads them
-        return None
-    if not header:
+    if not header or header_line.count('"') % 2:
         return None
     names = _columns(path, header, label, features)
-    types = {name: pa.float64() for name in names} | {label: pa.string()}
-    options = pa_csv.ConvertOptions(column_types=types, include_columns=[*names, label], null_values=[],
-                                    strings_can_be_null=False, quoted_strings_can_be_null=False)  # fmt: skip
+    options = pa_csv.ConvertOptions(column_types={name: pa.float64() for name in names} | {label: pa.string()},
+                                    include_columns=[*names, label], null_values=[], strings_can_be_null=False,
+                                    quoted_strings_can_be_null=False)  # fmt: skip
     x = np.empty((n_lines + 1, len(names)), dtype=np.float32)
     rows, labels = 0, []
     try:
@@ -175,60 +147,68 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
             labels.append(batch.column(label))
     except (pa.ArrowException, OSError, ValueError):
         return None
-    if rows == 0:
-        return None
     encoded = pa.chunked_array(labels, pa.string()).combine_chunks().dictionary_encode()
     names_found = [str(name).strip() for name in encoded.dictionary.to_pylist()]
-    if "" in names_found:
+    if rows == 0 or "" in names_found:
         return None
-    classes, class_of = _class_indices(names_found, f"{path}, column '{label}'")  # of each distinct label
+    classes, class_of = _classes(names_found, f"{path}, column '{label}'")  # of each distinct label
     return Table(x[:rows], class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
+
+
+def _read_rows(path: str, delimiter: str | None, encoding: str) -> list[list[str]]:
+    """The CSV's rows, as spreadsheets and databases export them: a byte-order mark is dropped, lines
+    end in LF, CRLF or CR, fields may be quoted; the delimiter is `delimiter`, or else detected."""
+    content = Path(path).read_bytes()
+    fix = "set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
+    try:
+        text = content.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        bad = content[error.start : error.start + 4]
+        raise UserError(f"{path}, line {line}: bytes that are not {encoding} ({bad!r}); {fix}") from None
+    except UnicodeError as error:  # some codecs (punycode) do not say where
+        raise UserError(f"{path}: not text in {encoding} ({first_line(error)}); {fix}") from None
+    if "\0" in text:  # decoded, but no table holds it: a binary file, or UTF-16 read as another encoding
+        line = text[: text.index("\0")].count("\n") + 1
+        raise UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; "
+                        "UTF-16 text (\"Unicode text\") needs data.encoding: utf-16")  # fmt: skip
+    delimiter = delimiter or detect_delimiter(text.partition("\n")[0])
+    try:
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as error:
+        raise UserError(f"{path}: not a readable CSV ({error})") from None
 
 
 def _read_csv_rows(
     path: str, label: str, features: tuple[str, ...] | None, delimiter: str | None, encoding: str
 ) -> Table:
     """The table row by row, with Python's csv module: every problem is reported with its line."""
-    rows = _read_rows(path, delimiter, encoding)
-    if len(rows) < 2:
+    rows = [(line, row) for line, row in enumerate(_read_rows(path, delimiter, encoding), start=1) if row]
+    if len(rows) < 2:  # blank lines, as spreadsheets often leave at the end, are no rows
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
-    header, rows = rows[0], rows[1:]
-    feature_names = _columns(path, header, label, features)
+    header = rows.pop(0)[1]
     position = {name: i for i, name in enumerate(header)}
-    columns = [position[c] for c in feature_names]
-    label_column = position[label]
-    values, labels = [], []
-    for line, row in enumerate(rows, start=2):
-        if not row:  # a blank line, as spreadsheets often leave at the end
-            continue
+    columns = [position[name] for name in _columns(path, header, label, features)]
+    values = np.empty((len(rows), len(columns)), dtype=np.float32)
+    labels = []
+    for i, (line, row) in enumerate(rows):
         if len(row) != len(header):
             raise UserError(f"{path}, line {line}: {len(row)} fields, but the header has {len(header)}")
-        try:
-            numbers = [float(row[c]) for c in columns]
-        except ValueError:
-            bad = next(c for c in columns if not _is_float(row[c]))
-            raise UserError(f"{path}, line {line}: column '{header[bad]}' is not a number: "
-                            f"{abbreviate(row[bad])}") from None  # fmt: skip
-        if not all(abs(v) < FLOAT32_LIMIT for v in numbers):  # NaN fails it too
-            bad = next(c for c, v in zip(columns, numbers, strict=True) if not abs(v) < FLOAT32_LIMIT)
-            raise UserError(f"{path}, line {line}: column '{header[bad]}' is {row[bad][:60]}; only finite "
-                            "float32 numbers are allowed")  # fmt: skip
-        name = row[label_column].strip()
-        if not name:
+        for j, c in enumerate(columns):
+            try:
+                value = float(row[c])
+            except ValueError:
+                raise UserError(f"{path}, line {line}: column '{header[c]}' is not a number: "
+                                f"{abbreviate(row[c])}") from None  # fmt: skip
+            if not abs(value) < FLOAT32_LIMIT:  # NaN fails it too
+                raise UserError(f"{path}, line {line}: column '{header[c]}' is {row[c][:60]}; only finite "
+                                "float32 numbers are allowed")  # fmt: skip
+            values[i, j] = value
+        labels.append(row[position[label]].strip())
+        if not labels[-1]:
             raise UserError(f"{path}, line {line}: the label column '{label}' is empty; every row needs its class")
-        values.append(numbers)
-        labels.append(name)
-    if not values:
-        raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
-    classes, y = _class_indices(labels, f"{path}, column '{label}'")
-    return Table(np.array(values, dtype=np.float32), y, classes)
-
-
-def _class_indices(labels: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """The classes in a stable order, and the class index of each label."""
-    classes = _class_order(labels, where)
-    index = {name: i for i, name in enumerate(classes)}
-    return tuple(classes), np.array([index[name] for name in labels], dtype=np.int64)
+    classes, y = _classes(labels, f"{path}, column '{label}'")
+    return Table(values, y, classes)
 
 
 def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Table:
@@ -245,46 +225,34 @@ def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Tab
         raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     if table.num_rows == 0:
         raise UserError(f"{path}: the table is empty; it needs at least one row")
+    for name in [*names, label]:  # the label last: `kind` is its type after the loop
+        column = table.column(name)
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type  # pandas' categories
+        numbers = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        if name != label and not numbers:
+            raise UserError(f"{path}: column '{name}' holds {kind}, not numbers; convert it or leave it out of "
+                            "data.features")  # fmt: skip
+        if name == label and not (numbers or pa.types.is_boolean(kind) or pa.types.is_string(kind)
+                                  or pa.types.is_large_string(kind)):  # fmt: skip
+            raise UserError(f"{path}: the label column '{label}' holds {kind}; each label must be one string or number")
+        if column.null_count:
+            row = column.is_valid().to_pylist().index(False) + 1
+            raise UserError(f"{path}, row {row}: column '{name}' is empty (null); every row needs a value")
     columns = []
     for name in names:
-        column = table.column(name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            raise UserError(f"{path}: column '{name}' holds {column.type}, not numbers; convert it or leave it "
-                            "out of data.features")  # fmt: skip
-        _no_nulls(path, name, column)
         with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported below
-            values = column.to_numpy().astype(np.float32)
-        bad = np.flatnonzero(~np.isfinite(values))
+            columns.append(table.column(name).to_numpy().astype(np.float32))
+        bad = np.flatnonzero(~np.isfinite(columns[-1]))
         if len(bad):
-            raise UserError(f"{path}, row {bad[0] + 1}: column '{name}' is {column[int(bad[0])].as_py()}; only "
+            raise UserError(f"{path}, row {bad[0] + 1}: column '{name}' is {table.column(name)[int(bad[0])]}; only "
                             "finite float32 numbers are allowed")  # fmt: skip
-        columns.append(values)
-    label_column = table.column(label)
-    kind = label_column.type.value_type if pa.types.is_dictionary(label_column.type) else label_column.type  # pandas'
-    if not any(is_kind(kind) for is_kind in (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
-                                             pa.types.is_floating, pa.types.is_boolean)):  # fmt: skip
-        raise UserError(f"{path}: the label column '{label}' holds {kind}; each label must be one string or number")
-    _no_nulls(path, label, label_column)
-    labels = [str(value).strip() for value in label_column.to_pylist()]
-    if pa.types.is_floating(kind) and "nan" in labels:  # how pandas stores a missing label
-        raise UserError(f"{path}, row {labels.index('nan') + 1}: the label column '{label}' is NaN (missing); every "
-                        "row needs its class")  # fmt: skip
-    if "" in labels:
-        raise UserError(f"{path}, row {labels.index('') + 1}: the label column '{label}' is empty; every row needs "
-                        "its class")  # fmt: skip
-    classes, y = _class_indices(labels, f"{path}, column '{label}'")
+    labels = [str(value).strip() for value in table.column(label).to_pylist()]
+    missing = [("", "is empty")]
+    if pa.types.is_floating(kind):  # the label's: NaN is how pandas stores a missing label
+        missing.insert(0, ("nan", "is NaN (missing)"))
+    for value, what in missing:
+        if value in labels:
+            raise UserError(f"{path}, row {labels.index(value) + 1}: the label column '{label}' {what}; every row "
+                            "needs its class")  # fmt: skip
+    classes, y = _classes(labels, f"{path}, column '{label}'")
     return Table(np.column_stack(columns), y, classes)
-
-
-def _no_nulls(path: str, name: str, column) -> None:
-    if column.null_count:
-        row = next(i for i, valid in enumerate(column.is_valid().to_pylist()) if not valid)
-        raise UserError(f"{path}, row {row + 1}: column '{name}' is empty (null); every row needs a value")
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
