@@ -73,10 +73,14 @@ def test_a_file_where_an_output_directory_goes(tmp_path):
 
 def test_a_read_only_directory(tmp_path, monkeypatch):
     # As root (CI) permission bits do not stop a write: the refusal is simulated where it happens.
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(tmp_path / ".m.json.x.tmp"))
+    os_open = os.open
 
-    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("os.open", refuse)
     with pytest.raises(UserError, match=r"^.*/m.json: cannot write \(Permission denied\); nothing was written$"):
         write_outputs({str(tmp_path / "m.json"): "{}"})
 

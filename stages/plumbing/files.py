@@ -15,7 +15,6 @@ Tensors are stored as safetensors: a JSON header and the raw bytes, readable wit
 import glob
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +70,16 @@ def _write_temporary(path: Path, content: bytes) -> Path:
         raise OSError(0, "a device or a pipe, not a regular file; write the output elsewhere", str(path))
     for left_by_a_killed_run in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         left_by_a_killed_run.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    # Mode 0666 less the umask, as open() gives: others (a container's user, a colleague) read the results.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        # mkstemp makes the file private (0600); give it the mode open() would, so that others
-        # (a container's user, a colleague) can read the results as they can any other file.
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(content)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink()
         raise
-    return Path(tmp)
-
-
-def _umask() -> int:
-    umask = os.umask(0o022)  # the only way to read it is to set it
-    os.umask(umask)
-    return umask
+    return tmp
 
 
 def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:

@@ -4,6 +4,10 @@ Each parameter is a dataclass field whose metadata holds its check: a function t
 YAML parser produced (any type: a huge integer, a date, a list) and returns the value the stage uses,
 or raises ValueError saying what the parameter must be. One loop applies them all, so every value
 YAML can produce is either taken with its obvious meaning or refused in one line.
+
+Not pydantic (measured, 2.14): in strict mode it refuses the lists YAML gives for tuples ("Input should
+be a valid tuple" for betas [0.9, 1.0], hiding which number is wrong), in lax mode it takes "10" and
+true as numbers, and its import adds 0.12 s to every stage process, as long as prepare takes in all.
 """
 
 import contextlib

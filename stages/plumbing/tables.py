@@ -100,7 +100,8 @@ def read_csv(
     numpy.loadtxt, and the features plus a constant in memory (bench/run.py). Whatever that reader
     refuses or finds wrong (a field that is not a number, NaN, an empty label, a NUL byte, another
     encoding) is read again row by row with Python's csv module, which accepts the same tables and
-    says which line is wrong."""
+    says which line is wrong: pyarrow's own errors name a column but no row ("In CSV column #1: CSV
+    conversion error to double: invalid value 'abc'"), so one reader cannot do both."""
     _check_dataset_path(path)
     try:
         table = _read_csv_columns(path, label, features, delimiter) if codecs.lookup(encoding).name == "utf-8" else None
