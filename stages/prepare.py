@@ -19,8 +19,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("out", help="where to write the prepared tensors, e.g. data/prepared.safetensors")
     args = parser.parse_args(argv)
     params = data_params(load_params())
-    if params.source in TABLES:
-        parser.check_paths(args, {"data.path": params.path})
     prepared = prepare(params)
     write_outputs({args.out: prepared_bytes(prepared)})
     classes = list(enumerate(prepared.classes))

@@ -735,13 +735,31 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_before_any_work
     assert {path: path.read_bytes() for path in trained.rglob("*") if path.is_file()} == before
 
 
-def test_prepare_refuses_to_write_over_the_table_it_reads(tmp_path, monkeypatch):
+@pytest.mark.parametrize("source", ["csv", "toy"])  # with toy too: dvc.yaml's prepare depends on data.path
+def test_prepare_writes_nothing_under_datasets(tmp_path, monkeypatch, source):
     monkeypatch.chdir(tmp_path)
     csv_params(tmp_path, "x,y\n1,a\n2,b\n")
+    (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text().replace("csv", source, 1))
     assert run(prepare.main, ["datasets/t.csv"]) == (
-        "stage: error: the output out (datasets/t.csv) is the same file as the data.path; give each its own path"
+        "stage: error: the output out (datasets/t.csv) is under datasets/, where the tables live; write it elsewhere"
     )
     assert (tmp_path / "datasets" / "t.csv").read_text() == "x,y\n1,a\n2,b\n"
+
+
+@pytest.mark.parametrize(
+    "stage, args, name",
+    [("train", [*TRAIN_ARGS[:2], "datasets/t.csv", *TRAIN_ARGS[3:]], "model"),
+     ("evaluate", [*EVALUATE_ARGS[:4], "datasets/sub/../t.csv"], "confusion")],
+)  # fmt: skip
+def test_train_and_evaluate_write_nothing_under_datasets(trained, stage, args, name):
+    (trained / "datasets").mkdir()
+    (trained / "datasets" / "t.csv").write_text("x,y\n1,a\n")
+    main = train.main if stage == "train" else evaluate.main
+    assert run(main, args) == (
+        f"stage: error: the output {name} ({args[-1] if stage == 'evaluate' else args[2]}) is under datasets/, where "
+        "the tables live; write it elsewhere"
+    )
+    assert (trained / "datasets" / "t.csv").read_text() == "x,y\n1,a\n"
 
 
 def test_class_names_from_a_file_are_printed_as_data(tmp_path, monkeypatch, capsys):
@@ -954,7 +972,9 @@ def test_float64_model_weights_are_not_a_trained_model(trained):
 def test_a_nul_byte_in_a_path_parameter(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text('data:\n  source: csv\n  path: "datasets/a\\0b"\n  label: y\n')
-    assert "data.path must be a non-empty string without NUL characters" in run(prepare.main, ["out.safetensors"])
+    assert "data.path must be a non-empty string of text without NUL characters" in run(
+        prepare.main, ["out.safetensors"]
+    )
 
 
 def test_an_output_that_is_a_device_is_never_replaced(workdir, tmp_path):
@@ -979,3 +999,64 @@ def test_a_quoted_header_name_that_spans_lines(tmp_path, monkeypatch):
     csv_params(tmp_path, '"a\nb",y\n1,p\n2,q\n')
     prepare.main(["out.safetensors"])
     assert load_prepared("out.safetensors").train.x.tolist() == [[1.0], [2.0]]
+
+
+# A fourth hostile round: each case closed at its mechanism --------------------------------------------
+
+
+def test_a_quoted_line_break_where_pyarrow_starts_a_block(tmp_path, monkeypatch):
+    """pyarrow reads a CSV in 1 MiB blocks; a quoted line break at a block's edge is still one field."""
+    monkeypatch.chdir(tmp_path)
+    filler = b"1,2,x\n" * ((1 << 20) // 6 - 1)
+    csv_params(tmp_path, b"a,b,y\n" + filler + b'7,8,"q\n5,6,z"\n' + b"3,4,w\n" * 20)
+    prepare.main(["out.safetensors"])
+    prepared = load_prepared("out.safetensors")
+    assert prepared.classes == ("q\n5,6,z", "w", "x") and len(prepared.train.y) == len(filler) // 6 + 21
+
+
+@pytest.mark.parametrize(
+    "label, classes",
+    [("1e999999999", ("1", "1e999999999")),  # a number, compared exactly and at once (no 10**999999999)
+     ("1/0", ("1", "1/0"))],  # not a number as a decimal: a name
+)  # fmt: skip
+def test_labels_that_are_huge_numbers_or_fractions(tmp_path, monkeypatch, label, classes):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, f"a,y\n1,{label}\n2,1\n")
+    prepare.main(["out.safetensors"])
+    assert load_prepared("out.safetensors").classes == classes
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [("datasets/" + "a" * 300 + ".csv", "File name too long; check that path, its permissions and the disk"),
+     ('"datasets/\\ud800.csv"', "data.path must be a non-empty string of text without NUL characters")],
+)  # fmt: skip
+def test_a_data_path_the_system_refuses(tmp_path, monkeypatch, path, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "params.yaml").write_text(f"data:\n  source: csv\n  path: {path}\n  label: y\n")
+    assert expected in run(prepare.main, ["out.safetensors"])
+
+
+def test_a_params_file_that_is_a_symlink_loop(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").symlink_to("params.yaml")
+    assert run(prepare.main, ["out.safetensors"]) == (
+        "stage: error: params.yaml: Too many levels of symbolic links; check that path, its permissions and the disk"
+    )
+
+
+def test_a_blank_first_line_and_a_wrong_encoding(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "\na;b;y\n1;2;x\n3;4;z\n")
+    prepare.main(["out.safetensors"])
+    assert load_prepared("out.safetensors").classes == ("x", "z")
+    csv_params(tmp_path, "a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n")  # UTF-8 bytes read as UTF-16
+    assert run(prepare.main, ["out.safetensors"]).endswith("(or data.encoding utf-16 is not the file's)")
+
+
+def test_a_header_with_a_quote_inside_a_name_and_a_name_spanning_lines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, 'a"b,"c\nd",y\n1,2,x\n3,4,z\n')
+    prepare.main(["out.safetensors"])
+    assert load_prepared("out.safetensors").train.x.tolist() == [[1.0, 2.0], [3.0, 4.0]]

@@ -71,3 +71,13 @@ def test_scores_match_torch(scale):
     assert result["cost"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-12)
     assert np.array_equal(predicted, logits.argmax(dim=1).numpy())
     assert result["accuracy"] == (logits.argmax(dim=1) == y).double().mean().item()
+
+
+def test_a_class_name_with_a_lone_carriage_return_is_quoted():
+    text = confusion_csv(np.array([0, 1]), np.array([1, 0]), ["x\ry", "n\nm"])
+    assert list(csv.reader(io.StringIO(text, newline=""))) == [
+        ["actual", "predicted"],
+        ["x\ry", "n\nm"],
+        ["n\nm", "x\ry"],
+    ]
+    assert confusion_csv(np.array([0]), np.array([1]), ["a", "b"]) == "actual,predicted\na,b\n"

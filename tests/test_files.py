@@ -177,3 +177,27 @@ def test_a_rename_that_fails_after_others_says_what_was_written(tmp_path, monkey
         write_outputs(outputs)
     assert (tmp_path / "a.tsv").read_text() == "new a" and not (tmp_path / "b.tsv").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tsv"]  # no temporary left
+
+
+def test_the_temporary_of_a_running_writer_is_left_alone(tmp_path):
+    """Only a temporary whose process is gone was left by a killed run; another run's is its own."""
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        running = tmp_path / f".out.tsv.{live.pid}.tmp"
+        running.write_bytes(b"being written")
+        dead = tmp_path / ".out.tsv.999999999.tmp"  # beyond any pid
+        dead.write_bytes(b"left")
+        write_outputs({str(tmp_path / "out.tsv"): "new"})
+        assert running.exists() and not dead.exists() and (tmp_path / "out.tsv").read_text() == "new"
+    finally:
+        live.communicate(b"")
+
+
+def test_a_long_output_name_and_no_directory_left_by_a_failed_write(tmp_path):
+    long_name = tmp_path / ("a" * 250)
+    write_outputs({str(long_name): "x"})  # its temporary's name is cut short: within 255 bytes
+    assert long_name.read_text() == "x"
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UserError, match="nothing was written"):
+        write_outputs({str(tmp_path / "new1/sub/m"): "m", str(tmp_path / "new2/c"): "c", str(tmp_path / "taken"): "t"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a" * 250, "taken"]

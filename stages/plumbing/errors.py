@@ -10,6 +10,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+# Whether this is a stage process, `python -m stages.<stage>`: sys.argv[0] is "-m" while Python imports
+# the package (as its documentation says), not in pytest or the benchmark, which import these modules.
+STAGE_PROCESS = sys.argv[0] == "-m"
+
+# The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
+# as a dependency in dvc.yaml; no stage writes in it.
+DATASETS_DIR = "datasets"
+
 
 class UserError(Exception):
     """A mistake the user can fix (a parameter, a file): reported as one line, never a traceback."""
@@ -49,8 +57,8 @@ class StageArguments(argparse.ArgumentParser):
     mistake, in one line, `<stage>: error: <what>; usage: ...`, with argparse's exit status 2.
 
     Each path is declared an input or an output, and before any work the paths must name distinct
-    files: an output that is an input (or params.yaml) would overwrite it, and two outputs that are
-    one file would lose one of them."""
+    files: an output that is an input (or params.yaml, or a user's table) would overwrite it, and two
+    outputs that are one file would lose one of them."""
 
     def __init__(self, stage: str, description: str | None) -> None:
         super().__init__(prog=f"python -m stages.{stage}", description=description)
@@ -67,20 +75,21 @@ class StageArguments(argparse.ArgumentParser):
         self.outputs.append(name)
 
     def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:  # type: ignore[override]
+        """The arguments, once every output is known to be neither an input, params.yaml, another
+        output, nor a file under datasets/ (the user's tables: data.path among them)."""
         parsed = super().parse_args(args)
-        self.check_paths(parsed)
-        return parsed
-
-    def check_paths(self, parsed: argparse.Namespace, more_inputs: dict[str, str] | None = None) -> None:
-        """Refuse an output that is the same file as an input, params.yaml or another output."""
-        inputs = {"params.yaml": "params.yaml", **(more_inputs or {})}
-        inputs |= {name: getattr(parsed, name) for name in self.inputs}
-        seen = {os.path.realpath(path): name for name, path in inputs.items()}
+        seen = {os.path.realpath("params.yaml"): "params.yaml"}
+        seen |= {os.path.realpath(getattr(parsed, name)): name for name in self.inputs}
+        tables = os.path.realpath(DATASETS_DIR)
         for name in self.outputs:
             path = getattr(parsed, name)
+            if os.path.commonpath([os.path.realpath(path), tables]) == tables:
+                raise UserError(f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it "
+                                "elsewhere")  # fmt: skip
             other = seen.setdefault(os.path.realpath(path), name)
             if other != name:
                 raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
@@ -117,14 +126,24 @@ TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main() inside the stage's one error boundary: whatever ends it ends in one line.
-    A UserError is `<stage>: error: <message>`, exit 1; running out of memory says so, exit 1; any
+    A UserError is `<stage>: error: <message>`, exit 1, and so is an OSError (the system refused a file)
+    and running out of memory; any
     other exception is a bug, `<stage>: bug: <type>: <message>` and how to see its traceback, exit 70.
     Under torchrun only the first process prints. (Signals are stages/plumbing/process.py's.)"""
     try:
         main()
+        if STAGE_PROCESS:  # its outputs written and closed: end without Python's teardown of the thousands
+            sys.stdout.flush()  # of modules torch loads, half a second of every train process
+            sys.stderr.flush()
+            os._exit(0)
         return
     except UserError as error:
         line, status = f"{name}: error: {error}", 1
+    except OSError as error:  # what the system refused: a path too long or looping, a failing disk, ...
+        what = (
+            f"{str(error.filename)[:200]}: {error.strerror}" if error.filename and error.strerror else first_line(error)
+        )
+        line, status = f"{name}: error: {what}; check that path, its permissions and the disk", 1
     except Exception as error:
         if _out_of_memory(error):
             line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more", 1

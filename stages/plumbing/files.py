@@ -12,6 +12,7 @@ Tensors are stored as safetensors: a JSON header and the raw bytes, readable wit
 `evaluate` needs no torch), with nothing in it that changes from run to run.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -34,9 +35,11 @@ Outputs = dict[str, bytes | str]
 
 def write_outputs(outputs: Outputs) -> None:
     """Write every output: each to a temporary file beside it, renamed into place once all are written.
-    A failure is a UserError naming the file, the cause, and what was written."""
+    A failure is a UserError naming the file, the cause, and what was written; it leaves no temporary
+    file, and no directory it made."""
     temporary: list[tuple[str, Path]] = []
     replaced: list[str] = []
+    made = [parent for path in outputs for parent in Path(path).absolute().parents if not parent.exists()]
     try:
         for path, data in outputs.items():
             content = data.encode("utf-8") if isinstance(data, str) else data
@@ -47,6 +50,9 @@ def write_outputs(outputs: Outputs) -> None:
     except BaseException as error:  # Ctrl-C too: no temporary file is left behind
         for _, tmp in temporary:
             tmp.unlink(missing_ok=True)
+        for directory in sorted(set(made), key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: something else is in it now
+                directory.rmdir()
         if not isinstance(error, OSError):
             raise
         name = error.filename if isinstance(error.filename, str) else path
@@ -59,7 +65,7 @@ def write_outputs(outputs: Outputs) -> None:
 
 def _output_name(failed: str, output: str) -> str:
     """The output the user named, rather than the temporary file beside it."""
-    return output if Path(failed).name.startswith(f".{Path(output).name}.") else failed
+    return output if Path(failed).name.startswith(f".{Path(output).name[:100]}.") else failed
 
 
 def _write_temporary(path: Path, content: bytes) -> Path:
@@ -68,9 +74,13 @@ def _write_temporary(path: Path, content: bytes) -> Path:
         raise IsADirectoryError(21, "Is a directory", str(path))
     if path.exists() and not path.is_file():  # a device or a pipe (/dev/null, /dev/stdout): never replaced
         raise OSError(0, "a device or a pipe, not a regular file; write the output elsewhere", str(path))
-    for left_by_a_killed_run in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        left_by_a_killed_run.unlink(missing_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    # The temporary is named by the output (cut short: a name has at most 255 bytes) and the process
+    # writing it; one whose process is gone was left by a killed run, and is removed.
+    stem = f".{path.name[:100]}"
+    for left in path.parent.glob(f"{glob.escape(stem)}.*.tmp"):
+        if not _running(left.name.removeprefix(f"{stem}.").removesuffix(".tmp")):
+            left.unlink(missing_ok=True)
+    tmp = path.parent / f"{stem}.{os.getpid()}.tmp"
     # Mode 0666 less the umask, as open() gives: others (a container's user, a colleague) read the results.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -80,6 +90,19 @@ def _write_temporary(path: Path, content: bytes) -> Path:
         tmp.unlink()
         raise
     return tmp
+
+
+def _running(pid: str) -> bool:
+    """Whether another process, `pid` (as a temporary's name holds it), is running."""
+    if not (pid.isascii() and pid.isdigit()) or int(pid) in (0, os.getpid()):
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only whether it exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # it exists, as another user's
+        pass
+    return True
 
 
 def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:

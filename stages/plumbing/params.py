@@ -80,8 +80,13 @@ def names(value: Any) -> tuple[str, ...] | None:
 
 
 def text_or_none(value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or value == "" or "\0" in value):
-        raise ValueError("a non-empty string without NUL characters")
+    if value is None:
+        return None
+    try:  # a lone surrogate ("\ud800" in YAML) is no text a file name or a column can hold
+        if not isinstance(value, str) or value == "" or "\0" in value.encode("utf-8").decode():
+            raise ValueError
+    except (ValueError, UnicodeError):
+        raise ValueError("a non-empty string of text without NUL characters") from None
     return value
 
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from stages.plumbing.errors import say
+from stages.plumbing.errors import STAGE_PROCESS, say
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -52,9 +52,7 @@ def _end_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-# Only in a stage process: `python -m stages.<stage>` (sys.argv[0] is "-m" while Python locates the
-# module, as its documentation says), not in pytest or the benchmark, which import these modules.
-if sys.argv[0] == "-m":
+if STAGE_PROCESS:  # not in pytest or the benchmark, which import these modules
     for stop in STOP_SIGNALS:
         signal.signal(stop, _stopped)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -6,17 +6,14 @@ import csv
 import io
 from collections import Counter
 from dataclasses import dataclass
-from fractions import Fraction
+from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from stages.plumbing.errors import UserError, abbreviate, first_line, listing
+from stages.plumbing.errors import DATASETS_DIR, UserError, abbreviate, first_line, listing
 from stages.plumbing.files import FLOAT32_LIMIT
 from stages.plumbing.params import DELIMITERS
-
-# User tables live here, so that `prepare` can declare them as a dependency in dvc.yaml.
-DATASETS_DIR = "datasets"
 
 
 @dataclass(frozen=True)
@@ -31,21 +28,21 @@ def _classes(labels: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray
     the class index of each label. A label that reads as NaN or infinity is a missing value (as pandas
     writes one), not a class; "1" and "1.0" are refused: one class or two? Only the user knows."""
     names = sorted(set(labels))
-    by_value: dict[Fraction, str] = {}
+    by_value: dict[Decimal, str] = {}
     for name in names:
-        try:
-            value = Fraction(name)  # exact: 9007199254740993 is not 9007199254740992, as floats would have it
-        except ValueError:
-            if name.lower().lstrip("+-") in ("nan", "inf", "infinity"):
-                raise UserError(f"{where}: the label {abbreviate(name)} is a missing value (NaN or infinite), not "
-                                "a class; give every row its class") from None  # fmt: skip
+        try:  # exact, as decimals: 9007199254740993 is not ...992 as floats would have it; 1e999999999 is quick
+            value = Decimal(name)
+        except InvalidOperation:
             continue
+        if not value.is_finite():
+            raise UserError(f"{where}: the label {abbreviate(name)} is a missing value (NaN or infinite), not a "
+                            "class; give every row its class")  # fmt: skip
         if value in by_value:
             raise UserError(f"{where}: the labels {by_value[value]!r} and {name!r} are the same number written two "
                             "ways; write each class one way")  # fmt: skip
         by_value[value] = name
     if len(by_value) == len(names):
-        names.sort(key=Fraction)
+        names.sort(key=Decimal)
     index = {name: i for i, name in enumerate(names)}
     return tuple(names), np.array([index[name] for name in labels], dtype=np.int64)
 
@@ -124,11 +121,11 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
                 return None  # a NUL byte: not text (the row reader says where)
             n_lines += chunk.count(b"\n")
     delimiter = delimiter or detect_delimiter(header_line)
-    try:  # a quoted header name that spans lines, or lines that end in CR alone: the row reader's
+    try:  # a blank first line, a quoted name spanning lines, lines ending in CR alone: the row reader's
         header = next(csv.reader([header_line], delimiter=delimiter), [])
     except csv.Error:
         return None
-    if not header or header_line.count('"') % 2:
+    if not header or any("\n" in name for name in header):
         return None
     names = _columns(path, header, label, features)
     options = pa_csv.ConvertOptions(column_types={name: pa.float64() for name in names} | {label: pa.string()},
@@ -137,7 +134,8 @@ def _read_csv_columns(path: str, label: str, features: tuple[str, ...] | None, d
     x = np.empty((n_lines + 1, len(names)), dtype=np.float32)
     rows, labels = 0, []
     try:
-        reader = pa_csv.open_csv(path, parse_options=pa_csv.ParseOptions(delimiter=delimiter), convert_options=options)
+        parse = pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True)  # quoted, as the csv module reads
+        reader = pa_csv.open_csv(path, parse_options=parse, convert_options=options)
         for batch in reader:  # float64 as Python's float() reads it, then float32, a block at a time
             for j, name in enumerate(names):
                 column = batch.column(name).to_numpy()
@@ -173,7 +171,7 @@ def _read_rows(path: str, delimiter: str | None, encoding: str) -> list[list[str
         line = text[: text.index("\0")].count("\n") + 1
         raise UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; "
                         "UTF-16 text (\"Unicode text\") needs data.encoding: utf-16")  # fmt: skip
-    delimiter = delimiter or detect_delimiter(text.partition("\n")[0])
+    delimiter = delimiter or detect_delimiter(next((line for line in text.splitlines() if line.strip()), ""))
     try:
         return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as error:
@@ -186,7 +184,8 @@ def _read_csv_rows(
     """The table row by row, with Python's csv module: every problem is reported with its line."""
     rows = [(line, row) for line, row in enumerate(_read_rows(path, delimiter, encoding), start=1) if row]
     if len(rows) < 2:  # blank lines, as spreadsheets often leave at the end, are no rows
-        raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
+        hint = "" if codecs.lookup(encoding).name == "utf-8" else f" (or data.encoding {encoding} is not the file's)"
+        raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row{hint}")
     header = rows.pop(0)[1]
     position = {name: i for i, name in enumerate(header)}
     columns = [position[name] for name in _columns(path, header, label, features)]
