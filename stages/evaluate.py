@@ -6,14 +6,13 @@ stage that does not spend seconds importing torch)."""
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
 from stages.plumbing.errors import StageArguments, UserError, abbreviate, listing, run_stage
-from stages.plumbing.files import FLOAT32_LIMIT, float32_text, read_tensors, write_outputs
+from stages.plumbing.files import FLOAT32_LIMIT, float32_text, read_tensors, sha256, write_outputs
 
 FIX = "run `dvc repro` to train it"
 
@@ -93,9 +92,13 @@ def float32_values(metrics: dict, prefix: str = "") -> dict:
     return values
 
 
-def load_model(path: str | Path, prepared: Prepared) -> tuple[Linear, dict]:
-    """The trained model and what the train stage noted of it, checked against the prepared data."""
-    state, info = read_tensors(path, "trained model", ("impl", "n_features", "classes", "device"), FIX)
+def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> tuple[Linear, dict]:
+    """The trained model and what the train stage noted of it, checked against the prepared data: the
+    model records the SHA-256 of the prepared file it was trained on (and of the costs it wrote), so
+    that no file of another run (another split, standardized or not, another implementation's costs)
+    goes into its metrics."""
+    keys = ("impl", "n_features", "classes", "device", "data_sha256", "costs_sha256")
+    state, info = read_tensors(path, "trained model", keys, FIX)
     try:
         model = Linear.from_state(state)
     except ValueError as error:
@@ -108,20 +111,23 @@ def load_model(path: str | Path, prepared: Prepared) -> tuple[Linear, dict]:
         prepared_classes = listing(prepared.classes, 5)
         raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
                         f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}")  # fmt: skip
+    if info["data_sha256"] != sha256(Path(data_path).read_bytes()):
+        raise UserError(f"{path}: was trained on other prepared data than {data_path}; {FIX}")
     return model, info
 
 
-def final_cost(costs_path: str | Path) -> float:
-    """The training cost at the last epoch: the last number the lesson prints."""
+def final_cost(costs_path: str | Path, costs_sha256: str) -> float:
+    """The training cost at the last epoch (the last number the lesson prints), from the costs file
+    that was written with the model."""
     try:
-        last_row = Path(costs_path).read_text(encoding="utf-8").splitlines()[-1]
-        cost = float(last_row.split("\t")[1])
-        if not math.isfinite(cost):
-            raise ValueError(cost)
+        content = Path(costs_path).read_bytes()
+        if sha256(content) != costs_sha256:
+            raise ValueError("another run's costs")
+        cost = float(content.decode("utf-8").splitlines()[-1].split("\t")[1])
     except FileNotFoundError:
         raise UserError(f"{costs_path}: training costs not found; {FIX}") from None
     except (OSError, UnicodeDecodeError, IndexError, ValueError):
-        raise UserError(f"{costs_path}: not the training costs written by the train stage; {FIX}") from None
+        raise UserError(f"{costs_path}: not the training costs written with this model; {FIX}") from None
     return cost
 
 
@@ -134,10 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("confusion", help="where to write actual and predicted classes (CSV)")
     args = parser.parse_args(argv)
     prepared = load_prepared(args.data)
-    model, info = load_model(args.model, prepared)
+    model, info = load_model(args.model, prepared, args.data)
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
     # final_cost is the lesson's last printed number: the training cost before the last update.
-    metrics: dict = {"final_cost": final_cost(args.costs)}
+    metrics: dict = {"final_cost": final_cost(args.costs, info["costs_sha256"])}
     metrics["train"], predicted = scores(model, prepared.train)
     if prepared.has_test:
         metrics["test"], predicted = scores(model, prepared.eval)

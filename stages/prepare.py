@@ -20,7 +20,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = data_params(load_params())
     prepared = prepare(params)
-    write_outputs({args.out: prepared_bytes(prepared)})
     classes = list(enumerate(prepared.classes))
     print(
         f"{params.source}: {len(prepared.train.y)} training rows, "
@@ -28,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         + f"{prepared.n_features} features, classes {printable(listing([f'{i}={c}' for i, c in classes]))}",
         file=sys.stderr,
     )
+    write_outputs({args.out: prepared_bytes(prepared)})  # last: a closed stderr ends the stage before it
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ at every epoch and, when there is a test split, its test cost every `log_every` 
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -15,7 +16,7 @@ from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.plumbing import distributed
 from stages.plumbing.device import Work, make_deterministic, resolve_device
 from stages.plumbing.errors import StageArguments, UserError, run_stage
-from stages.plumbing.files import float32_text, tensors_bytes, write_outputs
+from stages.plumbing.files import float32_text, sha256, tensors_bytes, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
 
 
@@ -193,10 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     if rank != 0:  # every process holds the same model: the first one writes it
         return
     state = numpy_state(model)
+    costs_text = costs_tsv(list(enumerate(costs)))
+    # What the model belongs to, for evaluate to check: the prepared file it learnt from, its costs.
     info = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
-            "device": device.type}  # fmt: skip
+            "device": device.type, "data_sha256": sha256(Path(args.data).read_bytes()),
+            "costs_sha256": sha256(costs_text.encode())}  # fmt: skip
     write_outputs({
-        args.costs: costs_tsv(list(enumerate(costs))),
+        args.costs: costs_text,
         # Without a test split the file holds the header alone: DVC wants every declared output to exist.
         args.test_costs: costs_tsv(test_costs, "test_cost"),
         args.model: tensors_bytes(state, info),

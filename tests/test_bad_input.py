@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
 from stages.data import load_prepared, load_table, prepare_table, prepared_bytes, toy
-from stages.plumbing.errors import run_stage
+from stages.plumbing.errors import UserError, run_stage
 from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
 from stages.plumbing.params import DataParams, train_params
 from stages.plumbing.tables import Table
@@ -552,7 +552,7 @@ def test_costs_file_that_is_empty_or_not_finite(trained, text):
     (trained / "plots" / "cost" / "low_level.tsv").write_text(text)
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message == (
-        "stage: error: plots/cost/low_level.tsv: not the training costs written by the train stage; "
+        "stage: error: plots/cost/low_level.tsv: not the training costs written with this model; "
         "run `dvc repro` to train it"
     )
 
@@ -809,7 +809,7 @@ def test_weights_blown_up_by_the_last_update_are_one_line_and_no_model(workdir):
 def test_metrics_beyond_float32_are_one_line_and_no_json(trained):
     W = np.full((4, 3), 1e38, np.float32)
     W[:, 0] = -1e38  # finite weights whose cost, in float64, is far beyond float32
-    info = {"impl": "low_level", "n_features": 4, "classes": ["0", "1", "2"], "device": "cpu"}
+    _, info = read_tensors("models/low_level.safetensors", "trained model", (), "")  # it belongs to the files
     write_outputs({"models/low_level.safetensors": tensors_bytes({"W": W, "b": np.zeros(1, np.float32)}, info)})
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message.startswith("stage: error: train.cost is ") and "beyond float32: training diverged" in message
@@ -889,7 +889,7 @@ def test_sigterm_ends_a_stage_waiting_for_processes_that_never_come(workdir):
     """torchrun's variables left in a shell: the wait for the other processes is native code, which a
     Python handler cannot interrupt; the stage's signals end it at once there."""
     write_params(workdir)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "RANK": "1", "TORCHELASTIC_RUN_ID": "x",
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "RANK": "0", "TORCHELASTIC_RUN_ID": "x",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}  # fmt: skip
     process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
@@ -1060,3 +1060,103 @@ def test_a_header_with_a_quote_inside_a_name_and_a_name_spanning_lines(tmp_path,
     csv_params(tmp_path, 'a"b,"c\nd",y\n1,2,x\n3,4,z\n')
     prepare.main(["out.safetensors"])
     assert load_prepared("out.safetensors").train.x.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+# A fifth hostile round: processes and runs ---------------------------------------------------------
+
+
+def stage_process(workdir: Path, args: list[str], env: dict | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=workdir, env=env, text=True, **popen)
+
+
+def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(workdir, tmp_path):
+    """SIGTERM right after the first rename: the stage still renames the others and ends with 0."""
+    write_params(workdir)
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(
+        "import os, signal\nreplace = os.replace\n"
+        "def renamed_then_terminated(*args):\n    replace(*args)\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.replace = renamed_then_terminated\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path / 'hook'}{os.pathsep}{REPO}"}
+    stage = stage_process(
+        workdir, ["stages.train", *TRAIN_ARGS], env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert stage.wait(timeout=120) == 0 and "terminated" not in stage.stderr.read()
+    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
+
+
+def test_two_signals_at_once_are_one_line(workdir):
+    write_params(workdir, "train", "epochs", 10**6)
+    stage = stage_process(workdir, ["stages.train", *TRAIN_ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert stage.stdout.readline().startswith("Epoch    0/")  # training
+    stage.send_signal(signal.SIGTERM)
+    stage.send_signal(signal.SIGINT)
+    status = stage.wait(timeout=60)  # Python runs pending handlers lowest signal first: SIGINT's
+    how = {128 + signal.SIGINT: "interrupted", 128 + signal.SIGTERM: "terminated"}[status]
+    assert stage.stderr.read().splitlines()[1:] == [f"train: {how}; its outputs were not written"]
+    assert no_train_outputs(workdir)
+
+
+def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
+    write_params(workdir)
+    stage = stage_process(workdir, ["stages.train", *TRAIN_ARGS], stderr=subprocess.PIPE,
+                          preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert stage.wait(timeout=120) == 0, stage.stderr.read()
+    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
+
+
+def test_prepare_says_what_it_read_before_it_writes(workdir):
+    """A closed stderr ends prepare at its summary line (SIGPIPE, 141): then nothing was written."""
+    write_params(workdir)
+    stage = stage_process(workdir, ["stages.prepare", "fresh.safetensors"], stderr=subprocess.PIPE)
+    stage.stderr.close()
+    assert stage.wait(timeout=60) == -signal.SIGPIPE
+    assert not (workdir / "fresh.safetensors").exists()
+
+
+def test_a_failed_import_is_one_line(workdir, tmp_path):
+    (tmp_path / "fake" / "torch").mkdir(parents=True)
+    (tmp_path / "fake" / "torch" / "__init__.py").write_text("raise ImportError('libtorch_cpu.so: failed to map')\n")
+    write_params(workdir)
+    env = {"PYTHONPATH": f"{tmp_path / 'fake'}{os.pathsep}{REPO}"}
+    stage = stage_process(workdir, ["stages.train", *TRAIN_ARGS], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert stage.wait(timeout=60) == 1
+    assert stage.stderr.read() == (
+        "train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)\n"
+    )
+
+
+def test_a_stray_torchelastic_run_id_does_not_silence_errors(workdir, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("RANK", "1")
+    assert run(evaluate.main, ["data/none.safetensors", *EVALUATE_ARGS[1:]]).endswith(
+        "prepared data not found; run `dvc repro prepare` first"
+    )
+
+
+def test_a_collective_that_fails_is_one_line(monkeypatch):
+    """A process of torchrun's group that died: the others' all-reduce raises, as gloo does."""
+    from stages.plumbing import distributed
+
+    def reset(tensor):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:5: Connection reset by peer")
+
+    monkeypatch.setattr(distributed.dist, "all_reduce", reset)
+    with pytest.raises(UserError, match=r"^another process of the group stopped \(\[gloo.*Connection reset by peer\)"):
+        distributed.sum_gradients([torch.zeros(2, requires_grad=True)], torch.zeros(()), 0.5)
+
+
+def test_evaluate_refuses_files_of_another_run(trained):
+    train.main(["functional", *TRAIN_ARGS[1:2], "models/functional.safetensors", "plots/cost/functional.tsv",
+                "plots/test_cost/functional.tsv"])  # fmt: skip
+    other_costs = [*EVALUATE_ARGS[:2], "plots/cost/functional.tsv", *EVALUATE_ARGS[3:]]
+    assert run(evaluate.main, other_costs).endswith("plots/cost/functional.tsv: not the training costs written with "
+                                                    "this model; run `dvc repro` to train it")  # fmt: skip
+    standardized = prepare_table(toy(), DataParams(source="toy", standardize=True))
+    write_outputs({"std.safetensors": prepared_bytes(standardized)})
+    assert run(evaluate.main, ["std.safetensors", *EVALUATE_ARGS[1:]]).endswith(
+        "models/low_level.safetensors: was trained on other prepared data than std.safetensors; run `dvc repro` to "
+        "train it"
+    )

@@ -22,7 +22,7 @@ from stages.plumbing.files import read_tensors
 from tests.waiting import importing_torch, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = {"epochs": 300, "lr": 0.1, "seed": 1, "device": "cpu", "log_every": 100, "double_softmax": "false"}
+TRAIN = {"epochs": 300, "lr": 0.1, "seed": 1, "device": "auto", "log_every": 100, "double_softmax": "false"}
 DATA = {
     # Batches of 7 of the 8 rows: every epoch ends with a batch of one row, fewer rows than processes.
     # (A smaller step: at lr 0.1 one-row updates make the cost jump about, amplifying rounding.)
@@ -46,6 +46,7 @@ def train_stage(workdir: Path, impl: str, name: str, processes: int) -> tuple[li
         command = [*launcher, "-m", "stages.train", *args]
         result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+        assert result.stderr.count("device: ") == 1, result.stderr  # the first process's note alone
     costs = [float(line.split("\t")[1]) for line in (workdir / f"{name}.tsv").read_text().splitlines()[1:]]
     return costs, read_tensors(workdir / f"{name}.safetensors", "trained model", (), "")[0]
 

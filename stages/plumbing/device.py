@@ -2,12 +2,11 @@
 
 import math
 import os
-import sys
 from typing import NamedTuple
 
 import torch
 
-from stages.plumbing.errors import UserError
+from stages.plumbing.errors import UserError, say
 
 # What `auto` weighs: the seconds a run would take on each device, estimated from its size. Each
 # training step costs a fixed time (Python and kernel launches, whatever the data) plus its arithmetic,
@@ -60,17 +59,17 @@ def resolve_device(requested: str, work: Work) -> torch.device:
     if requested != "auto":
         return torch.device(requested)
     if not available:
-        print("device: auto -> cpu (CUDA not available, falling back to the CPU)", file=sys.stderr)
+        say("device: auto -> cpu (CUDA not available, falling back to the CPU)")
         return torch.device("cpu")
     cpu, cuda = work.seconds()
     if cuda < cpu:
-        print(f"device: auto -> cuda ({torch.cuda.get_device_name(0)}; about {_seconds(cuda)} s against "
-              f"{_seconds(cpu)} s on the CPU, by estimate)", file=sys.stderr)  # fmt: skip
+        say(f"device: auto -> cuda ({torch.cuda.get_device_name(0)}; about {_seconds(cuda)} s against "
+            f"{_seconds(cpu)} s on the CPU, by estimate)")  # fmt: skip
         return torch.device("cuda")
     # Not naming the GPU here: asking its name would start CUDA, the cost this choice avoids.
-    print(f"device: auto -> cpu (CUDA is available, but a run this small is faster on the CPU: about "
-          f"{_seconds(cpu)} s against {_seconds(cuda)} s with CUDA's start-up, by estimate; train.device: cuda "
-          "forces CUDA)", file=sys.stderr)  # fmt: skip
+    say(f"device: auto -> cpu (CUDA is available, but a run this small is faster on the CPU: about "
+        f"{_seconds(cpu)} s against {_seconds(cuda)} s with CUDA's start-up, by estimate; train.device: cuda "
+        "forces CUDA)")  # fmt: skip
     return torch.device("cpu")
 
 

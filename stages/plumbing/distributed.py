@@ -66,11 +66,15 @@ def share(n_rows: int) -> slice:
 def sum_gradients(parameters, cost: torch.Tensor, fraction: float) -> torch.Tensor:
     """Turn this process's gradients (of the mean cost over its rows, a `fraction` of the batch) into
     those of the mean cost over the whole batch, in every process; returns the whole batch's cost."""
-    for parameter in parameters:
-        if parameter.grad is None:  # this process had no rows of the batch: it adds nothing
-            parameter.grad = torch.zeros_like(parameter)
-        parameter.grad.mul_(fraction)
-        dist.all_reduce(parameter.grad)
     cost = cost * fraction
-    dist.all_reduce(cost)
+    try:
+        for parameter in parameters:
+            if parameter.grad is None:  # this process had no rows of the batch: it adds nothing
+                parameter.grad = torch.zeros_like(parameter)
+            parameter.grad.mul_(fraction)
+            dist.all_reduce(parameter.grad)
+        dist.all_reduce(cost)
+    except RuntimeError as error:  # gloo's or NCCL's (DistBackendError): another process is gone
+        raise UserError(f"another process of the group stopped ({first_line(error)[:120]}); torchrun's report "
+                        "says which and why") from None  # fmt: skip
     return cost

@@ -105,14 +105,15 @@ def _out_of_memory(error: Exception) -> bool:
 
 
 def first_process() -> bool:
-    """Whether this process prints its errors: every process torchrun did not start (a RANK left in a
-    shell means nothing then), and torchrun's first one."""
-    return "TORCHELASTIC_RUN_ID" not in os.environ or os.environ.get("RANK", "0") == "0"
+    """Whether this process prints its errors and notes: every one but the other processes of a group
+    torchrun started (a RANK or a TORCHELASTIC_RUN_ID alone, left in a shell, means nothing)."""
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1"
+    return not torchrun or os.environ.get("RANK", "0") == "0"
 
 
 def say(line: str) -> None:
-    """A stage's last line on stderr: escaped, printed by torchrun's first process only, and nothing
-    when whoever read stderr (DVC) is gone."""
+    """A stage's note or last line on stderr: escaped, printed by torchrun's first process only, and
+    nothing when whoever read stderr (DVC) is gone."""
     if first_process():
         with contextlib.suppress(OSError):
             print(printable(line), file=sys.stderr)
@@ -133,8 +134,9 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     try:
         main()
         if STAGE_PROCESS:  # its outputs written and closed: end without Python's teardown of the thousands
-            sys.stdout.flush()  # of modules torch loads, half a second of every train process
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):  # of modules torch loads, half a second of every train
+                with contextlib.suppress(AttributeError, OSError):  # None when closed (`>&-`), or full: done
+                    stream.flush()
             os._exit(0)
         return
     except UserError as error:

@@ -14,6 +14,7 @@ Tensors are stored as safetensors: a JSON header and the raw bytes, readable wit
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
+from stages.plumbing import process
 from stages.plumbing.errors import UserError, first_line
 
 # A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
@@ -44,6 +46,7 @@ def write_outputs(outputs: Outputs) -> None:
         for path, data in outputs.items():
             content = data.encode("utf-8") if isinstance(data, str) else data
             temporary.append((path, _write_temporary(Path(path), content)))
+        process.finishing()  # no signal ends the renames halfway
         for path, tmp in temporary:
             os.replace(tmp, path)
             replaced.append(path)
@@ -140,6 +143,10 @@ def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise UserError(f"{path}: {name} holds NaN or infinite values; {fix}")
     return arrays, info
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
 def float32_text(value: float) -> str:
