@@ -12,7 +12,7 @@ import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
 from stages.plumbing.errors import StageArguments, UserError, abbreviate, listing, run_stage
-from stages.plumbing.files import FLOAT32_LIMIT, float32_text, read_tensors, sha256, write_outputs
+from stages.plumbing.files import FLOAT32_LIMIT, file_sha256, float32_text, read_tensors, sha256, write_outputs
 
 FIX = "run `dvc repro` to train it"
 
@@ -111,7 +111,7 @@ def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> t
         prepared_classes = listing(prepared.classes, 5)
         raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
                         f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}")  # fmt: skip
-    if info["data_sha256"] != sha256(Path(data_path).read_bytes()):
+    if info["data_sha256"] != file_sha256(data_path):
         raise UserError(f"{path}: was trained on other prepared data than {data_path}; {FIX}")
     return model, info
 

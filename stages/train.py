@@ -4,7 +4,6 @@ at every epoch and, when there is a test split, its test cost every `log_every` 
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -16,7 +15,7 @@ from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.plumbing import distributed
 from stages.plumbing.device import Work, make_deterministic, resolve_device
 from stages.plumbing.errors import StageArguments, UserError, run_stage
-from stages.plumbing.files import float32_text, sha256, tensors_bytes, write_outputs
+from stages.plumbing.files import file_sha256, float32_text, sha256, tensors_bytes, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
 
 
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     costs_text = costs_tsv(list(enumerate(costs)))
     # What the model belongs to, for evaluate to check: the prepared file it learnt from, its costs.
     info = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
-            "device": device.type, "data_sha256": sha256(Path(args.data).read_bytes()),
+            "device": device.type, "data_sha256": file_sha256(args.data),
             "costs_sha256": sha256(costs_text.encode())}  # fmt: skip
     write_outputs({
         args.costs: costs_text,

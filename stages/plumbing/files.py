@@ -149,6 +149,12 @@ def sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, read a block at a time (a prepared file may be gigabytes)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def float32_text(value: float) -> str:
     """`value` as a float32, in the shortest decimal that reads back as that float32: numpy's repr of
     a float32 (Dragon4 with unique=True), so the bytes are stable and carry no noise digits."""
