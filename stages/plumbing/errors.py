@@ -83,10 +83,11 @@ class StageArguments(argparse.ArgumentParser):
         tables = os.path.realpath(DATASETS_DIR)
         for name in self.outputs:
             path = getattr(parsed, name)
-            if os.path.commonpath([os.path.realpath(path), tables]) == tables:
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, tables]) == tables:
                 raise UserError(f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it "
                                 "elsewhere")  # fmt: skip
-            other = seen.setdefault(os.path.realpath(path), name)
+            other = seen.setdefault(real, name)
             if other != name:
                 raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
         return parsed
@@ -128,13 +129,17 @@ TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main() inside the stage's one error boundary: whatever ends it ends in one line.
     A UserError is `<stage>: error: <message>`, exit 1, and so is an OSError (the system refused a file)
-    and running out of memory; any
-    other exception is a bug, `<stage>: bug: <type>: <message>` and how to see its traceback, exit 70.
-    Under torchrun only the first process prints. (Signals are stages/plumbing/process.py's.)"""
+    and running out of memory; any other exception is a bug, `<stage>: bug: <type>: <message>` and how
+    to see its traceback, exit 70. Under torchrun only the first process prints. (Signals are
+    stages/plumbing/process.py's.)
+
+    A stage process that is done (its outputs written and closed) ends with os._exit once stdout and
+    stderr are flushed: Python's teardown of the thousands of modules torch loads takes half a second
+    of every train process, and has nothing left to do."""
     try:
         main()
-        if STAGE_PROCESS:  # its outputs written and closed: end without Python's teardown of the thousands
-            for stream in (sys.stdout, sys.stderr):  # of modules torch loads, half a second of every train
+        if STAGE_PROCESS:
+            for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(AttributeError, OSError):  # None when closed (`>&-`), or full: done
                     stream.flush()
             os._exit(0)

@@ -68,7 +68,12 @@ def write_outputs(outputs: Outputs) -> None:
 
 def _output_name(failed: str, output: str) -> str:
     """The output the user named, rather than the temporary file beside it."""
-    return output if Path(failed).name.startswith(f".{Path(output).name[:100]}.") else failed
+    return output if Path(failed).name.startswith(f"{_temporary_stem(Path(output))}.") else failed
+
+
+def _temporary_stem(path: Path) -> str:
+    """How the temporaries of an output begin: its name, cut short (a name has at most 255 bytes)."""
+    return f".{path.name[:100]}"
 
 
 def _write_temporary(path: Path, content: bytes) -> Path:
@@ -77,9 +82,9 @@ def _write_temporary(path: Path, content: bytes) -> Path:
         raise IsADirectoryError(21, "Is a directory", str(path))
     if path.exists() and not path.is_file():  # a device or a pipe (/dev/null, /dev/stdout): never replaced
         raise OSError(0, "a device or a pipe, not a regular file; write the output elsewhere", str(path))
-    # The temporary is named by the output (cut short: a name has at most 255 bytes) and the process
-    # writing it; one whose process is gone was left by a killed run, and is removed.
-    stem = f".{path.name[:100]}"
+    # A temporary is named by its output and the process writing it; one whose process is gone was
+    # left by a killed run, and is removed.
+    stem = _temporary_stem(path)
     for left in path.parent.glob(f"{glob.escape(stem)}.*.tmp"):
         if not _running(left.name.removeprefix(f"{stem}.").removesuffix(".tmp")):
             left.unlink(missing_ok=True)

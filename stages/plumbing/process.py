@@ -2,7 +2,7 @@
 (SIGHUP) end it with one line and exit status 128 + the signal's number, importing torch included
 (Python's KeyboardInterrupt would print a traceback there); SystemExit unwinds as an exception does,
 so a write in progress still removes its temporary files; a second signal during that clean-up, or
-one while the outputs are renamed into place, waits until the stage has ended. Whatever else escapes
+one while the outputs are renamed into place, is ignored: the stage is ending already. Whatever else escapes
 the stage's error boundary is one line too. On Linux the kernel sends SIGTERM when the process that
 started the stage dies (DVC, torchrun; dvc.yaml's `exec` leaves no shell between them), so no stage
 outlives it and none writes after it was killed. A closed output pipe (`| head`) ends the stage
