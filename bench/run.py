@@ -102,7 +102,7 @@ def latency(repeats: int, device: torch.device, every_stage: bool = True) -> dic
         }
         interpreter = best_of(repeats, lambda: timed([python, "-c", "pass"], repo, env))
         torch_import = best_of(repeats, lambda: timed([python, "-c", "import torch"], repo, env)) - interpreter
-    by_stage = {name: sum(t for c, t in per_stage.items() if c.startswith(f"exec python -m stages.{name} "))
+    by_stage = {name: sum(t for c, t in per_stage.items() if c.startswith(f"exec python -m stages {name} "))
                 for name in ("prepare", "train", "evaluate")}  # fmt: skip
     stages_total = sum(per_stage.values())
     return {

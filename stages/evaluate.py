@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
-from stages.plumbing.errors import StageArguments, UserError, abbreviate, listing, run_stage
+from stages.plumbing.errors import StageArguments, UserError, abbreviate, listing
 from stages.plumbing.files import FLOAT32_LIMIT, file_sha256, float32_text, read_tensors, sha256, write_outputs
 
 FIX = "run `dvc repro` to train it"
@@ -153,7 +153,3 @@ def main(argv: list[str] | None = None) -> None:
         args.metrics: json.dumps(metrics, indent=2, allow_nan=False) + "\n",
         args.confusion: confusion_csv(prepared.eval.y, predicted, list(prepared.classes)),
     })  # fmt: skip
-
-
-if __name__ == "__main__":
-    run_stage("evaluate", main)

@@ -3,7 +3,7 @@
 import sys
 
 from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
-from stages.plumbing.errors import StageArguments, listing, printable, run_stage
+from stages.plumbing.errors import StageArguments, listing, printable
 from stages.plumbing.files import write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
 
@@ -28,7 +28,3 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
     )
     write_outputs({args.out: prepared_bytes(prepared)})  # last: a closed stderr ends the stage before it
-
-
-if __name__ == "__main__":
-    run_stage("prepare", main)

@@ -14,7 +14,7 @@ from stages.data import Split, load_prepared
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.plumbing import distributed
 from stages.plumbing.device import Work, make_deterministic, resolve_device
-from stages.plumbing.errors import StageArguments, UserError, run_stage
+from stages.plumbing.errors import StageArguments, UserError, tell
 from stages.plumbing.files import file_sha256, float32_text, sha256, tensors_bytes, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
 
@@ -111,7 +111,7 @@ def train(
                 raise diverged(f"the cost became {value}", checked + int(bad[0]), params, standardized)
             checked = epoch + 1
             if epoch % params.log_every == 0 and distributed.rank() == 0:
-                print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
+                tell(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}")
         progress.update(epoch + 1)
     # The last update comes after the last cost: it too may have left the weights beyond float32.
     if not all(torch.isfinite(tensor).all() for tensor in model.state_dict().values()):
@@ -204,7 +204,3 @@ def main(argv: list[str] | None = None) -> None:
         args.test_costs: costs_tsv(test_costs, "test_cost"),
         args.model: tensors_bytes(state, info),
     })  # fmt: skip
-
-
-if __name__ == "__main__":
-    run_stage("train", main)

@@ -19,9 +19,10 @@ from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
 from stages.data import load_prepared, load_table, prepare_table, prepared_bytes, toy
-from stages.plumbing.errors import UserError, run_stage
+from stages.plumbing.errors import UserError
 from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
 from stages.plumbing.params import DataParams, train_params
+from stages.plumbing.process import boundary
 from stages.plumbing.tables import Table
 from tests.waiting import importing_torch, wait_for
 
@@ -56,9 +57,8 @@ def run(stage_main, argv: list[str]) -> str:
     """Run a stage in-process as its __main__ does; return the line it ends with, on stderr after any
     progress line, before exiting with status 1 (the last tests here check that for a real process)."""
     stderr = io.StringIO()
-    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(stderr):
-        run_stage("stage", lambda: stage_main(argv))
-    assert exit_info.value.code == 1
+    with contextlib.redirect_stderr(stderr):
+        assert boundary("stage", lambda: stage_main(argv)) == 1
     assert stderr.getvalue().endswith("\n")
     return stderr.getvalue().splitlines()[-1]
 
@@ -313,7 +313,7 @@ def test_a_real_stage_process_prints_one_line_and_no_traceback(workdir):
     write_params(workdir, "train", "lr", -1)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "stages.train", *TRAIN_ARGS], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-m", "stages", "train", *TRAIN_ARGS], capture_output=True, text=True, env=env, check=False
     )
     assert result.returncode == 1
     assert result.stderr == "train: error: params.yaml: train.lr must be a number > 0, got -1\n"
@@ -333,13 +333,13 @@ def test_every_stage_reports_mistakes_alike(workdir, stage, args, mistake, expec
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def stage_process(*argv: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", f"stages.{stage}", *argv]
+        command = [sys.executable, "-m", "stages", stage, *argv]
         return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
 
     write_params(workdir)
     wrong = stage_process(*args, "extra")
     assert wrong.returncode == 2
-    assert wrong.stderr.startswith(f"{stage}: error: unrecognized arguments: extra; usage: python -m stages.{stage} ")
+    assert wrong.stderr.startswith(f"{stage}: error: unrecognized arguments: extra; usage: python -m stages {stage} ")
     assert wrong.stderr.count("\n") == 1
     if mistake is not None:
         write_params(workdir, *mistake)
@@ -569,7 +569,7 @@ def test_costs_file_that_is_empty_or_not_finite(trained, text):
 def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, line, times):
     write_params(workdir)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "stages", "train", *TRAIN_ARGS], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     wait_for(lambda: importing_torch(process.pid) or process.poll() is not None, "the stage to import torch")
     for _ in range(times):
@@ -586,16 +586,15 @@ def test_a_bug_is_one_line_with_its_own_status_and_the_traceback_on_request(work
     monkeypatch.setattr(train, "train", broken)
     write_params(workdir)
     stderr = io.StringIO()
-    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(stderr):
-        run_stage("train", lambda: train.main(TRAIN_ARGS))
-    assert exit_info.value.code == 70
+    with contextlib.redirect_stderr(stderr):
+        assert boundary("train", lambda: train.main(TRAIN_ARGS)) == 70
     assert stderr.getvalue().splitlines()[-1] == (
         "train: bug: RuntimeError: something the code did not expect (not your mistake: please report it with "
         "params.yaml; SOFTMAX_TRACEBACK=1 shows the traceback)"
     )
     monkeypatch.setenv("SOFTMAX_TRACEBACK", "1")
     with pytest.raises(RuntimeError, match="something the code did not expect"):
-        run_stage("train", lambda: train.main(TRAIN_ARGS))
+        boundary("train", lambda: train.main(TRAIN_ARGS))
 
 
 def test_running_out_of_memory_is_one_line(workdir, monkeypatch):
@@ -608,10 +607,10 @@ def test_running_out_of_memory_is_one_line(workdir, monkeypatch):
 
 
 def test_a_closed_output_pipe_ends_the_stage_quietly(workdir):
-    """`python -m stages.train ... | head -2`: the stage ends as any Unix tool does, no traceback."""
+    """`python -m stages train ... | head -2`: the stage ends as any Unix tool does, no traceback."""
     write_params(workdir)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "stages", "train", *TRAIN_ARGS], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert process.stdout.readline().startswith("Epoch    0/1000")
     process.stdout.close()  # as `head -1` does once it has its line
@@ -700,7 +699,7 @@ def test_sizes_are_weighed_against_the_memory_the_process_may_use(tmp_path):
     """Under `ulimit -v` (or a container's cgroup limit) with less than the machine has."""
     (tmp_path / "params.yaml").write_text("data:\n  source: synthetic\n  n_samples: 10000000\n  n_features: 100\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "stages.prepare", "out.safetensors"]
+    command = [sys.executable, "-m", "stages", "prepare", "out.safetensors"]
 
     def limit_address_space() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
@@ -891,7 +890,7 @@ def test_sigterm_ends_a_stage_waiting_for_processes_that_never_come(workdir):
     write_params(workdir)
     env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "RANK": "0", "TORCHELASTIC_RUN_ID": "x",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], env=env, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "stages", "train", *TRAIN_ARGS], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert process.stderr.readline().startswith("device: ")  # printed just before it joins the others
     wait_for(lambda: any(c.status() == psutil.STATUS_SLEEPING for c in [psutil.Process(process.pid)]), "the wait")
@@ -913,11 +912,9 @@ def test_sigterm_ends_a_stage_waiting_for_processes_that_never_come(workdir):
 def test_standardization_never_writes_a_non_finite_feature(tmp_path, monkeypatch, text, extra):
     monkeypatch.chdir(tmp_path)
     csv_params(tmp_path, text, extra=f"  standardize: true\n{extra}")
-    try:
-        run_stage("prepare", lambda: prepare.main(["out.safetensors"]))
-    except SystemExit as end:  # refused in one line is fine; written with a NaN or an infinity is not
-        assert end.code == 1 and not (tmp_path / "out.safetensors").exists()
-    else:
+    if boundary("prepare", lambda: prepare.main(["out.safetensors"])):  # refused in one line is fine
+        assert not (tmp_path / "out.safetensors").exists()
+    else:  # written with a NaN or an infinity is not
         assert all(np.isfinite(a).all() for a in read_tensors("out.safetensors", "prepared data", (), "")[0].values())
 
 
@@ -1081,7 +1078,7 @@ def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(workdir, t
     )
     env = {"PYTHONPATH": f"{tmp_path / 'hook'}{os.pathsep}{REPO}"}
     stage = stage_process(
-        workdir, ["stages.train", *TRAIN_ARGS], env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        workdir, ["stages", "train", *TRAIN_ARGS], env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     assert stage.wait(timeout=120) == 0 and "terminated" not in stage.stderr.read()
     assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
@@ -1089,7 +1086,7 @@ def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(workdir, t
 
 def test_two_signals_at_once_are_one_line(workdir):
     write_params(workdir, "train", "epochs", 10**6)
-    stage = stage_process(workdir, ["stages.train", *TRAIN_ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stage = stage_process(workdir, ["stages", "train", *TRAIN_ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert stage.stdout.readline().startswith("Epoch    0/")  # training
     stage.send_signal(signal.SIGTERM)
     stage.send_signal(signal.SIGINT)
@@ -1101,7 +1098,7 @@ def test_two_signals_at_once_are_one_line(workdir):
 
 def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
     write_params(workdir)
-    stage = stage_process(workdir, ["stages.train", *TRAIN_ARGS], stderr=subprocess.PIPE,
+    stage = stage_process(workdir, ["stages", "train", *TRAIN_ARGS], stderr=subprocess.PIPE,
                           preexec_fn=lambda: os.close(1))  # fmt: skip
     assert stage.wait(timeout=120) == 0, stage.stderr.read()
     assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
@@ -1110,7 +1107,7 @@ def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
 def test_prepare_says_what_it_read_before_it_writes(workdir):
     """A closed stderr ends prepare at its summary line (SIGPIPE, 141): then nothing was written."""
     write_params(workdir)
-    stage = stage_process(workdir, ["stages.prepare", "fresh.safetensors"], stderr=subprocess.PIPE)
+    stage = stage_process(workdir, ["stages", "prepare", "fresh.safetensors"], stderr=subprocess.PIPE)
     stage.stderr.close()
     assert stage.wait(timeout=60) == -signal.SIGPIPE
     assert not (workdir / "fresh.safetensors").exists()
@@ -1121,7 +1118,9 @@ def test_a_failed_import_is_one_line(workdir, tmp_path):
     (tmp_path / "fake" / "torch" / "__init__.py").write_text("raise ImportError('libtorch_cpu.so: failed to map')\n")
     write_params(workdir)
     env = {"PYTHONPATH": f"{tmp_path / 'fake'}{os.pathsep}{REPO}"}
-    stage = stage_process(workdir, ["stages.train", *TRAIN_ARGS], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stage = stage_process(
+        workdir, ["stages", "train", *TRAIN_ARGS], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert stage.wait(timeout=60) == 1
     assert stage.stderr.read() == (
         "train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)\n"
@@ -1159,4 +1158,42 @@ def test_evaluate_refuses_files_of_another_run(trained):
     assert run(evaluate.main, ["std.safetensors", *EVALUATE_ARGS[1:]]).endswith(
         "models/low_level.safetensors: was trained on other prepared data than std.safetensors; run `dvc repro` to "
         "train it"
+    )
+
+
+# The process a stage runs in ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ignored", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ignored_before_the_stage_stays_ignored(workdir, ignored):
+    """`nohup dvc repro &`: a closed terminal must not end training (a shell's `&` ignores SIGINT too)."""
+    write_params(workdir, "train", "epochs", 10**6)
+    stage = stage_process(workdir, ["stages", "train", *TRAIN_ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          preexec_fn=lambda: signal.signal(ignored, signal.SIG_IGN))  # fmt: skip
+    assert stage.stdout.readline().startswith("Epoch    0/")
+    stage.send_signal(ignored)
+    assert stage.stdout.readline().startswith("Epoch  100/")  # still training
+    stop = next(other for other in (signal.SIGTERM, signal.SIGINT) if other != ignored)
+    stage.send_signal(stop)
+    assert stage.wait(timeout=60) == 128 + stop
+    assert no_train_outputs(workdir)
+
+
+def test_a_full_disk_under_stdout_is_named(workdir):
+    write_params(workdir)
+    with open("/dev/full", "w") as full:
+        stage = stage_process(workdir, ["stages", "train", *TRAIN_ARGS], stdout=full, stderr=subprocess.PIPE)
+        assert stage.wait(timeout=120) == 1
+    assert stage.stderr.read().splitlines()[-1] == (
+        "train: error: standard output: No space left on device; check that path, its permissions and the disk"
+    )
+    assert no_train_outputs(workdir)
+
+
+@pytest.mark.parametrize("argv", [[], ["nope"], ["-h"]])
+def test_a_stage_that_is_not_one_is_one_line(argv):
+    result = subprocess.run([sys.executable, "-m", "stages", *argv], capture_output=True, text=True, cwd=REPO)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "stages: error: the stage must be one of prepare, train, evaluate; usage: python -m stages STAGE ARGS\n"
     )

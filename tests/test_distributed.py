@@ -43,7 +43,7 @@ def train_stage(workdir: Path, impl: str, name: str, processes: int) -> tuple[li
     else:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        command = [*launcher, "-m", "stages.train", *args]
+        command = [*launcher, "-m", "stages", "train", *args]
         result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert result.stderr.count("device: ") == 1, result.stderr  # the first process's note alone
@@ -56,7 +56,9 @@ def prepare(workdir: Path, name: str) -> Path:
     train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, **train_changes}.items())
     (workdir / "params.yaml").write_text(f"{data}train:\n{train}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "stages.prepare", "prepared.safetensors"], cwd=workdir, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors"], cwd=workdir, env=env, check=True
+    )
     return workdir
 
 
@@ -95,15 +97,17 @@ def test_no_worker_outlives_torchrun(tmp_path, kill):
     train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, "epochs": 10**6}.items())
     (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "stages.prepare", "prepared.safetensors"], cwd=tmp_path, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors"], cwd=tmp_path, env=env, check=True
+    )
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    command = [*launcher, "-m", "stages.train", *args]
+    command = [*launcher, "-m", "stages", "train", *args]
     torchrun = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, **quiet)
 
     def two_workers() -> list[psutil.Process]:
-        workers = [p for p in psutil.Process(torchrun.pid).children() if "stages.train" in p.cmdline()]
+        workers = [p for p in psutil.Process(torchrun.pid).children() if "-m stages train " in " ".join(p.cmdline())]
         return workers if len(workers) == 2 else []
 
     workers = wait_for(two_workers, "torchrun to start two workers")

@@ -35,8 +35,8 @@ def write_with_file_size_limit(tmp_path: Path, limit: int, outputs: dict[str, st
     """write_outputs in a process that may write no file larger than `limit` bytes: a full disk, as
     the writer meets it (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
     code = (
-        "from stages.plumbing.errors import run_stage; from stages.plumbing.files import write_outputs; "
-        f"run_stage('t', lambda: write_outputs({outputs!r}))"
+        "import sys; from stages.plumbing.process import boundary; from stages.plumbing.files import write_outputs; "
+        f"sys.exit(boundary('t', lambda: write_outputs({outputs!r})))"
     )
 
     def limit_file_size() -> None:

@@ -242,11 +242,11 @@ def test_a_queued_sweep(clone):
 
 
 def stage_processes(root: Path) -> list[psutil.Process]:
-    """The stage processes (python -m stages.<stage>) running in `root`."""
+    """The stage processes (python -m stages STAGE) running in `root`."""
     found = []
     for process in psutil.process_iter(["cmdline", "cwd"]):
         with contextlib.suppress(psutil.Error):
-            if process.info["cwd"] == str(root) and any(a.startswith("stages.") for a in process.info["cmdline"] or []):
+            if process.info["cwd"] == str(root) and "-m stages " in " ".join(process.info["cmdline"] or []):
                 found.append(process)
     return found
 
@@ -265,7 +265,7 @@ def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProce
 
     def train_stages() -> list[psutil.Process]:
         assert dvc_process.poll() is None, "DVC ended before a train stage started"
-        return [p for p in stage_processes(clone) if "stages.train" in p.cmdline()]
+        return [p for p in stage_processes(clone) if "-m stages train " in " ".join(p.cmdline())]
 
     train = wait_for(train_stages, "a train stage to start")
     wait_for(lambda: importing_torch(train[0].pid), "the train stage to import torch")

@@ -1,18 +1,15 @@
 """One line for every way a stage can fail: the error type for a user's mistake, the helpers that keep
-a message to one short, safe line, a stage's command line (its paths checked), and run_stage, the
-stage's error boundary."""
+a message to one short, safe line, a stage's command line (its paths checked), and say, which prints
+a stage's notes and last line. (The error boundary that turns each failure into its line is
+stages/plumbing/process.py's.)"""
 
 import argparse
 import contextlib
 import os
 import reprlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
-
-# Whether this is a stage process, `python -m stages.<stage>`: sys.argv[0] is "-m" while Python imports
-# the package (as its documentation says), not in pytest or the benchmark, which import these modules.
-STAGE_PROCESS = sys.argv[0] == "-m"
 
 # The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
 # as a dependency in dvc.yaml; no stage writes in it.
@@ -61,7 +58,7 @@ class StageArguments(argparse.ArgumentParser):
     outputs that are one file would lose one of them."""
 
     def __init__(self, stage: str, description: str | None) -> None:
-        super().__init__(prog=f"python -m stages.{stage}", description=description)
+        super().__init__(prog=f"python -m stages {stage}", description=description)
         self.stage = stage
         self.inputs: list[str] = []
         self.outputs: list[str] = []
@@ -96,20 +93,20 @@ class StageArguments(argparse.ArgumentParser):
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
-def _out_of_memory(error: Exception) -> bool:
-    """An allocation that failed: numpy's MemoryError, torch's on the CPU (a RuntimeError) or on CUDA."""
-    return (
-        isinstance(error, MemoryError)
-        or type(error).__name__ == "OutOfMemoryError"
-        or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
-    )
-
-
 def first_process() -> bool:
     """Whether this process prints its errors and notes: every one but the other processes of a group
     torchrun started (a RANK or a TORCHELASTIC_RUN_ID alone, left in a shell, means nothing)."""
     torchrun = "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1"
     return not torchrun or os.environ.get("RANK", "0") == "0"
+
+
+def tell(line: str) -> None:
+    """A line of the lesson's output on stdout, at once. A stdout that cannot take it (a full disk under
+    `> log`) is named in the stage's last line; a closed pipe ends the stage (SIGPIPE)."""
+    try:
+        print(line, flush=True)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, "standard output") from None
 
 
 def say(line: str) -> None:
@@ -118,47 +115,3 @@ def say(line: str) -> None:
     if first_process():
         with contextlib.suppress(OSError):
             print(printable(line), file=sys.stderr)
-
-
-# The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
-# command line (2); docs/reliability.md lists them all.
-BUG_STATUS = 70
-TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
-
-
-def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's main() inside the stage's one error boundary: whatever ends it ends in one line.
-    A UserError is `<stage>: error: <message>`, exit 1, and so is an OSError (the system refused a file)
-    and running out of memory; any other exception is a bug, `<stage>: bug: <type>: <message>` and how
-    to see its traceback, exit 70. Under torchrun only the first process prints. (Signals are
-    stages/plumbing/process.py's.)
-
-    A stage process that is done (its outputs written and closed) ends with os._exit once stdout and
-    stderr are flushed: Python's teardown of the thousands of modules torch loads takes half a second
-    of every train process, and has nothing left to do."""
-    try:
-        main()
-        if STAGE_PROCESS:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(AttributeError, OSError):  # None when closed (`>&-`), or full: done
-                    stream.flush()
-            os._exit(0)
-        return
-    except UserError as error:
-        line, status = f"{name}: error: {error}", 1
-    except OSError as error:  # what the system refused: a path too long or looping, a failing disk, ...
-        what = (
-            f"{str(error.filename)[:200]}: {error.strerror}" if error.filename and error.strerror else first_line(error)
-        )
-        line, status = f"{name}: error: {what}; check that path, its permissions and the disk", 1
-    except Exception as error:
-        if _out_of_memory(error):
-            line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more", 1
-        elif os.environ.get(TRACEBACK_VARIABLE):
-            raise
-        else:
-            line = (f"{name}: bug: {type(error).__name__}: {first_line(error)} (not your mistake: please report it "
-                    f"with params.yaml; {TRACEBACK_VARIABLE}=1 shows the traceback)")  # fmt: skip
-            status = BUG_STATUS
-    say(line)
-    sys.exit(status)

@@ -1,56 +1,55 @@
-"""A stage process ends cleanly whatever ends it. Ctrl-C (SIGINT), SIGTERM and a closed terminal
-(SIGHUP) end it with one line and exit status 128 + the signal's number, importing torch included
-(Python's KeyboardInterrupt would print a traceback there); SystemExit unwinds as an exception does,
-so a write in progress still removes its temporary files; a second signal during that clean-up, or
-one while the outputs are renamed into place, is ignored: the stage is ending already. Whatever else escapes
-the stage's error boundary is one line too. On Linux the kernel sends SIGTERM when the process that
-started the stage dies (DVC, torchrun; dvc.yaml's `exec` leaves no shell between them), so no stage
-outlives it and none writes after it was killed. A closed output pipe (`| head`) ends the stage
-quietly, as it ends any Unix tool.
+"""A stage process, from its first statement to its exit: `python -m stages STAGE ARGS` (stages/__main__.py)
+calls run_stage, which sets the process up before it imports the stage (torch takes seconds to load),
+runs it inside the error boundary (errors.boundary) and exits.
+
+Ctrl-C (SIGINT), SIGTERM and a closed terminal (SIGHUP) end a stage with one line and exit status 128 +
+the signal's number; SystemExit unwinds as an exception does, so a write in progress still removes its
+temporary files. Once the stage is ending (a first signal, its last line, or its outputs being renamed
+into place) further signals change nothing. A signal the stage inherits as ignored (`nohup`) stays
+ignored, as for any Unix program. On Linux the kernel sends SIGTERM when the process that started the
+stage dies (DVC, torchrun; dvc.yaml's `exec` leaves no shell between them), so no stage outlives it and
+none writes after it was killed. A closed output pipe (`| head`) ends the stage quietly, as it ends any
+Unix tool.
 """
 
 import contextlib
 import ctypes
+import importlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
-from stages.plumbing.errors import STAGE_PROCESS, TRACEBACK_VARIABLE, first_line, say
+from stages.plumbing.errors import UserError, first_line, say
 
+STAGES = ("prepare", "train", "evaluate")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-
-def _stage() -> str:
-    return Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else "stage"
-
-
+_stage = "stage"
 _ending = False  # once set, Ctrl-C, SIGTERM and SIGHUP change nothing: the stage is on its way out
 
 
 def _stopped(signum: int, frame: object) -> None:
-    global _ending
-    if _ending:  # a second signal during the clean-up below, or one while the outputs are renamed
+    if _ending:  # a second signal during the clean-up, or one while the outputs are renamed
         return
-    _ending = True
+    finishing()
     how = "interrupted" if signum == signal.SIGINT else "terminated"
-    say(f"{_stage()}: {how}; its outputs were not written")
+    say(f"{_stage}: {how}; its outputs were not written")
     raise SystemExit(128 + signum)
 
 
 def finishing() -> None:
     """From here on the stage ends without heeding Ctrl-C, SIGTERM or SIGHUP, so that none stops the
-    renames of its outputs into place halfway (some new, others old); it ends a moment later."""
+    renames of its outputs into place halfway (some new, others old), or adds a line after its last."""
     global _ending
     _ending = True
 
 
-def _uncaught(kind: type[BaseException], error: BaseException, traceback: object) -> None:
-    """What escapes the stage's error boundary, such as an import that fails before it (torch under a
-    tiny `ulimit -v`): one line too, and Python's exit status 1."""
-    say(f"{_stage()}: error: {kind.__name__}: {first_line(error)} ({TRACEBACK_VARIABLE}=1 shows the traceback)")
+def _handled(stop: signal.Signals) -> bool:
+    """Whether the stage handles `stop`: not when it was ignored before the stage began (`nohup`)."""
+    return signal.getsignal(stop) != signal.SIG_IGN
 
 
 @contextlib.contextmanager
@@ -58,7 +57,7 @@ def signals_end_at_once() -> Iterator[None]:
     """Around a native call that waits and does not return to Python (joining torchrun's processes),
     where a Python handler would never run: Ctrl-C, SIGTERM and SIGHUP end the process at once, as
     they end any program. Nothing is written before that point."""
-    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in STOP_SIGNALS}
+    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in STOP_SIGNALS if _handled(stop)}
     try:
         yield
     finally:
@@ -75,11 +74,77 @@ def _end_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-if STAGE_PROCESS:  # not in pytest or the benchmark, which import these modules
-    if not os.environ.get(TRACEBACK_VARIABLE):
-        sys.excepthook = _uncaught
+# The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
+# command line (2); docs/reliability.md lists them all.
+BUG_STATUS = 70
+TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """An allocation that failed: numpy's MemoryError, torch's on the CPU (a RuntimeError) or on CUDA."""
+    return (
+        isinstance(error, MemoryError)
+        or type(error).__name__ == "OutOfMemoryError"
+        or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+    )
+
+
+def boundary(name: str, main: Callable[[], object]) -> int:
+    """Run a stage's main() inside the stage's one error boundary, and return its exit status: whatever
+    ends it ends in one line. A UserError is `<stage>: error: <message>`, status 1, and so is an OSError
+    (the system refused a file), an import that fails (torch under a tiny `ulimit -v`) and running out
+    of memory; any other exception is a bug, `<stage>: bug: <type>: <message>` and how to see its
+    traceback, status 70. Under torchrun only the first process prints."""
+    try:
+        main()
+        return 0
+    except UserError as error:
+        line, status = f"{name}: error: {error}", 1
+    except OSError as error:  # what the system refused: a path too long or looping, a failing disk, ...
+        named = error.filename and error.strerror
+        what = f"{str(error.filename)[:200]}: {error.strerror}" if named else first_line(error)
+        line, status = f"{name}: error: {what}; check that path, its permissions and the disk", 1
+    except Exception as error:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        what, traceback = f"{type(error).__name__}: {first_line(error)}", f"{TRACEBACK_VARIABLE}=1 shows the traceback"
+        if _out_of_memory(error):
+            line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more", 1
+        elif isinstance(error, ImportError):  # an installation's fault, not this code's
+            line, status = f"{name}: error: {what} ({traceback})", 1
+        else:
+            line = f"{name}: bug: {what} (not your mistake: please report it with params.yaml; {traceback})"
+            status = BUG_STATUS
+    finishing()  # no signal adds a line after this one
+    say(line)
+    return status
+
+
+def run_stage(argv: list[str]) -> NoReturn:
+    """The stage process: `argv` is the stage's name and its arguments. Sets up the signals and the
+    parent's death, imports and runs the stage inside the error boundary, and ends the process.
+
+    It ends with os._exit once stdout and stderr are flushed: Python's teardown of the thousands of
+    modules torch loads takes half a second of every train process and has nothing left to do, and
+    its atexit callbacks (torch.distributed's, after another process died) would add lines after
+    the stage's last."""
+    global _stage
+    if not argv or argv[0] not in STAGES:
+        say(f"stages: error: the stage must be one of {', '.join(STAGES)}; usage: python -m stages STAGE ARGS")
+        os._exit(2)
+    _stage = argv[0]
     for stop in STOP_SIGNALS:
-        signal.signal(stop, _stopped)
+        if _handled(stop):
+            signal.signal(stop, _stopped)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if sys.platform == "linux":
         _end_with_parent()
+    try:
+        status = boundary(_stage, lambda: importlib.import_module(f"stages.{_stage}").main(argv[1:]))
+    except SystemExit as stop:  # a signal's handler, or argparse
+        status = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+    finishing()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError):  # None when closed (`>&-`), or full: done
+            stream.flush()
+    os._exit(status)
