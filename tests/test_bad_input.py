@@ -786,8 +786,8 @@ def test_a_table_that_is_a_pipe_or_cannot_be_read(tmp_path, monkeypatch, kind):
         def denied(*args) -> None:
             raise PermissionError(13, "Permission denied", "datasets/t.csv")
 
-        monkeypatch.setattr("stages.plumbing.tables._read_csv_columns", denied)
-        expected = "datasets/t.csv: cannot read it (Permission denied)"
+        monkeypatch.setattr("stages.plumbing.tables.open", denied, raising=False)
+        expected = "datasets/t.csv: Permission denied; check that path, its permissions and the disk"
     assert run(prepare.main, ["out.safetensors"]) == f"stage: error: {expected}"
 
 

@@ -2,7 +2,9 @@
 
 import csv
 import dataclasses
+import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.data import TOY_X, TOY_Y, check_table, load_table, prepare_table, split, synthetic
-from stages.plumbing import tables
 from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
 from stages.plumbing.tables import Table, detect_delimiter, read_csv, read_parquet
@@ -343,50 +344,40 @@ def test_a_file_that_is_not_parquet(datasets):
 
 
 @pytest.mark.parametrize(
-    "text",
+    "value, problem",
     [
-        "a,b,y\n1,2,x\n3.5,-4e-3,z\n",
-        '\ufeff"a";"b";"y"\r\n1;2;" x "\r\n\r\n3;4;z\r\n',  # a spreadsheet's: BOM, quotes, CRLF, a blank line
-        "a\tb\ty\n0.1\t0.2\t10\n0.3\t0.4\t9\n0.5\t0.6\t9.5\n",  # numeric labels: ordered as numbers
-        "y,a,b\nAA,1,2\nBB,3,4\nAA,5,6\n",
+        (".5", None), ("5.", None), ("+.5", None), (" 1 ", None), ("1e-400", None), ("-0", None),
+        ("3.4028235e38", None), ("1_000", "is not a number"), ("١٢", "is not a number"), ("1.5e", "is not a number"),
+        ("0x10", "is not a number"), ("", "is not a number"), ("Infinity", "is Infinity; only finite"),
+        ("NaN", "is NaN; only finite"), ("1e39", "is 1e39; only finite"),
+    ],
+)  # fmt: skip
+def test_a_number_is_read_as_float_reads_it_or_its_line_is_named(datasets, value, problem):
+    """pyarrow reads the numbers; where it refuses one, the second look (the csv module's) finds it too."""
+    (datasets / "t.csv").write_text(f"a,y\n2,z\n\n{value},x\n")
+    if problem is None:
+        assert read_csv("datasets/t.csv", "y", None).x[1, 0] == np.float32(float(value))
+    else:
+        with pytest.raises(UserError, match=f"^datasets/t.csv, line 4: column 'a' {problem}"):
+            read_csv("datasets/t.csv", "y", None)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('a,y\n1,"x\ny"\n2,\n', ", line 4: the label column 'y' is empty"),  # physical lines, not records
+        ("a,y\r1,x\r\rseven,z\r", ", line 4: column 'a' is not a number: 'seven'"),  # lines that end in CR
+        ("a,y\n1,x\n2, \n", ", line 3: the label column 'y' is empty"),
+        ("a,y\n1,x\n2\n", ", line 3: 1 fields, but the header has 2"),
+        ("a,y\n1,x\x00\n", ", line 2: a NUL character"),
+        ("a,y\n1,\xe9\n", ", line 2: bytes that are not utf-8"),
+        ("a,y\n", ": the table is empty"),
     ],
 )
-def test_the_column_reader_and_the_row_reader_agree(datasets, text):
-    (datasets / "t.csv").write_bytes(text.encode())
-    columns = tables._read_csv_columns("datasets/t.csv", "y", None, None)
-    rows = tables._read_csv_rows("datasets/t.csv", "y", None, None, "utf-8")
-    assert columns is not None  # the fast reader took it
-    assert np.array_equal(columns.x, rows.x) and columns.x.dtype == np.float32
-    assert np.array_equal(columns.y, rows.y) and columns.classes == rows.classes
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["a,y\n1,x\nseven,z\n", "a,y\n1,x\n,z\n", "a,y\nnan,x\n", "a,y\n1e39,x\n", "a,y\n1,x\n2, \n", "a,y\n1,x\n2\n",
-     "a,y\n1,x\x00\n", "a,y\n1,\xe9\n", "a,y\n"],
-)  # fmt: skip
-def test_the_column_reader_leaves_every_problem_to_the_row_reader(datasets, text):
+def test_every_problem_names_its_line(datasets, text, expected):
     (datasets / "t.csv").write_bytes(text.encode("latin-1"))
-    assert tables._read_csv_columns("datasets/t.csv", "y", None, None) is None
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=f"^datasets/t.csv{re.escape(expected)}"):
         read_csv("datasets/t.csv", "y", None)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [".5", "5.", "+.5", " 1 ", "1e-400", "-0", "3.4028235e38", "1_000", "Infinity", "١٢", "1.5e", "0x10", "NaN"],
-)
-def test_the_column_reader_reads_a_number_as_python_does_or_defers(datasets, value):
-    (datasets / "t.csv").write_text(f"a,y\n{value},x\n2,z\n")
-    fast = tables._read_csv_columns("datasets/t.csv", "y", None, None)
-    try:
-        expected = np.float32(float(value))
-    except ValueError:
-        expected = None
-    if fast is not None:  # what it reads, it reads as float() then float32 would
-        assert fast.x[0, 0] == expected
-    elif expected is not None and np.isfinite(expected):  # and the row reader takes what it leaves
-        assert read_csv("datasets/t.csv", "y", None).x[0, 0] == expected
 
 
 def test_a_table_100000_columns_wide_reads_in_linear_time(tmp_path, monkeypatch):
@@ -408,3 +399,35 @@ def test_parquet_categorical_labels_as_pandas_writes_them(datasets):
     write_parquet(datasets / "t.parquet", {"x": [1.0, 2.0, 3.0], "y": labels})
     table = read_parquet("datasets/t.parquet", "y", None)
     assert table.classes == ("cat", "dog") and table.y.tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "text, label, features, expected",
+    [
+        # pandas' default to_csv() writes its index as a nameless first column: never a feature silently
+        (",a,y\n0,1,p\n1,2,q\n", "y", None, "datasets/t.csv: column 1 has no name: an index (pandas'"),
+        (",a,y\n0,1,p\n1,2,q\n", "y", ("a",), [[1.0], [2.0]]),
+        # one name in two Unicode normalizations is one name: NFD "café" in the file, NFC in params
+        ("a,cafe\u0301\n1,caf\u00e9\n2,cafe\u0301\n3,x\n", "caf\u00e9", None, ("café", "x")),
+        # spaces around a header name are kept, and shown
+        ("a , y\n1,p\n2,q\n", "a", None, "datasets/t.csv: no label column 'a' (data.label); columns: 'a ', ' y'"),
+    ],
+)
+def test_names_as_files_write_them(datasets, text, label, features, expected):
+    (datasets / "t.csv").write_text(text)
+    if isinstance(expected, str):
+        with pytest.raises(UserError, match=f"^{re.escape(expected)}"):
+            read_csv("datasets/t.csv", label, features)
+    elif isinstance(expected[0], list):
+        assert read_csv("datasets/t.csv", label, features).x.tolist() == expected
+    else:
+        assert read_csv("datasets/t.csv", label, features).classes == expected
+
+
+def test_the_index_pandas_stored_in_parquet_is_no_feature(datasets):
+    """pandas writes a filtered frame's index as __index_level_0__, and says so in the schema's metadata."""
+    table = pa.table({"a": [1.0, 2.0], "y": ["p", "q"], "__index_level_0__": [7, 9]})
+    pandas = {"index_columns": ["__index_level_0__"], "columns": []}
+    pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas)}), datasets / "t.parquet")
+    read = read_parquet("datasets/t.parquet", "y", None)
+    assert read.x.tolist() == [[1.0], [2.0]] and read.classes == ("p", "q")

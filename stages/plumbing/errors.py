@@ -44,8 +44,9 @@ def first_line(error: BaseException) -> str:
 
 
 def listing(names: Sequence[Any], most: int = 20) -> str:
-    """Names joined by commas for a message: at most `most` of them, and then how many there are."""
-    shown = ", ".join(str(name)[:40] for name in names[:most])
+    """Names joined by commas for a message: at most `most` of them, and then how many there are. A name
+    that is empty or has spaces around it is quoted, so that they show."""
+    shown = ", ".join(repr(n) if n != n.strip() or not n else n for n in (str(name)[:40] for name in names[:most]))
     return shown if len(names) <= most else f"{shown} ... ({len(names)})"
 
 
