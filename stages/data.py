@@ -17,7 +17,7 @@ import numpy as np
 
 from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import read_tensors, tensors_bytes
-from stages.plumbing.params import DataParams
+from stages.plumbing.params import DataParams, memory_limit
 from stages.plumbing.tables import Table, read_csv, read_parquet
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
@@ -40,6 +40,7 @@ class Prepared:
     has_test: bool
     mean: np.ndarray | None = None  # the standardization, from the training split (None: not standardized)
     std: np.ndarray | None = None
+    sha256: str = ""  # of the file it was read from
 
     @property
     def n_features(self) -> int:
@@ -87,7 +88,8 @@ def load_table(params: DataParams) -> Table:
     return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
 
 
-def check_table(table: Table, name: str) -> None:
+def check_table(table: Table, name: str, label: str | None = None) -> None:
+    """A table a classifier can learn from; `label` names the column its classes came from, if any."""
     if len(table.y) == 0:
         raise UserError(f"{name}: the table is empty")
     if not np.isfinite(table.x).all():
@@ -95,6 +97,15 @@ def check_table(table: Table, name: str) -> None:
     present = np.bincount(table.y, minlength=len(table.classes))
     if int((present > 0).sum()) < 2:
         raise UserError(f"{name}: fewer than two classes ({', '.join(table.classes)}); a classifier needs two or more")
+    # Training holds a few (rows, classes) arrays: the logits and what it derives from them. A label
+    # column that is an identifier gives a class per row, and they cannot fit.
+    needed = len(table.y) * len(table.classes) * 4 * 8
+    if label and needed > memory_limit():
+        fix = "is it an identifier? Name the column that holds the classes"
+        k, n, gib = len(table.classes), len(table.y), needed / 2**30
+        raise UserError(
+            f"data.label: column {label!r} gives {k:,} classes to {n:,} rows, which need {gib:.3g} GiB to train; {fix}"
+        )
 
 
 def split(table: Table, test_size: float, seed: int) -> tuple[Split, Split]:
@@ -174,7 +185,7 @@ FIX = "run `dvc repro prepare` first"
 
 def load_prepared(path: str | Path) -> Prepared:
     """The prepared data, checked: a damaged file or one from another version is a one-line error."""
-    arrays, info = read_tensors(path, "prepared data", ("classes", "has_test"), FIX)
+    arrays, info, digest = read_tensors(path, "prepared data", ("classes", "has_test"), FIX)
     classes, has_test = info["classes"], info["has_test"]
     names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
     if not names or len(set(classes)) != len(classes) or len(classes) < 2:
@@ -183,7 +194,7 @@ def load_prepared(path: str | Path) -> Prepared:
     test = _checked_split(path, arrays, "eval", len(classes)) if has_test else train
     if test.x.shape[1] != train.x.shape[1]:
         raise UserError(f"{path}: eval_x has {test.x.shape[1]} features, train_x {train.x.shape[1]}; {FIX}")
-    return Prepared(train, test, tuple(classes), bool(has_test), arrays.get("mean"), arrays.get("std"))
+    return Prepared(train, test, tuple(classes), bool(has_test), arrays.get("mean"), arrays.get("std"), digest)
 
 
 def _checked_split(path: str | Path, arrays: dict[str, np.ndarray], name: str, n_classes: int) -> Split:

@@ -11,8 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from stages.data import Prepared, Split, load_prepared
-from stages.plumbing.errors import StageArguments, UserError, abbreviate, listing
-from stages.plumbing.files import FLOAT32_LIMIT, file_sha256, float32_text, read_tensors, sha256, write_outputs
+from stages.plumbing.errors import UserError, abbreviate, listing
+from stages.plumbing.files import (
+    StageArguments,
+    float32_text,
+    open_input,
+    read_tensors,
+    sha256,
+    write_outputs,
+)
 
 FIX = "run `dvc repro` to train it"
 
@@ -79,16 +86,13 @@ def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str])
 
 def float32_values(metrics: dict, prefix: str = "") -> dict:
     """Every number as the shortest decimal that reads back as the same float32: stable bytes, no noise
-    digits. A figure beyond float32's range comes from weights that training blew up."""
+    digits."""
     values = {}
     for name, value in metrics.items():
         if isinstance(value, dict):
             values[name] = float32_values(value, f"{prefix}{name}.")
-        elif not abs(value) < FLOAT32_LIMIT:
-            raise UserError(f"{prefix}{name} is {value:.3g}, beyond float32: training diverged; lower train.lr "
-                            "(or standardize the data: data.standardize: true) and `dvc repro`")  # fmt: skip
         else:
-            values[name] = float(float32_text(value))
+            values[name] = float(float32_text(value, f"{prefix}{name}"))
     return values
 
 
@@ -98,7 +102,7 @@ def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> t
     that no file of another run (another split, standardized or not, another implementation's costs)
     goes into its metrics."""
     keys = ("impl", "n_features", "classes", "device", "data_sha256", "costs_sha256")
-    state, info = read_tensors(path, "trained model", keys, FIX)
+    state, info, _ = read_tensors(path, "trained model", keys, FIX)
     try:
         model = Linear.from_state(state)
     except ValueError as error:
@@ -111,7 +115,7 @@ def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> t
         prepared_classes = listing(prepared.classes, 5)
         raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
                         f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}")  # fmt: skip
-    if info["data_sha256"] != file_sha256(data_path):
+    if info["data_sha256"] != prepared.sha256:
         raise UserError(f"{path}: was trained on other prepared data than {data_path}; {FIX}")
     return model, info
 
@@ -120,12 +124,11 @@ def final_cost(costs_path: str | Path, costs_sha256: str) -> float:
     """The training cost at the last epoch (the last number the lesson prints), from the costs file
     that was written with the model."""
     try:
-        content = Path(costs_path).read_bytes()
+        with open_input(costs_path, "training costs", FIX) as f:
+            content = f.read()
         if sha256(content) != costs_sha256:
             raise ValueError("another run's costs")
         cost = float(content.decode("utf-8").splitlines()[-1].split("\t")[1])
-    except FileNotFoundError:
-        raise UserError(f"{costs_path}: training costs not found; {FIX}") from None
     except (OSError, UnicodeDecodeError, IndexError, ValueError):
         raise UserError(f"{costs_path}: not the training costs written with this model; {FIX}") from None
     return cost

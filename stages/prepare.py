@@ -3,14 +3,17 @@
 import sys
 
 from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
-from stages.plumbing.errors import StageArguments, listing, printable
-from stages.plumbing.files import write_outputs
+from stages.plumbing.errors import listing, printable
+from stages.plumbing.files import StageArguments, write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
 
 
 def prepare(params: DataParams) -> Prepared:
     table = load_table(params)
-    check_table(table, params.path if params.source in TABLES else f"data.source={params.source}")
+    if params.source in TABLES:
+        check_table(table, params.path, params.label)
+    else:
+        check_table(table, f"data.source={params.source}")
     return prepare_table(table, params)
 
 

@@ -14,8 +14,8 @@ from stages.data import Split, load_prepared
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.plumbing import distributed
 from stages.plumbing.device import Work, make_deterministic, resolve_device
-from stages.plumbing.errors import StageArguments, UserError, tell
-from stages.plumbing.files import file_sha256, float32_text, sha256, tensors_bytes, write_outputs
+from stages.plumbing.errors import UserError, tell
+from stages.plumbing.files import StageArguments, float32_text, sha256, tensors_bytes, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
 
 
@@ -160,7 +160,9 @@ def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> 
 
 
 def costs_tsv(rows: list[tuple[int, float]], column: str = "cost") -> str:
-    return f"epoch\t{column}\n" + "".join(f"{epoch}\t{float32_text(cost)}\n" for epoch, cost in rows)
+    return f"epoch\t{column}\n" + "".join(
+        f"{epoch}\t{float32_text(cost, f'the {column} at epoch {epoch}')}\n" for epoch, cost in rows
+    )
 
 
 def numpy_state(model: Model) -> dict[str, np.ndarray]:
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     costs_text = costs_tsv(list(enumerate(costs)))
     # What the model belongs to, for evaluate to check: the prepared file it learnt from, its costs.
     info = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
-            "device": device.type, "data_sha256": file_sha256(args.data),
+            "device": device.type, "data_sha256": prepared.sha256,
             "costs_sha256": sha256(costs_text.encode())}  # fmt: skip
     write_outputs({
         args.costs: costs_text,

@@ -54,3 +54,11 @@ def lesson_params() -> TrainParams:
 @pytest.fixture
 def toy_data():
     return prepare_table(toy(), DataParams(source="toy"))
+
+
+@pytest.fixture(autouse=True)
+def no_inputs_read_before() -> None:
+    """A stage process reads its inputs once; each test starts as a fresh process would, with none."""
+    from stages.plumbing import files
+
+    files.inputs_read.clear()

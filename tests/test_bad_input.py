@@ -18,7 +18,7 @@ import torch
 from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
-from stages.data import load_prepared, load_table, prepare_table, prepared_bytes, toy
+from stages.data import Prepared, Split, load_prepared, load_table, prepare_table, prepared_bytes, toy
 from stages.plumbing.errors import UserError
 from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
 from stages.plumbing.params import DataParams, train_params
@@ -226,7 +226,11 @@ def test_params_file_that_is_not_yaml(workdir):
 def test_no_params_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     message = run(prepare.main, ["data/prepared.safetensors"])
-    assert message == "stage: error: params.yaml: file not found; run the stage from the repository root"
+    assert (
+        message
+        == "stage: error: params.yaml: parameters file not found; run the stage from the repository root, where "
+        "params.yaml is"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -266,7 +270,7 @@ def test_a_model_in_place_of_the_prepared_data(trained):
 
 def test_a_model_without_its_device(trained):
     model = trained / "models" / "low_level.safetensors"
-    state, info = read_tensors(model, "trained model", (), "")
+    state, info, _ = read_tensors(model, "trained model", (), "")
     del info["device"]
     model.write_bytes(tensors_bytes(state, info))
     message = run(evaluate.main, EVALUATE_ARGS)
@@ -536,7 +540,7 @@ def test_a_model_with_another_class_list(trained):
 
 
 def test_prepared_labels_outside_the_class_list(workdir):
-    arrays, info = read_tensors("data/prepared.safetensors", "prepared data", (), "")
+    arrays, info, _ = read_tensors("data/prepared.safetensors", "prepared data", (), "")
     info["classes"] = ["0", "1"]
     Path("data/prepared.safetensors").write_bytes(tensors_bytes(arrays, info))
     write_params(workdir)
@@ -685,13 +689,13 @@ def test_a_params_file_that_is_not_a_regular_file_or_is_huge(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     os.mkfifo(tmp_path / "params.yaml")  # reading it would wait for a writer forever
     assert run(prepare.main, ["out.safetensors"]) == (
-        "stage: error: params.yaml: is not a regular file; params.yaml must be a small file in the repository root"
+        "stage: error: params.yaml: is not a regular file, not the parameters file; run the stage from the repository "
+        "root, where params.yaml is"
     )
     (tmp_path / "params.yaml").unlink()
     (tmp_path / "params.yaml").write_text("data:\n  source: toy\n" + "#" * 2_000_000 + "\n")
     assert run(prepare.main, ["out.safetensors"]) == (
-        "stage: error: params.yaml: is 2,000,021 bytes, not a parameters file; params.yaml must be a small file in "
-        "the repository root"
+        "stage: error: params.yaml: over 1,048,576 bytes, not a parameters file; it holds a few lines"
     )
 
 
@@ -780,7 +784,10 @@ def test_a_table_that_is_a_pipe_or_cannot_be_read(tmp_path, monkeypatch, kind):
     if kind == "a pipe":
         table.unlink()
         os.mkfifo(table)  # reading it would wait for a writer forever
-        expected = "data.path: datasets/t.csv is not a regular file; name a table file"
+        expected = (
+            "datasets/t.csv: is not a regular file, not the table data.path names; check data.path (relative to the "
+            "repository root)"
+        )
     else:  # what a user without the permission gets (root, who runs CI, may read anything)
 
         def denied(*args) -> None:
@@ -808,7 +815,7 @@ def test_weights_blown_up_by_the_last_update_are_one_line_and_no_model(workdir):
 def test_metrics_beyond_float32_are_one_line_and_no_json(trained):
     W = np.full((4, 3), 1e38, np.float32)
     W[:, 0] = -1e38  # finite weights whose cost, in float64, is far beyond float32
-    _, info = read_tensors("models/low_level.safetensors", "trained model", (), "")  # it belongs to the files
+    _, info, _ = read_tensors("models/low_level.safetensors", "trained model", (), "")  # it belongs to the files
     write_outputs({"models/low_level.safetensors": tensors_bytes({"W": W, "b": np.zeros(1, np.float32)}, info)})
     message = run(evaluate.main, EVALUATE_ARGS)
     assert message.startswith("stage: error: train.cost is ") and "beyond float32: training diverged" in message
@@ -953,14 +960,14 @@ def test_a_prepared_file_with_bfloat16_or_deep_metadata(workdir):
     ],
 )
 def test_model_metadata_is_checked_before_it_reaches_the_metrics(trained, change, expected):
-    state, info = read_tensors("models/low_level.safetensors", "trained model", (), "")
+    state, info, _ = read_tensors("models/low_level.safetensors", "trained model", (), "")
     write_outputs({"models/low_level.safetensors": tensors_bytes(state, info | change)})
     assert expected in run(evaluate.main, EVALUATE_ARGS)
     assert not (trained / "metrics").exists()
 
 
 def test_float64_model_weights_are_not_a_trained_model(trained):
-    state, info = read_tensors("models/low_level.safetensors", "trained model", (), "")
+    state, info, _ = read_tensors("models/low_level.safetensors", "trained model", (), "")
     state = {name: np.full(array.shape, 1e308) for name, array in state.items()}
     write_outputs({"models/low_level.safetensors": tensors_bytes(state, info)})
     assert "holds float64 weights, not the float32 ones training writes" in run(evaluate.main, EVALUATE_ARGS)
@@ -1197,3 +1204,89 @@ def test_a_stage_that_is_not_one_is_one_line(argv):
     assert result.stderr == (
         "stages: error: the stage must be one of prepare, train, evaluate; usage: python -m stages STAGE ARGS\n"
     )
+
+
+# A third hostile round: inputs -------------------------------------------------------------------
+
+
+def replace_prepared(workdir: Path) -> None:  # prepare run by hand meanwhile, in another process
+    standardized = prepare_table(toy(), DataParams(source="toy", standardize=True))
+    (workdir / "new.safetensors").write_bytes(prepared_bytes(standardized))
+    os.replace(workdir / "new.safetensors", workdir / "data" / "prepared.safetensors")
+
+
+def edit_params(workdir: Path) -> None:  # params.yaml edited in place, as an editor saves it
+    with open(workdir / "params.yaml", "a") as f:
+        f.write("# edited\n")
+
+
+def replace_model(workdir: Path) -> None:
+    os.replace(workdir / "models" / "low_level.safetensors", workdir / "old.safetensors")
+    (workdir / "models" / "low_level.safetensors").write_bytes((workdir / "old.safetensors").read_bytes())
+
+
+@pytest.mark.parametrize(
+    "stage, hooked, change, changed",
+    [
+        (train, "train", replace_prepared, "data/prepared.safetensors"),
+        (train, "train", edit_params, "params.yaml"),
+        (prepare, "prepare_table", edit_params, "params.yaml"),
+        (evaluate, "scores", replace_model, "models/low_level.safetensors"),
+    ],
+)
+def test_an_input_that_changes_under_a_stage_leaves_nothing_written(
+    trained, monkeypatch, stage, hooked, change, changed
+):
+    """An input replaced or edited while the stage works: its outputs would name inputs they were not
+    made from (a model that evaluate accepts, a dvc.lock that DVC records after the command)."""
+    original = getattr(stage, hooked)
+
+    def changing(*args, **kwargs):
+        change(trained)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stage, hooked, changing)
+    outputs = {train: TRAIN_ARGS[2:], prepare: ["fresh.safetensors"], evaluate: EVALUATE_ARGS[3:]}[stage]
+    before = {path: (trained / path).read_bytes() for path in outputs if (trained / path).exists()}
+    argv = {train: TRAIN_ARGS, prepare: ["fresh.safetensors"], evaluate: EVALUATE_ARGS}[stage]
+    assert run(stage.main, argv) == (
+        f"stage: error: {changed} changed while the stage ran, so nothing was written; run the stage again"
+    )
+    assert {path: (trained / path).read_bytes() for path in outputs if (trained / path).exists()} == before
+
+
+@pytest.mark.parametrize(
+    "stage, argv, pipe, what",
+    [
+        (train, TRAIN_ARGS, "data/prepared.safetensors", "prepared data"),
+        (evaluate, EVALUATE_ARGS, "data/prepared.safetensors", "prepared data"),
+        (evaluate, EVALUATE_ARGS, "models/low_level.safetensors", "trained model"),
+        (evaluate, EVALUATE_ARGS, "plots/cost/low_level.tsv", "training costs"),
+    ],
+)
+def test_an_input_that_is_a_pipe_is_refused_before_it_blocks(trained, stage, argv, pipe, what):
+    (trained / pipe).unlink()
+    os.mkfifo(trained / pipe)  # opening it to read would wait for a writer forever
+    assert run(stage.main, argv).startswith(f"stage: error: {pipe}: is not a regular file, not the {what}; ")
+
+
+def test_a_label_column_that_is_an_identifier_names_data_label(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_params(tmp_path, "x,y\n" + "".join(f"{i},row{i}\n" for i in range(2000)))
+    monkeypatch.setattr("stages.data.memory_limit", lambda: 2**26)  # 64 MiB: what a class per row cannot fit in
+    assert run(prepare.main, ["out.safetensors"]) == (
+        "stage: error: data.label: column 'y' gives 2,000 classes to 2,000 rows, which need 0.119 GiB to train; is "
+        "it an identifier? Name the column that holds the classes"
+    )
+
+
+def test_a_test_cost_beyond_float32_is_one_line_and_nothing_written(tmp_path, monkeypatch):
+    """One finite but huge test row: its cost overflows, though every training cost is fine."""
+    monkeypatch.chdir(tmp_path)
+    training = Split(np.array([[0.0], [1.0]], dtype=np.float32), np.array([0, 1]))
+    huge = Split(np.array([[3e38]], dtype=np.float32), np.array([0]))
+    write_outputs({"data/prepared.safetensors": prepared_bytes(Prepared(training, huge, ("p", "q"), True))})
+    write_params(tmp_path)
+    message = run(train.main, TRAIN_ARGS)
+    assert message.startswith("stage: error: the test_cost at epoch 100 is ") and "beyond float32" in message
+    assert no_train_outputs(tmp_path)

@@ -162,7 +162,7 @@ def test_csv_numeric_labels_are_ordered_as_numbers(datasets):
 @pytest.mark.parametrize(
     "text, path, label, expected",
     [
-        (None, "datasets/nope.csv", "y", "data.path: datasets/nope.csv not found; check the path"),
+        (None, "datasets/nope.csv", "y", "datasets/nope.csv: table data.path names not found; check data.path"),
         (None, "elsewhere/t.csv", "y", "data.path: elsewhere/t.csv is not under datasets/; put the file there"),
         (None, "/tmp/t.csv", "y", "data.path: /tmp/t.csv is not under datasets/"),
         (

@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save
 
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
+from stages.plumbing.files import _temporary_prefix, read_tensors, tensors_bytes, write_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
     first = tensors_bytes(arrays, info)
     assert all(tensors_bytes(arrays, info) == first for _ in range(20))  # a Rust HashMap would reorder keys
     (tmp_path / "m.safetensors").write_bytes(first)
-    read, read_info = read_tensors(tmp_path / "m.safetensors", "trained model", ("impl",), "fix")
+    read, read_info, _ = read_tensors(tmp_path / "m.safetensors", "trained model", ("impl",), "fix")
     assert read_info == info
     np.testing.assert_array_equal(read["W"], arrays["W"])
 
@@ -130,7 +130,7 @@ def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
 
 def test_a_directory_in_place_of_an_input(tmp_path):
     (tmp_path / "m.safetensors").mkdir()
-    with pytest.raises(UserError, match=r"m.safetensors: is a directory, not the trained model; remove it and run"):
+    with pytest.raises(UserError, match=r"m.safetensors: is a directory, not the trained model; run it"):
         read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
@@ -152,14 +152,33 @@ def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def temporary(path: Path, pid: int | str) -> Path:
+    """The name write_outputs gives the temporary of the output `path` in process `pid`."""
+    return path.parent / f"{_temporary_prefix(path)}{pid}.tmp"
+
+
 def test_temporaries_left_by_a_killed_run_are_removed_by_the_next(tmp_path):
-    left = [tmp_path / ".model.safetensors.k3j4_x.tmp", tmp_path / ".costs.tsv.a1b2c3.tmp"]
-    for path in left:
+    dead = 999_999_999  # beyond any pid
+    model, costs, notes = tmp_path / "model.safetensors", tmp_path / "costs.tsv", tmp_path / "notes.txt"
+    for path in (temporary(model, dead), temporary(costs, dead)):
         path.write_bytes(b"half a file")
-    other = tmp_path / ".notes.txt.a1b2c3.tmp"  # not beside an output of this write: kept
-    other.write_bytes(b"")
-    write_outputs({str(tmp_path / "model.safetensors"): b"m", str(tmp_path / "costs.tsv"): "c"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.a1b2c3.tmp", "costs.tsv", "model.safetensors"]
+    kept = [temporary(notes, dead), temporary(costs, "12x"), tmp_path / f"{temporary(costs, dead).name}.tmp"]
+    for path in kept:  # another output's, and names that are no temporary's of this write: exact match only
+        path.write_bytes(b"")
+    write_outputs({str(model): b"m", str(costs): "c"})
+    assert sorted(tmp_path.iterdir()) == sorted([*kept, costs, model])
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["a" * 100 + "_model", "a" * 100 + "_costs"],  # alike in their first 100 characters
+        ["é" * 120 + ".bin", "é" * 120 + ".tsv"],  # 244 bytes each: a valid name, cut by bytes
+    ],
+)
+def test_outputs_with_names_alike_get_temporaries_of_their_own(tmp_path, names):
+    write_outputs({str(tmp_path / name): name for name in names})
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == {name: name for name in names}
 
 
 def test_a_rename_that_fails_after_others_says_what_was_written(tmp_path, monkeypatch):
@@ -183,9 +202,9 @@ def test_the_temporary_of_a_running_writer_is_left_alone(tmp_path):
     """Only a temporary whose process is gone was left by a killed run; another run's is its own."""
     live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
-        running = tmp_path / f".out.tsv.{live.pid}.tmp"
+        running = temporary(tmp_path / "out.tsv", live.pid)
         running.write_bytes(b"being written")
-        dead = tmp_path / ".out.tsv.999999999.tmp"  # beyond any pid
+        dead = temporary(tmp_path / "out.tsv", 999_999_999)  # beyond any pid
         dead.write_bytes(b"left")
         write_outputs({str(tmp_path / "out.tsv"): "new"})
         assert running.exists() and not dead.exists() and (tmp_path / "out.tsv").read_text() == "new"

@@ -1,15 +1,13 @@
 """One line for every way a stage can fail: the error type for a user's mistake, the helpers that keep
-a message to one short, safe line, a stage's command line (its paths checked), and say, which prints
-a stage's notes and last line. (The error boundary that turns each failure into its line is
-stages/plumbing/process.py's.)"""
+a message to one short, safe line, and say, which prints a stage's notes and last line. (The error
+boundary that turns each failure into its line is stages/plumbing/process.py's.)"""
 
-import argparse
 import contextlib
 import os
 import reprlib
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 # The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
 # as a dependency in dvc.yaml; no stage writes in it.
@@ -48,50 +46,6 @@ def listing(names: Sequence[Any], most: int = 20) -> str:
     that is empty or has spaces around it is quoted, so that they show."""
     shown = ", ".join(repr(n) if n != n.strip() or not n else n for n in (str(name)[:40] for name in names[:most]))
     return shown if len(names) <= most else f"{shown} ... ({len(names)})"
-
-
-class StageArguments(argparse.ArgumentParser):
-    """argparse for a stage's command line; a wrong one is reported the way the stages report every
-    mistake, in one line, `<stage>: error: <what>; usage: ...`, with argparse's exit status 2.
-
-    Each path is declared an input or an output, and before any work the paths must name distinct
-    files: an output that is an input (or params.yaml, or a user's table) would overwrite it, and two
-    outputs that are one file would lose one of them."""
-
-    def __init__(self, stage: str, description: str | None) -> None:
-        super().__init__(prog=f"python -m stages {stage}", description=description)
-        self.stage = stage
-        self.inputs: list[str] = []
-        self.outputs: list[str] = []
-
-    def add_input(self, name: str, help: str) -> None:
-        self.add_argument(name, help=help)
-        self.inputs.append(name)
-
-    def add_output(self, name: str, help: str) -> None:
-        self.add_argument(name, help=help)
-        self.outputs.append(name)
-
-    def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:  # type: ignore[override]
-        """The arguments, once every output is known to be neither an input, params.yaml, another
-        output, nor a file under datasets/ (the user's tables: data.path among them)."""
-        parsed = super().parse_args(args)
-        seen = {os.path.realpath("params.yaml"): "params.yaml"}
-        seen |= {os.path.realpath(getattr(parsed, name)): name for name in self.inputs}
-        tables = os.path.realpath(DATASETS_DIR)
-        for name in self.outputs:
-            path = getattr(parsed, name)
-            real = os.path.realpath(path)
-            if os.path.commonpath([real, tables]) == tables:
-                raise UserError(f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it "
-                                "elsewhere")  # fmt: skip
-            other = seen.setdefault(real, name)
-            if other != name:
-                raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
-        return parsed
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
 def first_process() -> bool:

@@ -6,26 +6,37 @@ place. A write that fails (disk full, read-only directory) leaves every output a
 cannot fail for want of space, and if one fails anyway the message names the outputs already
 replaced. Temporary files that a killed run left (SIGKILL gives no chance to clean up) are removed
 by the next run of the stage. Reading an earlier stage's file ends in one line naming the file and
-`dvc repro` when it is missing or damaged.
+`dvc repro` when it is missing or damaged. A stage's command line declares which of its paths are
+inputs and which outputs (StageArguments), and no output may be an input.
+
+Every input a stage reads is opened by open_input: it must be a regular file (a pipe would block the
+stage forever), and its identity (device, inode, size, modification time) is noted when it is opened.
+Before any output is renamed into place, each input must still be the file the stage read: one that
+changed meanwhile (prepare run by hand under a training, params.yaml edited during `dvc repro`) ends
+the stage in one line with nothing written, since its outputs would say they came from inputs they
+did not come from.
 
 Tensors are stored as safetensors: a JSON header and the raw bytes, readable with numpy alone (so
 `evaluate` needs no torch), with nothing in it that changes from run to run.
 """
 
+import argparse
 import contextlib
-import glob
 import hashlib
 import json
 import os
+import re
+import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from stages.plumbing import process
-from stages.plumbing.errors import UserError, first_line
+from stages.plumbing.errors import DATASETS_DIR, UserError, first_line
 
 # A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
 # from the midpoint to the next power on, it rounds to infinity).
@@ -33,6 +44,85 @@ FLOAT32_LIMIT = float(2**128 - 2**103)
 
 # What each output is, keyed by path; bytes or text, written together by write_outputs.
 Outputs = dict[str, bytes | str]
+
+# The inputs this stage opened, and what each was when it was opened.
+inputs_read: dict[str, tuple[int, int, int, int]] = {}
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def open_input(path: str | Path, what: str, fix: str) -> BinaryIO:
+    """The input file `path` open for reading, once it is known to be a regular file; noted, so that
+    write_outputs can tell whether it changed. A UserError names `what` it should be and the `fix`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens at once, and is refused below
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found; {fix}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise UserError(f"{path}: is {kind}, not the {what}; {fix}")
+    inputs_read[str(path)] = _identity(info)
+    return os.fdopen(fd, "rb")
+
+
+def _check_inputs() -> None:
+    """Every input is still the file the stage read."""
+    for path, identity in inputs_read.items():
+        try:
+            same = _identity(os.stat(path)) == identity
+        except OSError:
+            same = False
+        if not same:
+            raise UserError(f"{path} changed while the stage ran, so nothing was written; run the stage again")
+
+
+class StageArguments(argparse.ArgumentParser):
+    """argparse for a stage's command line; a wrong one is reported the way the stages report every
+    mistake, in one line, `<stage>: error: <what>; usage: ...`, with argparse's exit status 2.
+
+    Each path is declared an input or an output, and before any work the paths must name distinct
+    files: an output that is an input (or params.yaml, or a user's table) would overwrite it, and two
+    outputs that are one file would lose one of them."""
+
+    def __init__(self, stage: str, description: str | None) -> None:
+        super().__init__(prog=f"python -m stages {stage}", description=description)
+        self.stage = stage
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+
+    def add_input(self, name: str, help: str) -> None:
+        self.add_argument(name, help=help)
+        self.inputs.append(name)
+
+    def add_output(self, name: str, help: str) -> None:
+        self.add_argument(name, help=help)
+        self.outputs.append(name)
+
+    def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:  # type: ignore[override]
+        """The arguments, once every output is known to be neither an input, params.yaml, another
+        output, nor a file under datasets/ (the user's tables: data.path among them)."""
+        parsed = super().parse_args(args)
+        inputs_read.clear()  # a stage begins: it has read nothing yet
+        seen = {os.path.realpath("params.yaml"): "params.yaml"}
+        seen |= {os.path.realpath(getattr(parsed, name)): name for name in self.inputs}
+        tables = os.path.realpath(DATASETS_DIR)
+        for name in self.outputs:
+            path = getattr(parsed, name)
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, tables]) == tables:
+                raise UserError(f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it "
+                                "elsewhere")  # fmt: skip
+            other = seen.setdefault(real, name)
+            if other != name:
+                raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
 def write_outputs(outputs: Outputs) -> None:
@@ -46,10 +136,12 @@ def write_outputs(outputs: Outputs) -> None:
         for path, data in outputs.items():
             content = data.encode("utf-8") if isinstance(data, str) else data
             temporary.append((path, _write_temporary(Path(path), content)))
+        _check_inputs()
         process.finishing()  # no signal ends the renames halfway
         for path, tmp in temporary:
             os.replace(tmp, path)
             replaced.append(path)
+        inputs_read.clear()
     except BaseException as error:  # Ctrl-C too: no temporary file is left behind
         for _, tmp in temporary:
             tmp.unlink(missing_ok=True)
@@ -68,12 +160,14 @@ def write_outputs(outputs: Outputs) -> None:
 
 def _output_name(failed: str, output: str) -> str:
     """The output the user named, rather than the temporary file beside it."""
-    return output if Path(failed).name.startswith(f"{_temporary_stem(Path(output))}.") else failed
+    return output if Path(failed).name.startswith(_temporary_prefix(Path(output))) else failed
 
 
-def _temporary_stem(path: Path) -> str:
-    """How the temporaries of an output begin: its name, cut short (a name has at most 255 bytes)."""
-    return f".{path.name[:100]}"
+def _temporary_prefix(path: Path) -> str:
+    """How the temporaries of an output begin: its name cut to 100 bytes (a name may have 255), and a
+    hash of the whole name, so that no two outputs share a temporary, however alike their names."""
+    name = path.name.encode("utf-8", "surrogateescape")
+    return f".{name[:100].decode('utf-8', 'ignore')}.{hashlib.sha256(name).hexdigest()[:16]}."
 
 
 def _write_temporary(path: Path, content: bytes) -> Path:
@@ -84,11 +178,11 @@ def _write_temporary(path: Path, content: bytes) -> Path:
         raise OSError(0, "a device or a pipe, not a regular file; write the output elsewhere", str(path))
     # A temporary is named by its output and the process writing it; one whose process is gone was
     # left by a killed run, and is removed.
-    stem = _temporary_stem(path)
-    for left in path.parent.glob(f"{glob.escape(stem)}.*.tmp"):
-        if not _running(left.name.removeprefix(f"{stem}.").removesuffix(".tmp")):
-            left.unlink(missing_ok=True)
-    tmp = path.parent / f"{stem}.{os.getpid()}.tmp"
+    prefix = _temporary_prefix(path)
+    for left in os.listdir(path.parent):
+        if (pid := re.fullmatch(rf"{re.escape(prefix)}([0-9]+)\.tmp", left)) and not _running(pid[1]):
+            (path.parent / left).unlink(missing_ok=True)
+    tmp = path.parent / f"{prefix}{os.getpid()}.tmp"
     # Mode 0666 less the umask, as open() gives: others (a container's user, a colleague) read the results.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -102,7 +196,7 @@ def _write_temporary(path: Path, content: bytes) -> Path:
 
 def _running(pid: str) -> bool:
     """Whether another process, `pid` (as a temporary's name holds it), is running."""
-    if not (pid.isascii() and pid.isdigit()) or int(pid) in (0, os.getpid()):
+    if int(pid) in (0, os.getpid()):
         return False
     try:
         os.kill(int(pid), 0)  # signal 0: only whether it exists
@@ -125,14 +219,14 @@ def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
     return save(contiguous, metadata={"info": json.dumps(info, sort_keys=True)})
 
 
-def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays and the info of a file written by tensors_bytes, its info holding `keys`; a UserError
-    naming `what` the file should be and the `fix` when it is missing, damaged or another file."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, not the {what}; remove it and {fix}")
-    if not path.exists():
-        raise UserError(f"{path}: {what} not found; {fix}")
+def read_tensors(
+    path: str | Path, what: str, keys: tuple[str, ...], fix: str
+) -> tuple[dict[str, np.ndarray], dict, str]:
+    """The arrays and the info of a file written by tensors_bytes, its info holding `keys`, and the
+    SHA-256 of its bytes; a UserError naming `what` the file should be and the `fix` when it is
+    missing, damaged or another file."""
+    with open_input(path, what, fix) as f:  # read a block at a time: a prepared file may be gigabytes
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     try:
         with safe_open(path, framework="np") as f:
             arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
@@ -147,20 +241,20 @@ def read_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -
     for name, array in arrays.items():
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise UserError(f"{path}: {name} holds NaN or infinite values; {fix}")
-    return arrays, info
+    return arrays, info, digest
 
 
 def sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    """The file's SHA-256, read a block at a time (a prepared file may be gigabytes)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def float32_text(value: float) -> str:
+def float32_text(value: float, what: str) -> str:
     """`value` as a float32, in the shortest decimal that reads back as that float32: numpy's repr of
-    a float32 (Dragon4 with unique=True), so the bytes are stable and carry no noise digits."""
+    a float32 (Dragon4 with unique=True), so the bytes are stable and carry no noise digits. Every number
+    a stage writes as text passes here, and none is NaN or infinite: `what` it is names it in the line."""
+    if not abs(value) < FLOAT32_LIMIT:  # NaN fails it too
+        fix = "lower train.lr (or standardize the data: data.standardize: true) and `dvc repro`"
+        raise UserError(
+            f"{what} is {value:.3g}, beyond float32: training diverged or the data's scale overflows; {fix}"
+        )
     return str(np.float32(value))

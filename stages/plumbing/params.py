@@ -14,7 +14,6 @@ import contextlib
 import math
 import os
 import resource  # Unix: the stages run on Linux (and in its container)
-import stat
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -24,6 +23,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from stages.plumbing.errors import UserError, abbreviate, first_line
+from stages.plumbing.files import open_input
 
 PARAMS_FILE = "params.yaml"
 SOURCES = ("toy", "iris", "digits", "csv", "parquet", "synthetic")
@@ -153,17 +153,10 @@ SECTIONS = {"data": DataParams, "train": TrainParams}
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found; run the stage from the repository root") from None
-    regular, directory = stat.S_ISREG(info.st_mode), stat.S_ISDIR(info.st_mode)
-    if not regular or info.st_size > MAX_PARAMS_BYTES:
-        what = f"is {info.st_size:,} bytes, not a parameters file" if regular else "is not a regular file"
-        raise UserError(f"{path}: {'is a directory' if directory else what}; params.yaml must be a small file in the "
-                        "repository root")  # fmt: skip
-    content = path.read_bytes()
+    with open_input(path, "parameters file", "run the stage from the repository root, where params.yaml is") as f:
+        content = f.read(MAX_PARAMS_BYTES + 1)
+    if len(content) > MAX_PARAMS_BYTES:
+        raise UserError(f"{path}: over {MAX_PARAMS_BYTES:,} bytes, not a parameters file; it holds a few lines")
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as error:

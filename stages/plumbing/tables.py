@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from stages.plumbing.errors import DATASETS_DIR, UserError, abbreviate, first_line, listing
-from stages.plumbing.files import FLOAT32_LIMIT
+from stages.plumbing.files import FLOAT32_LIMIT, open_input
 from stages.plumbing.params import DELIMITERS
 
 
@@ -69,12 +69,7 @@ def _check_dataset_path(path: str) -> None:
     if PurePosixPath(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] != DATASETS_DIR:
         fix = "put the file there (or `dvc add` it there) so that DVC tracks it as a dependency of prepare"
         raise UserError(f"data.path: {path} is not under {DATASETS_DIR}/; {fix}")
-    if Path(path).is_dir():
-        raise UserError(f"data.path: {path} is a directory; name a table file in it")
-    if not Path(path).exists():
-        raise UserError(f"data.path: {path} not found; check the path (relative to the repository root)")
-    if not Path(path).is_file():  # a pipe would keep the stage waiting for a writer
-        raise UserError(f"data.path: {path} is not a regular file; name a table file")
+    open_input(path, "table data.path names", "check data.path (relative to the repository root)").close()
 
 
 def detect_delimiter(header: str) -> str:
