@@ -20,6 +20,7 @@ Prints a table and writes bench/results.json (or --out).
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -156,7 +157,7 @@ def throughput(
 
         def run(impl: str = impl) -> None:
             with contextlib.redirect_stdout(io.StringIO()):
-                train(impl, Split(x, y), prepared.n_classes, train_params, device)
+                train(impl, dataclasses.replace(prepared, train=Split(x, y)), train_params, device)
 
         run()  # warm-up
         seconds = best_time(repeats, run, device)

@@ -70,18 +70,18 @@ def macro_f1(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> float
 
 
 def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> str:
-    """One row per evaluated sample, for DVC's confusion template. Each class name is a field as the csv
-    module writes it, quoted when it holds a comma, a quote, a CR or a LF (its line end is CRLF here
-    so that both count), so that every row has two fields; rows end in LF, as the other files do."""
-    field = io.StringIO()
-    writer = csv.writer(field, lineterminator="\r\n")
-    names = []
-    for name in classes:
-        field.seek(0), field.truncate()
-        writer.writerow([name])
-        names.append(field.getvalue().removesuffix("\r\n"))
+    """One row per evaluated sample, for DVC's confusion template; rows end in LF, as the other files do."""
+    names = [_csv_field(name) for name in classes]
     rows = zip(actual.tolist(), predicted.tolist(), strict=True)
     return "actual,predicted\n" + "".join(f"{names[a]},{names[p]}\n" for a, p in rows)
+
+
+def _csv_field(text: str) -> str:
+    """`text` as one CSV field, as the csv module writes it: quoted when it holds a comma, a quote, a CR
+    or a LF (the line end is CRLF here so that a lone CR counts too), so that every row has two fields."""
+    field = io.StringIO()
+    csv.writer(field, lineterminator="\r\n").writerow([text])
+    return field.getvalue().removesuffix("\r\n")
 
 
 def float32_values(metrics: dict, prefix: str = "") -> dict:

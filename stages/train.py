@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.data import Split, load_prepared
+from stages.data import Prepared, Split, load_prepared
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.plumbing import distributed
-from stages.plumbing.device import Work, make_deterministic, resolve_device
+from stages.plumbing.device import flop, make_deterministic, resolve_device
 from stages.plumbing.errors import UserError, tell
 from stages.plumbing.files import StageArguments, float32_text, sha256, tensors_bytes, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
@@ -53,16 +53,8 @@ def make_optimizer(parameters: Iterable[torch.Tensor], params: TrainParams) -> t
     return torch.optim.SGD(parameters, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
 
 
-def train(
-    impl: str,
-    data: Split,
-    n_classes: int,
-    params: TrainParams,
-    device: torch.device,
-    test: Split | None = None,
-    standardized: bool = False,
-) -> Trained:
-    """Train `impl` on `data`.
+def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.device) -> Trained:
+    """Train `impl` on the prepared data's training split (its test split, if any, is scored too).
 
     As in the lesson there are epochs + 1 passes (range(epochs + 1)), and with full batches an
     epoch's cost is computed before that epoch's update: the last cost printed is that of the model
@@ -74,13 +66,15 @@ def train(
     # start high_level from the lab's weights, and every other seed from weights drawn the same way.
     torch.manual_seed(params.seed)
     torch.rand(3, 5), torch.randint(5, (3,))
-    model = build_model(impl, data.x.shape[1], n_classes, device)
+    data, standardized = prepared.train, prepared.mean is not None
+    model = build_model(impl, prepared.n_features, prepared.n_classes, device)
     cost_of = cost_function(impl, params.double_softmax)
     optimizer = make_optimizer(model.parameters(), params)
     x, y = torch.as_tensor(data.x, device=device), torch.as_tensor(data.y, device=device)
     n_rows = len(y)
     batch_size = params.batch_size if 0 < params.batch_size < n_rows else n_rows
     shuffle = torch.Generator().manual_seed(params.seed)
+    test = prepared.eval if prepared.has_test else None
     if test is not None:
         test = Split(torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device))
     # Costs stay on the device and are read back only when printed: no host sync on every epoch.
@@ -180,16 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = train_params(load_params())
     prepared = load_prepared(args.data)
-    work = Work(len(prepared.train.y), prepared.n_features, prepared.n_classes, params.epochs, params.batch_size)
-    device = resolve_device(params.device, work)
+    run_flop = flop(len(prepared.train.y), prepared.n_features, prepared.n_classes, params.epochs)
+    device = resolve_device(params.device, run_flop)
     make_deterministic(device)
-    test = prepared.eval if prepared.has_test else None
     rank = distributed.start(device)
     try:
-        standardized = prepared.mean is not None
-        model, costs, test_costs = train(
-            args.impl, prepared.train, prepared.n_classes, params, device, test, standardized
-        )
+        model, costs, test_costs = train(args.impl, prepared, params, device)
     finally:
         distributed.stop()
     if rank != 0:  # every process holds the same model: the first one writes it

@@ -50,9 +50,7 @@ def test_stages_run_on_cuda(tmp_path, monkeypatch):
 def test_cuda_matches_cpu(impl, toy_data, lesson_params: TrainParams):
     models, costs = {}, {}
     for device in ("cpu", "cuda"):
-        models[device], costs[device], _ = train_model(
-            impl, toy_data.train, toy_data.n_classes, lesson_params, torch.device(device)
-        )
+        models[device], costs[device], _ = train_model(impl, toy_data, lesson_params, torch.device(device))
     assert max(abs(a - b) for a, b in zip(costs["cpu"], costs["cuda"], strict=True)) < 1e-5
     cpu_state = models["cpu"].state_dict()
     for name, value in models["cuda"].state_dict().items():
@@ -62,6 +60,6 @@ def test_cuda_matches_cpu(impl, toy_data, lesson_params: TrainParams):
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_cuda_repeats_bit_for_bit(impl, toy_data, lesson_params: TrainParams):
     cuda = torch.device("cuda")
-    first = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda).costs
-    second = train_model(impl, toy_data.train, toy_data.n_classes, lesson_params, cuda).costs
+    first = train_model(impl, toy_data, lesson_params, cuda).costs
+    second = train_model(impl, toy_data, lesson_params, cuda).costs
     assert first == second

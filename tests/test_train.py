@@ -172,56 +172,56 @@ def test_the_notebook_run_here_prints_its_published_costs():
 def test_each_implementation_prints_the_labs_published_costs(curve, toy_data, lesson_params, capsys):
     impl = "low_level" if curve == "double_softmax" else curve
     params = dataclasses.replace(lesson_params, double_softmax=curve == "double_softmax")
-    train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    train(impl, toy_data, params, CPU)
     assert printed_lines(capsys) == REPRODUCED[curve]
 
 
 def test_correct_low_level_prints_the_functional_curve(toy_data, lesson_params, capsys):
-    train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    train("low_level", toy_data, lesson_params, CPU)
     assert printed_lines(capsys) == REPRODUCED["functional"]
 
 
 def test_low_level_and_functional_cost_curves_agree(toy_data, lesson_params):
-    low = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
-    functional = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    low = train("low_level", toy_data, lesson_params, CPU).costs
+    functional = train("functional", toy_data, lesson_params, CPU).costs
     assert len(low) == len(functional) == 1001
     assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < 1e-6
 
 
 def test_double_softmax_differs_from_the_correct_cost(toy_data, lesson_params):
-    correct = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    correct = train("low_level", toy_data, lesson_params, CPU).costs
     params = dataclasses.replace(lesson_params, double_softmax=True)
-    double = train("low_level", toy_data.train, toy_data.n_classes, params, CPU).costs
+    double = train("low_level", toy_data, params, CPU).costs
     assert correct[0] == pytest.approx(double[0])  # from W = 0 all probabilities are 1/3 either way
     assert double[-1] - correct[-1] > 0.1
 
 
 @pytest.mark.parametrize("impl", ["functional", "high_level"])
 def test_double_softmax_flag_is_ignored_by_the_other_implementations(impl, toy_data, lesson_params):
-    plain = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    plain = train(impl, toy_data, lesson_params, CPU).costs
     params = dataclasses.replace(lesson_params, double_softmax=True)
-    flagged = train(impl, toy_data.train, toy_data.n_classes, params, CPU).costs
+    flagged = train(impl, toy_data, params, CPU).costs
     assert plain == flagged
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_each_implementation_learns_the_toy_set(impl, toy_data, lesson_params):
-    model, costs, _ = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    model, costs, _ = train(impl, toy_data, lesson_params, CPU)
     assert costs[-1] < costs[0]
     assert accuracy(model, toy_data.eval) >= 7 / 8
 
 
 def test_scalar_bias_learns_nothing(toy_data, lesson_params):
     # softmax(z + c) == softmax(z): the scalar bias's gradient is (numerically) zero.
-    model = train("low_level", toy_data.train, toy_data.n_classes, lesson_params, CPU).model
+    model = train("low_level", toy_data, lesson_params, CPU).model
     assert abs(model.b.item()) < 1e-5
     assert model.W.abs().max().item() > 0.1
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_training_repeats_bit_for_bit(impl, toy_data, lesson_params):
-    first_model, first, _ = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
-    second_model, second, _ = train(impl, toy_data.train, toy_data.n_classes, lesson_params, CPU)
+    first_model, first, _ = train(impl, toy_data, lesson_params, CPU)
+    second_model, second, _ = train(impl, toy_data, lesson_params, CPU)
     assert first == second
     for a, b in zip(first_model.state_dict().values(), second_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -231,25 +231,27 @@ def test_training_repeats_bit_for_bit(impl, toy_data, lesson_params):
 def test_diverging_cost_stops_with_the_epoch_and_a_hint(impl, toy_data, lesson_params, capsys):
     params = dataclasses.replace(lesson_params, lr=1e38, epochs=300)
     with pytest.raises(UserError, match=r"the cost became (nan|inf) at epoch \d+ with train.lr=1e\+38; lower train.lr"):
-        train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+        train(impl, toy_data, params, CPU)
 
 
 def test_adam_at_a_huge_lr_is_the_same_one_line(toy_data, lesson_params):
     params = dataclasses.replace(lesson_params, optimizer="adam", lr=1e38, momentum=0.9)
     with pytest.raises(UserError, match=r"^an update overflowed float32 at epoch 0 with train.lr=1e\+38; lower "
                        r"train.lr \(or standardize the data: data.standardize: true\)$"):  # fmt: skip
-        train("functional", toy_data.train, toy_data.n_classes, params, CPU)  # momentum: not Adam's, not named
+        train("functional", toy_data, params, CPU)  # momentum: not Adam's, not named
 
 
 def test_divergence_on_standardized_data_does_not_suggest_standardizing(toy_data, lesson_params):
     params = dataclasses.replace(lesson_params, lr=1e38, epochs=300)
+    ones = torch.ones(4).numpy()  # the same numbers, standardized by mean 0 and deviation 1
+    standardized = dataclasses.replace(toy_data, mean=ones * 0, std=ones)
     with pytest.raises(UserError, match=r"with train.lr=1e\+38; lower train.lr$"):
-        train("functional", toy_data.train, toy_data.n_classes, params, CPU, standardized=True)
+        train("functional", standardized, params, CPU)
 
 
 def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
     params = dataclasses.replace(lesson_params, epochs=7, log_every=3)
-    costs = train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs
+    costs = train("functional", toy_data, params, CPU).costs
     assert len(costs) == 8
     assert [line.split(" Cost")[0] for line in printed_lines(capsys)] == [
         "Epoch    0/7",
@@ -261,11 +263,11 @@ def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_progress_goes_to_stderr_only_and_changes_nothing(impl, toy_data, lesson_params, capsys, monkeypatch):
     params = dataclasses.replace(lesson_params, epochs=20, log_every=10)
-    quiet = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    quiet = train(impl, toy_data, params, CPU)
     quiet_out = capsys.readouterr()
     assert quiet_out.err == ""  # a run shorter than PROGRESS_SECONDS shows no progress
     monkeypatch.setattr("stages.train.PROGRESS_SECONDS", 0.0)  # a line after every epoch
-    loud = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    loud = train(impl, toy_data, params, CPU)
     loud_out = capsys.readouterr()
     assert loud_out.out == quiet_out.out and loud.costs == quiet.costs
     assert numpy_state(loud.model).keys() == numpy_state(quiet.model).keys()
@@ -285,50 +287,50 @@ def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():
 
 
 def test_a_batch_as_large_as_the_data_is_the_full_batch(toy_data, lesson_params):
-    full = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    full = train("functional", toy_data, lesson_params, CPU).costs
     params = dataclasses.replace(lesson_params, batch_size=8)
-    assert train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs == full
+    assert train("functional", toy_data, params, CPU).costs == full
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_mini_batches_are_seeded_and_learn(impl, toy_data, lesson_params):
     params = dataclasses.replace(lesson_params, batch_size=3, lr=0.02, epochs=500)  # 3 updates an epoch: a smaller step
-    first = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
-    second = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
+    first = train(impl, toy_data, params, CPU)
+    second = train(impl, toy_data, params, CPU)
     assert first.costs == second.costs
-    full = train(impl, toy_data.train, toy_data.n_classes, dataclasses.replace(params, batch_size=0), CPU)
+    full = train(impl, toy_data, dataclasses.replace(params, batch_size=0), CPU)
     assert first.costs[1:] != full.costs[1:]
     assert accuracy(first.model, toy_data.eval) >= 7 / 8
 
 
 def test_mini_batches_agree_between_low_level_and_functional(toy_data, lesson_params):
     params = dataclasses.replace(lesson_params, batch_size=3, epochs=200)
-    low = train("low_level", toy_data.train, toy_data.n_classes, params, CPU).costs
-    functional = train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs
+    low = train("low_level", toy_data, params, CPU).costs
+    functional = train("functional", toy_data, params, CPU).costs
     assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < 1e-5
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_adam_learns_and_differs_from_sgd(impl, toy_data, lesson_params):
     params = dataclasses.replace(lesson_params, optimizer="adam", lr=0.05, epochs=300)
-    adam = train(impl, toy_data.train, toy_data.n_classes, params, CPU)
-    sgd = train(impl, toy_data.train, toy_data.n_classes, dataclasses.replace(params, optimizer="sgd"), CPU)
+    adam = train(impl, toy_data, params, CPU)
+    sgd = train(impl, toy_data, dataclasses.replace(params, optimizer="sgd"), CPU)
     assert adam.costs != sgd.costs
     assert adam.costs[-1] < adam.costs[0]
     assert accuracy(adam.model, toy_data.eval) >= 7 / 8
 
 
 def test_momentum_and_weight_decay_reach_the_optimizer(toy_data, lesson_params):
-    plain = train("functional", toy_data.train, toy_data.n_classes, lesson_params, CPU).costs
+    plain = train("functional", toy_data, lesson_params, CPU).costs
     for change in ({"momentum": 0.9}, {"weight_decay": 0.01}):
         params = dataclasses.replace(lesson_params, **change)
-        assert train("functional", toy_data.train, toy_data.n_classes, params, CPU).costs[1:] != plain[1:]
+        assert train("functional", toy_data, params, CPU).costs[1:] != plain[1:]
 
 
 def test_test_cost_is_logged_every_log_every_epochs(lesson_params):
     params = DataParams(source="iris", test_size=0.2)
     prepared = prepare_table(load_table(params), params)
-    trained = train("functional", prepared.train, prepared.n_classes, lesson_params, CPU, prepared.eval)
+    trained = train("functional", prepared, lesson_params, CPU)
     assert [epoch for epoch, _ in trained.test_costs] == list(range(0, 1001, 100))
     assert trained.test_costs[0][1] == pytest.approx(math.log(3))  # W = 0: every class 1/3
     assert trained.test_costs[-1][1] < trained.test_costs[0][1]
@@ -348,7 +350,7 @@ def test_readme_settings_reach_093_test_accuracy(source, impl, lesson_params, ca
     data_params, train_changes = README_SETTINGS[source]
     prepared = prepare_table(load_table(data_params), data_params)
     params = dataclasses.replace(lesson_params, **train_changes)
-    trained = train(impl, prepared.train, prepared.n_classes, params, CPU, prepared.eval)
+    trained = train(impl, prepared, params, CPU)
     assert accuracy(trained.model, prepared.eval) >= 0.93
 
 

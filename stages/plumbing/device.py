@@ -1,75 +1,46 @@
 """Choosing the device, and the settings that make a run repeat bit for bit."""
 
-import math
 import os
-from typing import NamedTuple
 
 import torch
 
 from stages.plumbing.errors import UserError, say
 
-# What `auto` weighs: the seconds a run would take on each device, estimated from its size. Each
-# training step costs a fixed time (Python and kernel launches, whatever the data) plus its arithmetic,
-# about 6 x rows x features x classes floating-point operations (the forward product, and two for the
-# gradients). The constants were measured: the CPU's on this project's CI machine (bench/run.py: one
-# thread, MKL's reproducible branch, ~0.3 ms a toy step, ~8 GFLOP/s on large products); CUDA's on an
-# NVIDIA H200 (issue 12: 0.38 s start-up, 0.78 ms an eager toy step, ~8 TFLOP/s effective on
-# 1,000,000 x 784 x 10; 5e12 leaves a margin). On the lesson's 8 rows the CPU wins whatever the GPU:
-# CUDA's start-up alone is longer than the CPU's whole run.
-CPU_STEP_S, CPU_FLOPS = 0.3e-3, 8e9
-CUDA_START_S, CUDA_STEP_S, CUDA_FLOPS = 0.4, 0.8e-3, 5e12
+# `auto`'s rule: CUDA when there is one and the run's arithmetic, 6 x rows x features x classes per
+# epoch (the forward product and two for the gradients), comes to at least AUTO_CUDA_FLOP. The figure is
+# a second of this project's CI CPU (about 8 GFLOP/s on one thread, MKL's reproducible branch) beyond
+# what CUDA costs before it computes anything (0.4 s to start on an NVIDIA H200, and about 0.8 ms a step
+# where the CPU takes 0.3 ms: bench/run.py, issue 12). The lesson's run is 2e5 FLOP: the CPU, whatever
+# the GPU.
+AUTO_CUDA_FLOP = 1e10
 
 
-class Work(NamedTuple):
-    """The size of a training run, as `auto` weighs it."""
-
-    rows: int
-    features: int
-    classes: int
-    epochs: int  # the loop runs epochs + 1 passes
-    batch_size: int  # 0: full batch
-
-    def steps(self) -> int:
-        batch = self.batch_size if 0 < self.batch_size < self.rows else max(self.rows, 1)
-        return (self.epochs + 1) * math.ceil(self.rows / batch)
-
-    def flops(self) -> float:
-        return 6.0 * self.rows * self.features * self.classes * (self.epochs + 1)
-
-    def seconds(self) -> tuple[float, float]:
-        """Estimated seconds on the CPU and on CUDA (start-up included)."""
-        cpu = self.steps() * CPU_STEP_S + self.flops() / CPU_FLOPS
-        cuda = CUDA_START_S + self.steps() * CUDA_STEP_S + self.flops() / CUDA_FLOPS
-        return cpu, cuda
+def flop(rows: int, features: int, classes: int, epochs: int) -> float:
+    """The floating-point operations of a training run, as `auto` weighs it: range(epochs + 1) passes."""
+    return 6.0 * rows * features * classes * (epochs + 1)
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.2g}" if value < 100 else f"{value:.0f}"
-
-
-def resolve_device(requested: str, work: Work) -> torch.device:
-    """`auto` takes CUDA when there is one and the run is large enough to gain from it, and says what
-    it chose and why; `cuda` without CUDA is an error."""
+def resolve_device(requested: str, run_flop: float) -> torch.device:
+    """`auto` takes CUDA when there is one and the run does at least AUTO_CUDA_FLOP, and says what it
+    chose and why; `cuda` without CUDA is an error."""
     available = torch.cuda.is_available()
     if requested == "cuda" and not available:
-        raise UserError(
-            "train.device is 'cuda' but CUDA is not available here "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use 'auto' or 'cpu'"
-        )
+        build = f"torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}"
+        raise UserError(f"train.device is 'cuda' but CUDA is not available here ({build}); use 'auto' or 'cpu'")
     if requested != "auto":
         return torch.device(requested)
     if not available:
         say("device: auto -> cpu (CUDA not available, falling back to the CPU)")
         return torch.device("cpu")
-    cpu, cuda = work.seconds()
-    if cuda < cpu:
-        say(f"device: auto -> cuda ({torch.cuda.get_device_name(0)}; about {_seconds(cuda)} s against "
-            f"{_seconds(cpu)} s on the CPU, by estimate)")  # fmt: skip
+    if run_flop >= AUTO_CUDA_FLOP:
+        gpu = torch.cuda.get_device_name(0)
+        say(f"device: auto -> cuda ({gpu}; the run's {run_flop:.2g} FLOP are over {AUTO_CUDA_FLOP:.0e})")
         return torch.device("cuda")
     # Not naming the GPU here: asking its name would start CUDA, the cost this choice avoids.
-    say(f"device: auto -> cpu (CUDA is available, but a run this small is faster on the CPU: about "
-        f"{_seconds(cpu)} s against {_seconds(cuda)} s with CUDA's start-up, by estimate; train.device: cuda "
-        "forces CUDA)")  # fmt: skip
+    why = (
+        f"the run's {run_flop:.2g} FLOP are under {AUTO_CUDA_FLOP:.0e}, where CUDA's start-up costs more than it saves"
+    )
+    say(f"device: auto -> cpu (CUDA is available, but {why}; train.device: cuda forces CUDA)")
     return torch.device("cpu")
 
 
