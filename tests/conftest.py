@@ -5,6 +5,7 @@ import stages  # noqa: F401 (before numpy and torch load: the environment of eve
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,3 +63,29 @@ def no_inputs_read_before() -> None:
     from stages.plumbing import files
 
     files.inputs_read.clear()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A working directory as a stage sees it: params.yaml as committed, the toy set prepared, and a small
+    table under datasets/."""
+    from stages.data import prepared_bytes
+    from stages.plumbing.files import write_outputs
+    from tests.stage_runs import params_text
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(params_text())
+    write_outputs({"data/prepared.safetensors": prepared_bytes(prepare_table(toy(), DataParams(source="toy")))})
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "t.csv").write_text("x,y\n1,a\n2,b\n")
+    return tmp_path
+
+
+@pytest.fixture
+def trained(workdir: Path) -> Path:
+    """The working directory once low_level is trained with the committed parameters."""
+    from stages import train
+    from tests.stage_runs import TRAIN_ARGS
+
+    train.main(TRAIN_ARGS)
+    return workdir

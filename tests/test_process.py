@@ -1,0 +1,188 @@
+"""A stage as its own process, `python -m stages STAGE ARGS`: one line and its exit status whatever ends
+it (a mistake, a signal, a closed pipe, a failed import), nothing written after it, and signals a user
+set aside left aside. docs/reliability.md lists what each status means."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from tests.stage_runs import ARGS, EVALUATE_ARGS, REPO, TRAIN_ARGS, files, params_text, stage_process
+from tests.waiting import importing_torch, wait_for
+
+pytestmark = pytest.mark.slow
+PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+
+
+def no_train_outputs(workdir) -> bool:
+    return not (workdir / "models").exists() and not (workdir / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    "stage, args, mistake, expected",
+    [
+        ("prepare", ["data/p.safetensors"], ("data", "source", "nope"), "data.source"),
+        ("train", TRAIN_ARGS, ("train", "lr", -1), "params.yaml: train.lr must be greater than 0, got -1"),
+        ("evaluate", [a.replace("models/low_level", "models/none") for a in EVALUATE_ARGS], None, "models/none"),
+    ],
+)
+def test_every_stage_reports_mistakes_alike(workdir, stage, args, mistake, expected):
+    """Exit status 2 for a wrong command line (argparse's), 1 for a parameter or file; one line each."""
+    wrong = stage_process(workdir, stage, [*args, "extra"], **PIPES)
+    assert wrong.wait(timeout=60) == 2
+    line = f"{stage}: error: unrecognized arguments: extra; usage: python -m stages {stage} "
+    assert wrong.stderr.read().startswith(line)
+    if mistake is not None:
+        (workdir / "params.yaml").write_text(params_text(*mistake))
+    result = stage_process(workdir, stage, args, **PIPES)
+    assert result.wait(timeout=60) == 1
+    stderr = result.stderr.read()
+    assert stderr.count("\n") == 1 and stderr.startswith(f"{stage}: error: ") and expected in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("argv", [[], ["nope"], ["-h"]])
+def test_a_stage_that_is_not_one_is_one_line(argv):
+    result = subprocess.run([sys.executable, "-m", "stages", *argv], capture_output=True, text=True, cwd=REPO)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "stages: error: the stage must be one of prepare, train, evaluate; usage: python -m stages STAGE ARGS\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "signum, status, line",
+    [
+        (signal.SIGINT, 130, "train: interrupted; its outputs were not written\n"),  # Ctrl-C
+        (signal.SIGTERM, 143, "train: terminated; its outputs were not written\n"),  # kill, or DVC died
+        (signal.SIGHUP, 129, "train: terminated; its outputs were not written\n"),  # the terminal closed
+    ],
+)
+@pytest.mark.parametrize("times", [1, 3])  # Ctrl-C pressed again while the stage cleans up: nothing more
+def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, line, times):
+    stage = stage_process(workdir, "train", **PIPES)
+    wait_for(lambda: importing_torch(stage.pid) or stage.poll() is not None, "the stage to import torch")
+    for _ in range(times):
+        stage.send_signal(signum)
+    _, stderr = stage.communicate(timeout=60)
+    assert (stage.returncode, stderr) == (status, line)
+    assert no_train_outputs(workdir)
+
+
+def test_two_signals_at_once_are_one_line(workdir):
+    (workdir / "params.yaml").write_text(params_text("train", "epochs", 10**6))
+    stage = stage_process(workdir, "train", **PIPES)
+    assert stage.stdout.readline().startswith("Epoch    0/")  # training
+    stage.send_signal(signal.SIGTERM)
+    stage.send_signal(signal.SIGINT)
+    status = stage.wait(timeout=60)  # Python runs pending handlers lowest signal first: SIGINT's
+    how = {128 + signal.SIGINT: "interrupted", 128 + signal.SIGTERM: "terminated"}[status]
+    assert stage.stderr.read().splitlines()[1:] == [f"train: {how}; its outputs were not written"]
+    assert no_train_outputs(workdir)
+
+
+@pytest.mark.parametrize("ignored", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ignored_before_the_stage_stays_ignored(workdir, ignored):
+    """`nohup dvc repro &`: a closed terminal must not end training (a shell's `&` ignores SIGINT too)."""
+    (workdir / "params.yaml").write_text(params_text("train", "epochs", 10**6))
+    stage = stage_process(workdir, "train", preexec_fn=lambda: signal.signal(ignored, signal.SIG_IGN), **PIPES)
+    assert stage.stdout.readline().startswith("Epoch    0/")
+    stage.send_signal(ignored)
+    assert stage.stdout.readline().startswith("Epoch  100/")  # still training
+    stop = next(other for other in (signal.SIGTERM, signal.SIGINT) if other != ignored)
+    stage.send_signal(stop)
+    assert stage.wait(timeout=60) == 128 + stop
+    assert no_train_outputs(workdir)
+
+
+def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(workdir, tmp_path_factory):
+    """SIGTERM right after the first rename: the stage still renames the others and ends with 0."""
+    hook = tmp_path_factory.mktemp("hook")
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\nreplace = os.replace\n"
+        "def renamed_then_terminated(*args):\n    replace(*args)\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.replace = renamed_then_terminated\n"
+    )
+    env = {"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}
+    stage = stage_process(workdir, "train", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert stage.wait(timeout=120) == 0 and "terminated" not in stage.stderr.read()
+    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
+
+
+def test_sigterm_ends_a_stage_waiting_for_processes_that_never_come(workdir):
+    """torchrun's variables left in a shell: the wait for the other processes is native code, which a
+    Python handler cannot interrupt; the stage's signals end it at once there."""
+    env = {"WORLD_SIZE": "2", "RANK": "0", "TORCHELASTIC_RUN_ID": "x", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": "29999"}  # fmt: skip
+    stage = stage_process(workdir, "train", env=env, **PIPES)
+    assert stage.stderr.readline().startswith("device: ")  # printed just before it joins the others
+    wait_for(lambda: psutil.Process(stage.pid).status() == psutil.STATUS_SLEEPING, "the wait")
+    stage.send_signal(signal.SIGTERM)
+    assert stage.wait(timeout=30) == -signal.SIGTERM
+    assert no_train_outputs(workdir)
+
+
+def test_a_closed_output_pipe_ends_the_stage_quietly(workdir):
+    """`python -m stages train ... | head -2`: the stage ends as any Unix tool does, no traceback."""
+    stage = stage_process(workdir, "train", **PIPES)
+    assert stage.stdout.readline().startswith("Epoch    0/1000")
+    stage.stdout.close()  # as `head -1` does once it has its line
+    stderr = stage.stderr.read()
+    assert stage.wait(timeout=60) == -signal.SIGPIPE
+    assert "Traceback" not in stderr and no_train_outputs(workdir)
+
+
+def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
+    stage = stage_process(workdir, "train", stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
+    assert stage.wait(timeout=120) == 0, stage.stderr.read()
+    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
+
+
+def test_a_full_disk_under_stdout_is_named(workdir):
+    with open("/dev/full", "w") as full:
+        stage = stage_process(workdir, "train", stdout=full, stderr=subprocess.PIPE)
+        assert stage.wait(timeout=120) == 1
+    assert stage.stderr.read().splitlines()[-1] == (
+        "train: error: standard output: No space left on device; check that path, its permissions and the disk"
+    )
+    assert no_train_outputs(workdir)
+
+
+def test_prepare_says_what_it_read_before_it_writes(workdir):
+    """A closed stderr ends prepare at its summary line (SIGPIPE, 141): then nothing was written."""
+    before = files(workdir)
+    stage = stage_process(workdir, "prepare", stderr=subprocess.PIPE)
+    stage.stderr.close()
+    assert stage.wait(timeout=60) == -signal.SIGPIPE
+    assert files(workdir) == before
+
+
+def test_a_failed_import_is_one_line(workdir, tmp_path_factory):
+    fake = tmp_path_factory.mktemp("fake")
+    (fake / "torch").mkdir()
+    (fake / "torch" / "__init__.py").write_text("raise ImportError('libtorch_cpu.so: failed to map')\n")
+    stage = stage_process(workdir, "train", env={"PYTHONPATH": f"{fake}{os.pathsep}{REPO}"}, **PIPES)
+    assert stage.wait(timeout=60) == 1
+    assert stage.stderr.read() == (
+        "train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)\n"
+    )
+
+
+def test_sizes_are_weighed_against_the_memory_the_process_may_use(workdir):
+    """Under `ulimit -v` (or a container's cgroup limit) with less than the machine has."""
+    (workdir / "params.yaml").write_text("data:\n  source: synthetic\n  n_samples: 10000000\n  n_features: 100\n")
+
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    stage = stage_process(workdir, "prepare", preexec_fn=limit_address_space, **PIPES)
+    assert stage.wait(timeout=60) == 1
+    assert stage.stderr.read() == (
+        "prepare: error: params.yaml: data.n_samples x data.n_features=10000000 x 100 needs about 15 GiB for the "
+        "table, but this process may use 8 GiB; lower data.n_samples or data.n_features\n"
+    )
+    assert not (workdir / ARGS["prepare"][0]).exists()
