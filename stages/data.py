@@ -21,8 +21,7 @@ from stages.plumbing.params import DataParams, memory_limit
 from stages.plumbing.tables import Table, read_csv, read_parquet
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
-TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5],
-         [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]  # fmt: skip
+TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5], [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]
 TOY_Y = [2, 2, 2, 1, 1, 1, 0, 0]
 
 
@@ -128,8 +127,10 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Split, Split]:
         rows = np.flatnonzero(table.y == c)
         rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
         if len(rows) and per_class[c] >= len(rows):
-            raise UserError(f"data.test_size={test_size} leaves class {abbreviate(name)} ({len(rows)} rows) without "
-                            "training rows; lower data.test_size")  # fmt: skip
+            raise UserError(
+                f"data.test_size={test_size} leaves class {abbreviate(name)} ({len(rows)} rows) without "
+                "training rows; lower data.test_size"
+            )
         test_rows.append(rows[: per_class[c]])
         train_rows.append(rows[per_class[c] :])
     train, test = np.sort(np.concatenate(train_rows)), np.sort(np.concatenate(test_rows))
@@ -152,8 +153,10 @@ def _scaled(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         scaled = ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)
     bad = np.argwhere(~np.isfinite(scaled))
     if len(bad):
-        raise UserError(f"data.standardize: feature {bad[0][1]} of a row lies beyond float32 once scaled by the "
-                        "training split's spread; leave data.standardize off or rescale that column")  # fmt: skip
+        raise UserError(
+            f"data.standardize: feature {bad[0][1]} of a row lies beyond float32 once scaled by the "
+            "training split's spread; leave data.standardize off or rescale that column"
+        )
     return scaled
 
 
@@ -202,8 +205,10 @@ def _checked_split(path: str | Path, arrays: dict[str, np.ndarray], name: str, n
         raise UserError(f"{path}: has no {name}_x and {name}_y; {FIX}")
     x, y = arrays[f"{name}_x"], arrays[f"{name}_y"]
     if x.dtype != np.float32 or x.ndim != 2 or y.dtype != np.int64 or y.shape != (len(x),) or 0 in x.shape:
-        raise UserError(f"{path}: {name}_x {x.dtype}{list(x.shape)} and {name}_y {y.dtype}{list(y.shape)} are not "
-                        f"a table of float32 features and its int64 labels; {FIX}")  # fmt: skip
+        raise UserError(
+            f"{path}: {name}_x {x.dtype}{list(x.shape)} and {name}_y {y.dtype}{list(y.shape)} are not "
+            f"a table of float32 features and its int64 labels; {FIX}"
+        )
     if y.min() < 0 or y.max() >= n_classes:
         raise UserError(f"{path}: {name}_y holds class {int(y.max())} but the file names {n_classes} classes; {FIX}")
     return Split(x, y)

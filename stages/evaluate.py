@@ -113,8 +113,10 @@ def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> t
         classes = info["classes"]
         trained = listing(classes, 5) if isinstance(classes, list) else abbreviate(classes)
         prepared_classes = listing(prepared.classes, 5)
-        raise UserError(f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
-                        f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}")  # fmt: skip
+        raise UserError(
+            f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
+            f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}"
+        )
     if info["data_sha256"] != prepared.sha256:
         raise UserError(f"{path}: was trained on other prepared data than {data_path}; {FIX}")
     return model, info
@@ -152,7 +154,5 @@ def main(argv: list[str] | None = None) -> None:
         metrics["test"], predicted = scores(model, prepared.eval)
     metrics = float32_values(metrics)
     metrics["device"] = info["device"]  # where it was trained
-    write_outputs({
-        args.metrics: json.dumps(metrics, indent=2, allow_nan=False) + "\n",
-        args.confusion: confusion_csv(prepared.eval.y, predicted, list(prepared.classes)),
-    })  # fmt: skip
+    confusion = confusion_csv(prepared.eval.y, predicted, list(prepared.classes))
+    write_outputs({args.metrics: json.dumps(metrics, indent=2, allow_nan=False) + "\n", args.confusion: confusion})

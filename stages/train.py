@@ -40,8 +40,12 @@ class Progress:
             return
         self.shown = now
         elapsed = now - self.start
-        print(f"{self.label}: epoch {done}/{self.total} ({done / self.total:.0%}) after {elapsed:.0f} s, "
-              f"about {elapsed / done * (self.total - done):.0f} s to go", file=sys.stderr, flush=True)  # fmt: skip
+        left = f"about {elapsed / done * (self.total - done):.0f} s to go"
+        print(
+            f"{self.label}: epoch {done}/{self.total} ({done / self.total:.0%}) after {elapsed:.0f} s, {left}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 PROGRESS_SECONDS = 10.0
@@ -187,12 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     state = numpy_state(model)
     costs_text = costs_tsv(list(enumerate(costs)))
     # What the model belongs to, for evaluate to check: the prepared file it learnt from, its costs.
-    info = {"impl": args.impl, "n_features": prepared.n_features, "classes": list(prepared.classes),
-            "device": device.type, "data_sha256": prepared.sha256,
-            "costs_sha256": sha256(costs_text.encode())}  # fmt: skip
-    write_outputs({
-        args.costs: costs_text,
-        # Without a test split the file holds the header alone: DVC wants every declared output to exist.
-        args.test_costs: costs_tsv(test_costs, "test_cost"),
-        args.model: tensors_bytes(state, info),
-    })  # fmt: skip
+    info = dict(impl=args.impl, n_features=prepared.n_features, classes=list(prepared.classes), device=device.type)
+    info |= dict(data_sha256=prepared.sha256, costs_sha256=sha256(costs_text.encode()))
+    model_file = tensors_bytes(state, info)
+    # Without a test split the test costs hold the header alone: DVC wants every declared output to exist.
+    write_outputs({args.costs: costs_text, args.test_costs: costs_tsv(test_costs, "test_cost"), args.model: model_file})

@@ -30,14 +30,18 @@ def start(device: torch.device) -> int:
     if world_size() == 1:
         return 0
     if "TORCHELASTIC_RUN_ID" not in os.environ:  # set by torchrun for every process it starts
-        raise UserError(f"WORLD_SIZE={world_size()} is set, but torchrun did not start this process; unset WORLD_SIZE "
-                        "(and RANK, MASTER_ADDR, MASTER_PORT), or launch the stage with torchrun")  # fmt: skip
+        raise UserError(
+            f"WORLD_SIZE={world_size()} is set, but torchrun did not start this process; unset WORLD_SIZE "
+            "(and RANK, MASTER_ADDR, MASTER_PORT), or launch the stage with torchrun"
+        )
     if device.type == "cuda":
         # One GPU per process on a machine; every process checks, so that none waits for the others.
         processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
         if processes > gpus:
-            raise UserError(f"torchrun started {processes} processes on this machine, but it has {gpus} GPU(s); "
-                            f"run torchrun --nproc-per-node={gpus}, or set train.device: cpu")  # fmt: skip
+            raise UserError(
+                f"torchrun started {processes} processes on this machine, but it has {gpus} GPU(s); "
+                f"run torchrun --nproc-per-node={gpus}, or set train.device: cpu"
+            )
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
         with process.signals_end_at_once():  # the wait for the other processes is native code
@@ -75,6 +79,7 @@ def sum_gradients(parameters, cost: torch.Tensor, fraction: float) -> torch.Tens
             dist.all_reduce(parameter.grad)
         dist.all_reduce(cost)
     except RuntimeError as error:  # gloo's or NCCL's (DistBackendError): another process is gone
-        raise UserError(f"another process of the group stopped ({first_line(error)[:120]}); torchrun's report "
-                        "says which and why") from None  # fmt: skip
+        raise UserError(
+            f"another process of the group stopped ({first_line(error)[:120]}); torchrun's report says which and why"
+        ) from None
     return cost

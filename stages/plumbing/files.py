@@ -1,23 +1,16 @@
-"""Reading and writing the stages' files, so that no fault leaves a stage half done.
+"""Reading and writing the stages' files, so that no fault leaves a stage half done
+(docs/reliability.md says what each mechanism promises).
 
-A stage computes everything first and then writes all of its outputs in one go (write_outputs): each
-to a temporary file beside it, and only when every one of them is complete are they renamed into
-place. A write that fails (disk full, read-only directory) leaves every output as it was; a rename
-cannot fail for want of space, and if one fails anyway the message names the outputs already
-replaced. Temporary files that a killed run left (SIGKILL gives no chance to clean up) are removed
-by the next run of the stage. Reading an earlier stage's file ends in one line naming the file and
-`dvc repro` when it is missing or damaged. A stage's command line declares which of its paths are
-inputs and which outputs (StageArguments), and no output may be an input.
-
-Every input a stage reads is opened by open_input: it must be a regular file (a pipe would block the
-stage forever), and its identity (device, inode, size, modification time) is noted when it is opened.
-Before any output is renamed into place, each input must still be the file the stage read: one that
-changed meanwhile (prepare run by hand under a training, params.yaml edited during `dvc repro`) ends
-the stage in one line with nothing written, since its outputs would say they came from inputs they
-did not come from.
-
-Tensors are stored as safetensors: a JSON header and the raw bytes, readable with numpy alone (so
-`evaluate` needs no torch), with nothing in it that changes from run to run.
+- A stage's command line declares which of its paths are inputs and which outputs (StageArguments):
+  no output may be an input, params.yaml, another output or a user's table.
+- Every input is opened by open_input: a regular file (a pipe would block the stage forever), whose
+  identity (device, inode, size, modification time) is noted; before the outputs are renamed into
+  place, each input must still be that file, or the stage writes nothing: its outputs would claim
+  inputs they were not made from (prepare run by hand under a training, params.yaml saved meanwhile).
+- write_outputs writes every output to a temporary file beside it, and renames them into place only
+  once all are complete; the temporaries a killed run left are removed by the next run.
+- Tensors are safetensors files: a JSON header and the raw bytes, readable with numpy alone (so
+  `evaluate` needs no torch), with nothing in them that changes from run to run.
 """
 
 import argparse
@@ -114,8 +107,9 @@ class StageArguments(argparse.ArgumentParser):
             path = getattr(parsed, name)
             real = os.path.realpath(path)
             if os.path.commonpath([real, tables]) == tables:
-                raise UserError(f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it "
-                                "elsewhere")  # fmt: skip
+                raise UserError(
+                    f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it elsewhere"
+                )
             other = seen.setdefault(real, name)
             if other != name:
                 raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")

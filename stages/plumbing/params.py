@@ -170,12 +170,13 @@ def memory_limit() -> int:
     return min(limits)
 
 
-def _check_fits(names: str, values: str, needed: int, what: str) -> None:
+def _check_fits(section: str, sizes: dict[str, int], needed: int, what: str) -> None:
     """Refuse sizes whose arrays cannot fit in the memory this process may use, before allocating them."""
     memory = memory_limit()
     if needed > memory:
-        raise UserError(f"params.yaml: {names}={values} needs about {needed / 2**30:,.0f} GiB for {what}, but this "
-                        f"process may use {memory / 2**30:,.0f} GiB; lower {names.replace(' x ', ' or ')}")  # fmt: skip
+        names, values = " x ".join(f"{section}.{key}" for key in sizes), " x ".join(map(str, sizes.values()))
+        fits = f"needs about {needed / 2**30:,.0f} GiB for {what}, but this process may use {memory / 2**30:,.0f} GiB"
+        raise UserError(f"params.yaml: {names}={values} {fits}; lower {names.replace(' x ', ' or ')}")
 
 
 def data_params(params: dict[str, Any]) -> DataParams:
@@ -186,18 +187,18 @@ def data_params(params: dict[str, Any]) -> DataParams:
                 raise UserError(f"params.yaml: data.{key} must be {what} when data.source is {data.source}, got None")
     if data.source == "synthetic":
         if data.n_classes > data.n_samples:
-            raise UserError(f"params.yaml: data.n_classes must be at most data.n_samples ({data.n_samples}), "
-                            f"got {data.n_classes}")  # fmt: skip
+            raise UserError(
+                f"params.yaml: data.n_classes must be at most data.n_samples ({data.n_samples}), got {data.n_classes}"
+            )
         # The features as drawn, as split and as standardized (float32), and their labels (int64).
-        _check_fits("data.n_samples x data.n_features", f"{data.n_samples} x {data.n_features}",
-                    data.n_samples * (4 * 4 * data.n_features + 3 * 8), "the table")  # fmt: skip
-        _check_fits("data.n_classes x data.n_features", f"{data.n_classes} x {data.n_features}",
-                    data.n_classes * 4 * 2 * data.n_features, "the class centres")  # fmt: skip
+        rows, features, classes = data.n_samples, data.n_features, data.n_classes
+        _check_fits("data", {"n_samples": rows, "n_features": features}, rows * (16 * features + 24), "the table")
+        _check_fits("data", {"n_classes": classes, "n_features": features}, classes * 8 * features, "the class centres")
     return data
 
 
 def train_params(params: dict[str, Any]) -> TrainParams:
     train = _section(params, "train")
     # Each epoch's cost: on the device, as a Python float, and as a line of the costs file.
-    _check_fits("train.epochs", str(train.epochs), train.epochs * (4 + 32 + 24), "the cost of every epoch")
+    _check_fits("train", {"epochs": train.epochs}, train.epochs * (4 + 32 + 24), "the cost of every epoch")
     return train

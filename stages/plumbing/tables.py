@@ -135,8 +135,13 @@ def read_csv(
         spelled = {name(column): column for column in header}
         wanted = [spelled[column] for column in [*names, label]]
         types = dict.fromkeys(wanted[:-1], pa.float64()) | {wanted[-1]: pa.string()}
-        convert = pa_csv.ConvertOptions(column_types=types, include_columns=wanted, null_values=[],
-                                        strings_can_be_null=False, quoted_strings_can_be_null=False)  # fmt: skip
+        convert = pa_csv.ConvertOptions(
+            column_types=types,
+            include_columns=wanted,
+            null_values=[],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
         x = np.empty((n_lines + 1, len(names)), dtype=np.float32)
         rows, labels = 0, []
         for batch in pa_csv.open_csv(path, read, parse, convert):
