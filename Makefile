@@ -13,7 +13,8 @@ TORCH ?= $(VENV_TORCH)
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements.txt)
 BIN := $(abspath $(VENV))/bin
-PIP := $(BIN)/python -m pip install --disable-pip-version-check
+# Quoted: a path with a space in it is one word to the shell.
+PIP := "$(BIN)/python" -m pip install --disable-pip-version-check
 # The stages' commands call `python` and `dvc`: the venv's come first on PATH.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1

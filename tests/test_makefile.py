@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,9 +36,20 @@ def test_torch_cpu_installs_torch_from_pytorchs_cpu_index_then_the_pins(tmp_path
     venv = tmp_path / "venv"
     torch_line, requirements_line = pip_lines(dry_run(f"VENV={venv}", "TORCH=cpu", f"{venv}/.installed"))
     assert f"--index-url https://download.pytorch.org/whl/cpu --no-deps torch=={TORCH}" in torch_line
-    assert torch_line.startswith(f"{venv}/bin/python -m pip install")
+    assert torch_line.startswith(f'"{venv}/bin/python" -m pip install')
     # The rest from the usual index; the CPU build's torch==X+cpu satisfies requirements.txt's torch==X.
     assert requirements_line.endswith("-r requirements.txt") and "index-url" not in requirements_line
+
+
+def test_a_repository_whose_path_has_a_space_is_one_word_to_the_shell(tmp_path):
+    clone = tmp_path / "with space"
+    clone.mkdir()
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(REPO / name, clone)
+    result = make("-C", str(clone), "-n", ".venv/.installed")
+    assert result.returncode == 0, result.stderr
+    (line,) = pip_lines(result.stdout.splitlines())
+    assert shlex.split(line)[:4] == [f"{clone}/.venv/bin/python", "-m", "pip", "install"]
 
 
 def test_by_default_only_the_usual_index(tmp_path):
