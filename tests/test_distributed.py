@@ -121,3 +121,33 @@ def test_no_worker_outlives_torchrun(tmp_path, kill):
     _, alive = psutil.wait_procs(workers, timeout=60)
     assert alive == [], "a worker lives on"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml", "prepared.safetensors"]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_leaves_one_line_from_the_first(tmp_path):
+    """The others' collective fails (or torchrun's SIGTERM comes first): one line either way, and nothing
+    after it (no atexit traceback, no second line for the signal)."""
+    train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, "epochs": 10**6}.items())
+    (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors"]
+    subprocess.run(prepare, cwd=tmp_path, env=env, check=True, capture_output=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    logs = ["--log-dir", str(tmp_path / "logs"), "--redirects", "3"]  # each worker's streams in its own files
+    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    torchrun = subprocess.Popen([*launcher, *logs, "-m", "stages", "train", *args], cwd=tmp_path, env=env, **quiet)
+
+    def training() -> list[Path]:
+        return [log for log in (tmp_path / "logs").rglob("0/stdout.log") if "Epoch  100/" in log.read_text()]
+
+    (stdout,) = wait_for(training, "the first worker to train")
+    second = wait_for(
+        lambda: [p for p in psutil.Process(torchrun.pid).children() if p.environ().get("RANK") == "1"],
+        "the second worker",
+    )[0]
+    second.kill()
+    assert torchrun.wait(timeout=120) != 0
+    device, line = (stdout.parent / "stderr.log").read_text().splitlines()  # the device note, and one line
+    assert device.startswith("device: ") and line.startswith(("train: error: another process of the group stopped", "train: terminated"))
+    assert not (tmp_path / "model.safetensors").exists()
