@@ -149,5 +149,6 @@ def test_a_worker_killed_leaves_one_line_from_the_first(tmp_path):
     second.kill()
     assert torchrun.wait(timeout=120) != 0
     device, line = (stdout.parent / "stderr.log").read_text().splitlines()  # the device note, and one line
-    assert device.startswith("device: ") and line.startswith(("train: error: another process of the group stopped", "train: terminated"))
+    ends = ("train: error: another process of the group stopped", "train: terminated")
+    assert device.startswith("device: ") and line.startswith(ends)
     assert not (tmp_path / "model.safetensors").exists()
