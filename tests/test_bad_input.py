@@ -171,6 +171,7 @@ TABLES = {
     "blank lines count": ("x,y\n1,a\n\nseven,b\n", "", "datasets/t.csv, line 4: column 'x' is not a number: 'seven'"),
     "long value": (f"x,y\n1,a\n{'z' * 100_000},b\n", "", "datasets/t.csv, line 3: column 'x' is not a number: 'zzzzz"),
     "punycode": ("a,y\n1,x\n3,z\n", "  encoding: punycode\n", "datasets/t.csv: not text in punycode (decoding with 'punycode' codec failed"),
+    "idna": ("a,y\n1,x\n3,é\n", "  encoding: idna\n", "datasets/t.csv, line 3: bytes that are not idna (b'\\xc3\\xa9\\n'); set data.encoding"),  # a codec that cannot skip bytes
     "utf-8 as utf-16": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", "datasets/t.csv: no label column 'y' (data.label); columns: "),
     "utf-8 as utf-16, the hint": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", " (or data.encoding utf-16 is not the file's)"),
     "nameless column": (",a,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 1 has no name: an index (pandas' to_csv(index=False)"),

@@ -122,10 +122,14 @@ def read_csv(
     _check_dataset_path(path)
     label, features = name(label), features and tuple(map(name, features))
     with open(path, "rb") as f:  # the header line, and an upper bound on the rows (to fill x in place)
-        start = f.read(1 << 16).decode(encoding, errors="ignore")
+        start = f.read(1 << 16)
         f.seek(0)
         n_lines = sum(chunk.count(b"\n") + chunk.count(b"\r") for chunk in iter(lambda: f.read(1 << 20), b""))
-    delimiter = delimiter or detect_delimiter(next((s for s in start.splitlines() if s.strip()), ""))
+    try:  # a codec that cannot skip bad bytes (idna) raises even so: then a comma
+        header_line = next((s for s in start.decode(encoding, errors="ignore").splitlines() if s.strip()), "")
+    except UnicodeError:
+        header_line = ""
+    delimiter = delimiter or detect_delimiter(header_line)
     hint = "" if codecs.lookup(encoding).name == "utf-8" else f" (or data.encoding {encoding} is not the file's)"
     read = pa_csv.ReadOptions(encoding=encoding)
     parse = pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
