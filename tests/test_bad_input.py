@@ -65,6 +65,7 @@ PARAMS = {
     "double_softmax": ("train", params_text("train", "double_softmax", "yes please"), "train.double_softmax must be a valid boolean, got 'yes please'"),
     "betas mapping": ("train", params_text("train", "betas", raw="{0.9: 1, 0.99: 2}"), "train.betas must be a list, got {"),
     "betas 10**400": ("train", params_text("train", "betas", raw=f"[1{'0' * 400}, 0.9]"), "train.betas.0 must be a valid number, got 1000"),
+    "betas a set": ("train", params_text("train", "betas", raw="!!set {0.9, 0.5}"), "train.betas must be a list, got {"),
     "betas one": ("train", params_text("train", "betas", [0.9]), "train.betas.1 is wrong: field required, got [0.9]"),
     "device list": ("train", params_text("train", "device", ["cpu"]), "train.device must be 'auto', 'cpu' or 'cuda', got ['cpu']"),
     "device huge": ("train", params_text("train", "device", "x" * 1_000_000), "train.device must be 'auto', 'cpu' or 'cuda', got 'xxx"),
@@ -156,14 +157,22 @@ TABLES = {
     "one class": ("x,y\n1,a\n2,a\n", "", "datasets/t.csv: fewer than two classes (a); a classifier needs two or more"),
     "test_size": ("x,y\n1,a\n2,b\n3,b\n", "  test_size: 0.6\n", "data.test_size=0.6 leaves class 'a' (1 rows) without training rows; lower"),
     "1 and 1.0": ("x,y\n1,1\n2,1.0\n3,2\n", "", "datasets/t.csv, column 'y': the labels '1' and '1.0' are the same number written two ways; write each class one way"),
-    "NaN label": ("x,y\n0,1\n1,NaN\n2,2\n", "", "datasets/t.csv, column 'y': the label 'NaN' is a missing value (NaN or infinite), not a class; give every row its class"),
-    "inf label": ("x,y\n0,1\n1,inf\n2,2\n", "", "datasets/t.csv, column 'y': the label 'inf' is a missing value"),
+    "NaN label": ("x,y\n0,1\n1,NaN\n2,2\n", "", "datasets/t.csv, line 3: the label column 'y' is 'NaN', a missing value (NaN or infinite), not a class; give every row its class"),
+    "inf label": ("x,y\n0,1\n1,inf\n2,2\n", "", "datasets/t.csv, line 3: the label column 'y' is 'inf', a missing value"),
     "header twice": ("x,x,y\n1,2,a\n3,4,b\n", "", "datasets/t.csv: the header names column 'x' more than once; give every"),
     "empty label": ("x,y\n1,a\n2,\n", "", "datasets/t.csv, line 3: the label column 'y' is empty; every row needs its class"),
     "features label": ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features names the label column 'y'; a model must not"),
     "features twice": ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features names 'x' more than once; list each"),
     "not utf-8": (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv, line 3: bytes that are not utf-8 (b'\\xe9\\n'); set data.encoding"),
-    "field limit": (f"x,y\n1,a\n{'9' * 200_000},b\n", "", "datasets/t.csv: not a readable CSV (field larger than field limit"),
+    "a huge field": (f"x,y\n1,a\n{'9' * 200_000},b\n", "", "datasets/t.csv, line 3: column 'x' is 9999"),
+    "a huge field, then a bad row": (f"a,y\n1,x\n3,{'x' * 200_000}\nbad,z\n", "", "datasets/t.csv, line 4: column 'a' is not a number: 'bad'"),
+    "a quote never closed": ('a,y\n1,x\n3,"z\n5,x\n', "", "datasets/t.csv, line 3: not a readable CSV row (unexpected end of data); check its quotes"),
+    "NaN label, CR alone": ("a,y\r1,x\r3,nan\r", "", "datasets/t.csv, line 3: the label column 'y' is 'nan'"),
+    "not utf-8, CR alone": (b"a,b,y\r1,2,x\r3,4,\xffz\r", "", "datasets/t.csv, line 3: bytes that are not utf-8"),
+    "NUL, CR alone": ("a,b,y\r1,2,x\r3,4,z\r5,6,x\0\r", "", "datasets/t.csv, line 4: a NUL character"),
+    "utf-16, U+010A": ("a,y\n1,\u010a\n3,z\n".encode("utf-16-le") + b"\x00\xd8" + "7,z\n".encode("utf-16-le"), "  encoding: utf-16-le\n", "datasets/t.csv, line 4: bytes that are not utf-16-le"),
+    "EBCDIC, wrong delimiter": ("a;b;y\n1;2;x\n".encode("cp037"), "  encoding: cp037\n  delimiter: ','\n", " (or data.delimiter ',' is not the file's)"),
+    "wrong delimiter": ("a,b,y\n1,2,x\n3,4,z\n", "  delimiter: ';'\n", "no label column 'y' (data.label); columns: a,b,y (or data.delimiter ';' is not the file's)"),
     "fields": ("x,y\n1,a\n2,b\n" + "3,c" * 100, "", "datasets/t.csv, line 4: 101 fields, but the header has 2"),
     "NUL": ("x,y\n1,a\n2,b\x00\n", "", "datasets/t.csv, line 3: a NUL character: not a text table in utf-8; UTF-16"),
     "utf-16": ("x,y\n".encode("utf-16-le"), "", "datasets/t.csv, line 1: a NUL character: not a text table in utf-8; UTF-16"),
@@ -175,6 +184,7 @@ TABLES = {
     "utf-8 as utf-16": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", "datasets/t.csv: no label column 'y' (data.label); columns: "),
     "utf-8 as utf-16, the hint": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", " (or data.encoding utf-16 is not the file's)"),
     "nameless column": (",a,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 1 has no name: an index (pandas' to_csv(index=False)"),
+    "Unnamed: 0": ("Unnamed: 0,a,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 1 has no name: an index (pandas'"),
     "path too long": ("x,y\n1,a\n", f"  path: {LONG}\n", f"{LONG[:200]}: File name too long; check that path, its permissions and the disk"),
     "path outside": ("x,y\n1,a\n", "  path: t.csv\n", "data.path: t.csv is not under datasets/; put the file there"),
     "path missing": ("x,y\n1,a\n", "  path: datasets/none.csv\n", "datasets/none.csv: table data.path names not found; check data.path"),
@@ -201,26 +211,27 @@ def test_a_bad_table_is_one_line(workdir, monkeypatch, text, extra, expected):
     assert not (workdir / "out.safetensors").exists()
 
 
-# Tables read as they are: (datasets/t.csv's bytes, the classes, the features or None) --------------
+# Tables read as they are: (what params.yaml adds, datasets/t.csv's bytes, the classes, the features or None) --------------
 READ = {
-    "BOM and CRLF": ('\ufeff"y",x\r\na,1\r\nb,2\r\n'.encode(), ("a", "b"), [[1], [2]]),
-    "blank lines": ("x,y\n1,a\n\n2,b\n\n", ("a", "b"), [[1], [2]]),
-    "numeric labels": ("x,y\n3,2.5\n1,10\n2,9\n", ("2.5", "9", "10"), None),
-    "CR alone": ("a,y\r1,x\r3,z\r5,x\r", ("x", "z"), [[1], [3], [5]]),
-    "large integers": ("a,y\n1,9007199254740992\n2,9007199254740993\n3,10\n", ("10", "9007199254740992", "9007199254740993"), None),
-    "1e999999999": ("a,y\n1,1e999999999\n2,1\n", ("1", "1e999999999"), None),  # compared exactly, and at once
-    "1/0": ("a,y\n1,1/0\n2,1\n", ("1", "1/0"), None),  # not a decimal: a name
-    "name spanning lines": ('"a\nb",y\n1,p\n2,q\n', ("p", "q"), [[1], [2]]),
-    "quote in a name": ('a"b,"c\nd",y\n1,2,x\n3,4,z\n', ("x", "z"), [[1, 2], [3, 4]]),
-    "blank first line": ("\na;b;y\n1;2;x\n3;4;z\n", ("x", "z"), [[1, 2], [3, 4]]),
-    "labels as data": ('x,y\n1,"two\nlines"\n2,\x1b[31mred\n3,plain\n', ("\x1b[31mred", "plain", "two\nlines"), None),
+    "BOM and CRLF": ("", '\ufeff"y",x\r\na,1\r\nb,2\r\n'.encode(), ("a", "b"), [[1], [2]]),
+    "blank lines": ("", "x,y\n1,a\n\n2,b\n\n", ("a", "b"), [[1], [2]]),
+    "numeric labels": ("", "x,y\n3,2.5\n1,10\n2,9\n", ("2.5", "9", "10"), None),
+    "CR alone": ("", "a,y\r1,x\r3,z\r5,x\r", ("x", "z"), [[1], [3], [5]]),
+    "EBCDIC": ("  encoding: cp037\n", "a,b,y\n1,2,x\n3,4,z\n5,6,x\n".encode("cp037"), ("x", "z"), [[1, 2], [3, 4], [5, 6]]),
+    "large integers": ("", "a,y\n1,9007199254740992\n2,9007199254740993\n3,10\n", ("10", "9007199254740992", "9007199254740993"), None),
+    "1e999999999": ("", "a,y\n1,1e999999999\n2,1\n", ("1", "1e999999999"), None),  # compared exactly, and at once
+    "1/0": ("", "a,y\n1,1/0\n2,1\n", ("1", "1/0"), None),  # not a decimal: a name
+    "name spanning lines": ("", '"a\nb",y\n1,p\n2,q\n', ("p", "q"), [[1], [2]]),
+    "quote in a name": ("", 'a"b,"c\nd",y\n1,2,x\n3,4,z\n', ("x", "z"), [[1, 2], [3, 4]]),
+    "blank first line": ("", "\na;b;y\n1;2;x\n3;4;z\n", ("x", "z"), [[1, 2], [3, 4]]),
+    "labels as data": ("", 'x,y\n1,"two\nlines"\n2,\x1b[31mred\n3,plain\n', ("\x1b[31mred", "plain", "two\nlines"), None),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("text, classes, x", READ.values(), ids=READ.keys())
-def test_a_table_as_it_is_exported_is_read(workdir, capsys, text, classes, x):
+@pytest.mark.parametrize("extra, text, classes, x", READ.values(), ids=READ.keys())
+def test_a_table_as_it_is_exported_is_read(workdir, capsys, extra, text, classes, x):
     (workdir / "datasets" / "t.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
-    (workdir / "params.yaml").write_text(csv_params())
+    (workdir / "params.yaml").write_text(csv_params(extra))
     prepare.main(ARGS["prepare"])
     prepared = load_prepared("out.safetensors")
     assert prepared.classes == classes and (x is None or prepared.train.x.tolist() == x)
@@ -433,16 +444,20 @@ OUTPUTS = {
     "train under datasets": ("train", [*TRAIN_ARGS[:2], "datasets/t.csv", *TRAIN_ARGS[3:]], f"the output model (datasets/t.csv) {ELSEWHERE}"),
     "evaluate under datasets": ("evaluate", [*EVALUATE_ARGS[:4], "datasets/sub/../t.csv"], f"the output confusion (datasets/sub/../t.csv) {ELSEWHERE}"),
     "a directory": ("train", [*TRAIN_ARGS[:2], "models", *TRAIN_ARGS[3:]], "models: cannot write (Is a directory; a directory stands where a file is written, or a file where a directory is needed); nothing was written"),
-    "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe"], "pipe: cannot write (a device or a pipe, not a regular file; write the output elsewhere); nothing was written"),
+    "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe"], "pipe: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
+    "a link to a file": ("train", [*TRAIN_ARGS[:4], "link"], "link: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("stage, argv, expected", OUTPUTS.values(), ids=OUTPUTS.keys())
 def test_an_output_that_would_lose_a_file_is_refused(trained, stage, argv, expected):
+    """A link is never replaced: /dev/stdout is one, to the log file when stdout is redirected."""
     os.mkfifo(trained / "pipe")
+    (trained / "link").symlink_to("log")
+    (trained / "log").write_text("a log\n")
     before = files(trained)
     assert run(stage, argv) == f"stage: error: {expected}"
-    assert files(trained) == before and (trained / "pipe").is_fifo()
+    assert files(trained) == before and (trained / "pipe").is_fifo() and (trained / "link").is_symlink()
 
 
 @pytest.mark.parametrize("source", ["csv", "toy"])  # with toy too: dvc.yaml's prepare depends on data.path

@@ -431,3 +431,16 @@ def test_the_index_pandas_stored_in_parquet_is_no_feature(datasets):
     pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas)}), datasets / "t.parquet")
     read = read_parquet("datasets/t.parquet", "y", None)
     assert read.x.tolist() == [[1.0], [2.0]] and read.classes == ("p", "q")
+
+
+@pytest.mark.parametrize("metadata", [b"{bad", b'{"index_columns": 5}', b"[1, 2]"])
+def test_malformed_pandas_metadata_in_parquet_is_no_index(datasets, metadata):
+    table = pa.table({"a": [1.0, 2.0], "y": ["p", "q"]}).replace_schema_metadata({b"pandas": metadata})
+    pq.write_table(table, datasets / "t.parquet")
+    assert read_parquet("datasets/t.parquet", "y", None).x.tolist() == [[1.0], [2.0]]
+
+
+def test_a_parquet_label_with_a_nul_is_refused_as_in_a_csv(datasets):
+    write_parquet(datasets / "t.parquet", {"a": [1.0, 2.0], "y": ["p", "q\0"]})
+    with pytest.raises(UserError, match=r"^datasets/t.parquet, row 2: the label column 'y' holds a NUL, not text"):
+        read_parquet("datasets/t.parquet", "y", None)

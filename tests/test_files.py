@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save
 
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import _temporary_prefix, read_tensors, tensors_bytes, write_outputs
+from stages.plumbing.files import _temporary_prefix, float32_text, read_tensors, tensors_bytes, write_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -220,3 +220,16 @@ def test_a_long_output_name_and_no_directory_left_by_a_failed_write(tmp_path):
     with pytest.raises(UserError, match="nothing was written"):
         write_outputs({str(tmp_path / "new1/sub/m"): "m", str(tmp_path / "new2/c"): "c", str(tmp_path / "taken"): "t"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a" * 250, "taken"]
+
+
+@pytest.mark.parametrize(
+    "value, text", [(-0.0, "0.0"), (0.1, "0.1"), (1e-45, "1e-45"), (3.4028235e38, "3.4028235e+38")]
+)
+def test_a_number_is_written_as_the_shortest_float32_text(value, text):
+    assert float32_text(value, "x") == text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 3.5e38])
+def test_no_number_beyond_float32_is_written(value):
+    with pytest.raises(UserError, match=r"^x is .*, beyond float32"):
+        float32_text(value, "x")

@@ -182,7 +182,7 @@ def test_iris_with_a_test_split_and_standardization(clone):
     results = metrics(clone)
     for impl in IMPLEMENTATIONS:
         assert set(results[impl]) == {"final_cost", "train", "test", "device"}
-    assert results["high_level"]["test"]["accuracy"] >= 0.93
+    assert results["high_level"]["test"]["accuracy"] >= 0.9  # 27 of the 30 test rows, as docs/data.md says
     test_costs = (clone / "plots/test_cost/high_level.tsv").read_text().splitlines()
     assert test_costs[0] == "epoch\ttest_cost" and len(test_costs) == 1 + 11
     shown = json.dumps(json.loads(dvc(clone, "exp", "show", "--json")))

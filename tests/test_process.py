@@ -7,6 +7,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 
 import psutil
 import pytest
@@ -186,3 +187,36 @@ def test_sizes_are_weighed_against_the_memory_the_process_may_use(workdir):
         "table, but this process may use 8 GiB; lower data.n_samples or data.n_features\n"
     )
     assert not (workdir / ARGS["prepare"][0]).exists()
+
+
+def test_a_stage_started_from_a_thread_that_ends_goes_on(workdir):
+    """Linux's parent-death signal comes when the *thread* that started the stage ends; the stage ends
+    only once its parent process is gone, so a launcher's worker thread may come and go."""
+    started = {}
+
+    def start() -> None:
+        started["stage"] = stage_process(workdir, "train", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: importing_torch(started["stage"].pid), "the stage to import torch")  # its signal is set
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    assert started["stage"].wait(timeout=120) == 0, started["stage"].stderr.read()
+    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
+
+
+def test_ctrl_c_before_the_stage_is_set_up_prints_no_traceback(workdir, tmp_path_factory):
+    """Ctrl-C while `python -m stages` imports what sets the stage up (its first milliseconds), sent
+    by an audit hook at that import: it ends as any program does, without a traceback."""
+    hook = tmp_path_factory.mktemp("hook")
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, sys\n"
+        "def interrupt(event, args):\n"
+        "    if event == 'import' and args[0] == 'stages.plumbing.process':\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.addaudithook(interrupt)\n"
+    )
+    stage = stage_process(workdir, "train", env={"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}, **PIPES)
+    _, stderr = stage.communicate(timeout=60)
+    assert (stage.returncode, stderr) == (-signal.SIGINT, "")
+    assert no_train_outputs(workdir)

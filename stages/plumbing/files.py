@@ -168,8 +168,10 @@ def _write_temporary(path: Path, content: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
-    if path.exists() and not path.is_file():  # a device or a pipe (/dev/null, /dev/stdout): never replaced
-        raise OSError(0, "a device or a pipe, not a regular file; write the output elsewhere", str(path))
+    # Only a regular file is replaced: never a device, a pipe or a link to one (/dev/null, /dev/stdout
+    # even when it leads to a log file): the rename would put a file where the system keeps its link.
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(0, "a device, a pipe or a link, not a regular file; write the output elsewhere", str(path))
     # A temporary is named by its output and the process writing it; one whose process is gone was
     # left by a killed run, and is removed.
     prefix = _temporary_prefix(path)
@@ -251,4 +253,4 @@ def float32_text(value: float, what: str) -> str:
         raise UserError(
             f"{what} is {value:.3g}, beyond float32: training diverged or the data's scale overflows; {fix}"
         )
-    return str(np.float32(value))
+    return str(np.float32(value) + np.float32(0))  # + 0: -0.0 is 0.0, as every reader takes it

@@ -49,6 +49,12 @@ def _encoding(value: str) -> str:
     return value
 
 
+def _listed(value: Any) -> Any:
+    if not isinstance(value, list | tuple):  # a set or a mapping: no order to take two numbers in
+        raise ValueError("a list")
+    return value
+
+
 Int = Annotated[int, BeforeValidator(_integral), Field(le=2**63 - 1)]  # what numpy and torch hold
 Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]
 Text = Annotated[str, Strict(), AfterValidator(_text)]
@@ -82,7 +88,7 @@ class TrainParams:
     batch_size: Annotated[Int, Field(ge=0)] = 0  # 0: full batch
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: Fraction = 0.0  # sgd only
-    betas: Annotated[tuple[Fraction, Fraction], Field(strict=False)] = (0.9, 0.999)  # adam only
+    betas: Annotated[tuple[Fraction, Fraction], Field(strict=False), BeforeValidator(_listed)] = (0.9, 0.999)  # adam
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
 
 

@@ -26,6 +26,10 @@ from stages.plumbing.errors import UserError, first_line, say
 STAGES = ("prepare", "train", "evaluate")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# What Linux sends when the thread that started the stage ends: a signal of its own, since that thread
+# may end while its process lives on; the stage ends only once its parent process is gone.
+PARENT_GONE = signal.SIGRTMIN
+_parent = 0
 
 _stage = "stage"
 _ending = False  # once set, Ctrl-C, SIGTERM and SIGHUP change nothing: the stage is on its way out
@@ -57,7 +61,7 @@ def signals_end_at_once() -> Iterator[None]:
     """Around a native call that waits and does not return to Python (joining torchrun's processes),
     where a Python handler would never run: Ctrl-C, SIGTERM and SIGHUP end the process at once, as
     they end any program. Nothing is written before that point."""
-    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in STOP_SIGNALS if _handled(stop)}
+    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in (*STOP_SIGNALS, PARENT_GONE) if _handled(stop)}
     try:
         yield
     finally:
@@ -65,12 +69,19 @@ def signals_end_at_once() -> Iterator[None]:
             signal.signal(stop, handler)
 
 
+def _parent_gone(signum: int, frame: object) -> None:
+    if os.getppid() != _parent:  # the parent process, not only the thread that started the stage
+        _stopped(signal.SIGTERM, frame)
+
+
 def _end_with_parent() -> None:
-    """Ask Linux for SIGTERM when the parent dies; if it died already, end now."""
-    parent = os.getppid()
+    """Ask Linux for PARENT_GONE when the parent dies; if it died already, end now."""
+    global _parent
+    _parent = os.getppid()
+    signal.signal(PARENT_GONE, _parent_gone)
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, PARENT_GONE)
+    if os.getppid() != _parent:
         os.kill(os.getpid(), signal.SIGTERM)
 
 

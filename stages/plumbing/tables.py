@@ -7,13 +7,17 @@ wrong (NaN, an empty label), Python's csv module reads the file once more only t
 row that is wrong, by the physical line it starts on (a quoted field may span lines)."""
 
 import codecs
+import contextlib
 import csv
 import io
+import re
+import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 
@@ -100,9 +104,10 @@ def _columns(
         raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {listing(header)}")
     if features:
         return list(features)
-    if "" in header:  # pandas' to_csv() writes its index so, by default
+    nameless = [i for i, column in enumerate(header, 1) if not column or re.fullmatch(r"Unnamed: [0-9]+", column)]
+    if nameless:  # pandas' to_csv() writes its index so, by default, and reads it back as "Unnamed: 0"
         fix = "an index (pandas' to_csv(index=False) leaves it out)? Name it, or list data.features"
-        raise UserError(f"{path}: column {header.index('') + 1} has no name: {fix}")
+        raise UserError(f"{path}: column {nameless[0]} has no name: {fix}")
     names = [column for column in header if column != label and column not in index]
     if not names:
         raise UserError(f"{path}: no feature columns besides the label {abbreviate(label)}")
@@ -115,86 +120,97 @@ def read_csv(
     """A CSV table with a header row; the label column may hold strings. Read as spreadsheets and
     databases export tables: a byte-order mark is dropped, lines end in LF, CRLF or CR, fields may be
     quoted (line breaks inside them too), blank lines are skipped; the delimiter is `delimiter`, or
-    else detected from the header line. The features are filled into float32 a block at a time."""
+    else detected from the header line. The features are read into float32 a block at a time."""
     import pyarrow as pa  # imported only here: a third of a second
     import pyarrow.csv as pa_csv
 
     _check_dataset_path(path)
     label, features = name(label), features and tuple(map(name, features))
-    with open(path, "rb") as f:  # the header line, and an upper bound on the rows (to fill x in place)
+    with open(path, "rb") as f:
         start = f.read(1 << 16)
-        f.seek(0)
-        n_lines = sum(chunk.count(b"\n") + chunk.count(b"\r") for chunk in iter(lambda: f.read(1 << 20), b""))
     try:  # a codec that cannot skip bad bytes (idna) raises even so: then a comma
         header_line = next((s for s in start.decode(encoding, errors="ignore").splitlines() if s.strip()), "")
     except UnicodeError:
         header_line = ""
-    delimiter = delimiter or detect_delimiter(header_line)
     hint = "" if codecs.lookup(encoding).name == "utf-8" else f" (or data.encoding {encoding} is not the file's)"
+    if delimiter and len(header_line.split(delimiter)) == 1 and detect_delimiter(header_line) != delimiter:
+        hint += f" (or data.delimiter {delimiter!r} is not the file's)"
+    dialect = Dialect(encoding, delimiter or detect_delimiter(header_line), hint)
     read = pa_csv.ReadOptions(encoding=encoding)
-    parse = pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
+    parse = pa_csv.ParseOptions(delimiter=dialect.delimiter, newlines_in_values=True)
     try:
         header = pa_csv.open_csv(path, read, parse).schema.names
         names = _columns(path, [name(column) for column in header], label, features, [], hint)
         spelled = {name(column): column for column in header}
         wanted = [spelled[column] for column in [*names, label]]
         types = dict.fromkeys(wanted[:-1], pa.float64()) | {wanted[-1]: pa.string()}
-        convert = pa_csv.ConvertOptions(
-            column_types=types,
-            include_columns=wanted,
-            null_values=[],
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        )
-        x = np.empty((n_lines + 1, len(names)), dtype=np.float32)
-        rows, labels = 0, []
+        no_nulls = {"null_values": [], "strings_can_be_null": False, "quoted_strings_can_be_null": False}
+        convert = pa_csv.ConvertOptions(column_types=types, include_columns=wanted, **no_nulls)
+        blocks, labels = [], []
         for batch in pa_csv.open_csv(path, read, parse, convert):
-            for j in range(len(names)):
-                column = batch.column(j).to_numpy()
-                if not (np.abs(column) < FLOAT32_LIMIT).all():  # NaN fails it too
-                    raise ValueError("a number that is not a finite float32")
-                x[rows : rows + batch.num_rows, j] = column
-            rows += batch.num_rows
+            block = np.column_stack([batch.column(j).to_numpy() for j in range(len(names))])
+            if not (np.abs(block) < FLOAT32_LIMIT).all():  # NaN fails it too
+                raise ValueError("a number that is not a finite float32")
+            blocks.append(block.astype(np.float32))
             labels.append(batch.column(len(names)))
     except (UserError, MemoryError):
         raise
     except Exception as error:  # pyarrow's, or what a codec raises inside pyarrow's decoding (punycode's)
-        raise _where(path, encoding, delimiter, label, features, error, hint) from None
+        raise _where(path, dialect, label, features) or _unreadable(path, error) from None
     encoded = pa.chunked_array(labels, pa.string()).combine_chunks().dictionary_encode()
     found = encoded.dictionary.to_pylist()
-    if rows == 0 or any("\0" in column for column in header) or any(not v.strip() or "\0" in v for v in found):
-        raise _where(path, encoding, delimiter, label, features, ValueError("an empty or a NUL label"), hint)
+    # No rows, a NUL, an empty or a missing label, or a line break inside a label: a field a quote
+    # never closed takes in the rest of the file (the csv module's strict reading says where).
+    suspect = any("\0" in column for column in header) or any(_missing(v) or "\n" in v or "\r" in v for v in found)
+    if (not blocks or suspect) and (problem := _where(path, dialect, label, features)):
+        raise problem
     classes, class_of = _classes(found, f"{path}, column '{label}'")  # of each distinct label
-    return Table(x[:rows], class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
+    return Table(np.concatenate(blocks), class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
 
 
-def _where(
-    path: str,
-    encoding: str,
-    delimiter: str,
-    label: str,
-    features: tuple[str, ...] | None,
-    error: Exception,
-    hint: str,
-) -> UserError:
-    """What is wrong with a table pyarrow failed on or found wrong, and on which line: the file read again
-    with Python's csv module, each row checked as pyarrow reads it, up to the first wrong one."""
+class Dialect(NamedTuple):
+    encoding: str
+    delimiter: str
+    hint: str  # what to say after a header that is not the table's (another encoding, another delimiter)
+
+
+def _missing(label: str) -> bool:
+    """An empty label, a NUL in it, or one that reads as NaN or infinity (as pandas writes a missing value)."""
+    with contextlib.suppress(InvalidOperation):
+        return not Decimal(label.strip()).is_finite()
+    return not label.strip() or "\0" in label
+
+
+def _lines(text: str) -> int:
+    """The line breaks in `text`, as an editor counts them: LF, CRLF or CR alone."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _unreadable(path: str, error: Exception) -> UserError:
+    return UserError(f"{path}: not a readable CSV ({first_line(error)})")
+
+
+def _where(path: str, dialect: Dialect, label: str, features: tuple[str, ...] | None) -> UserError | None:
+    """What is wrong with a table, and on which line, or None: the file read again by Python's csv
+    module, strictly (a quote never closed is an error), each row checked as pyarrow reads it."""
     content = Path(path).read_bytes()
     fix = "set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
+    encoding = dialect.encoding
     try:
         text = content.decode(encoding).removeprefix("\ufeff")
     except UnicodeDecodeError as bad:
-        line = content[: bad.start].count(b"\n") + 1
+        line = _lines(content[: bad.start].decode(encoding)) + 1  # the bytes before the bad ones decode
         return UserError(
             f"{path}, line {line}: bytes that are not {encoding} ({content[bad.start : bad.start + 4]!r}); {fix}"
         )
     except UnicodeError as bad:  # some codecs (punycode) do not say where
         return UserError(f"{path}: not text in {encoding} ({first_line(bad)}); {fix}")
     if "\0" in text:  # decoded, but no table holds it: a binary file, or UTF-16 read as another encoding
-        line = text[: text.index("\0")].count("\n") + 1
         utf16 = 'UTF-16 text ("Unicode text") needs data.encoding: utf-16'
+        line = _lines(text[: text.index("\0")]) + 1
         return UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; {utf16}")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    csv.field_size_limit(sys.maxsize)  # a field as long as the file: the table's own business
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter, strict=True)
     header: list[str] = []
     line, rows = 1, 0  # the physical line the next row starts on; the data rows
     try:
@@ -202,16 +218,17 @@ def _where(
             start, line = line, reader.line_num + 1
             if row and not header:
                 header = [name(column) for column in row]
-                columns = [header.index(column) for column in _columns(path, header, label, features, [], hint)]
+                names = _columns(path, header, label, features, [], dialect.hint)
+                columns = [header.index(column) for column in names]
             elif row:
                 rows += 1
                 if problem := _problem(row, header, columns, header.index(label)):
                     return UserError(f"{path}, line {start}: {problem}")
     except csv.Error as bad:
-        return UserError(f"{path}: not a readable CSV ({bad})")
+        return UserError(f"{path}, line {line}: not a readable CSV row ({bad}); check its quotes")
     if not rows:  # blank lines, as spreadsheets often leave at the end, are no rows
-        return UserError(f"{path}: the table is empty; it needs a header row and at least one data row{hint}")
-    return UserError(f"{path}: not a readable CSV ({first_line(error)})")
+        return UserError(f"{path}: the table is empty; it needs a header row and at least one data row{dialect.hint}")
+    return None
 
 
 def _problem(row: list[str], header: list[str], columns: list[int], label: int) -> str | None:
@@ -229,7 +246,21 @@ def _problem(row: list[str], header: list[str], columns: list[int], label: int) 
             return f"column '{header[c]}' is {row[c][:60]}; only finite float32 numbers are allowed"
     if not row[label].strip():
         return f"the label column '{header[label]}' is empty; every row needs its class"
+    if _missing(row[label]):
+        what = "a missing value (NaN or infinite), not a class" if "\0" not in row[label] else "not text (a NUL)"
+        return (
+            f"the label column '{header[label]}' is {abbreviate(row[label].strip())}, {what}; give every row its class"
+        )
     return None
+
+
+def _pandas_index(schema) -> list[str]:
+    """The columns that pandas' metadata in a Parquet schema names as the frame's index (none when the
+    metadata is missing or malformed: then every column is data)."""
+    try:
+        return [name(column) for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
+    except (TypeError, KeyError, ValueError):  # no metadata, no such key, not JSON, not a list of names
+        return []
 
 
 def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Table:
@@ -243,7 +274,7 @@ def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Tab
     label, features = name(label), features and tuple(map(name, features))
     try:  # the schema first, to check the columns; then only the columns used are read
         schema = pq.read_schema(path)
-        index = [name(c) for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+        index = _pandas_index(schema)
         names = _columns(path, [name(column) for column in schema.names], label, features, index)
         spelled = {name(column): column for column in schema.names}
         table = pq.read_table(path, columns=[spelled[column] for column in [*names, label]])
@@ -276,7 +307,7 @@ def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Tab
             )
     labels = [str(value).strip() for value in table.column(len(names)).to_pylist()]
     missing = [("", "is empty")] + [("nan", "is NaN (missing)")] * pa.types.is_floating(kind)  # pandas' missing label
-    for value, what in missing:
+    for value, what in [*missing, (next((v for v in labels if "\0" in v), None), "holds a NUL, not text")]:
         if value in labels:
             row = labels.index(value) + 1
             raise UserError(f"{path}, row {row}: the label column '{label}' {what}; every row needs its class")
