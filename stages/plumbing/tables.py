@@ -120,14 +120,16 @@ def read_csv(
     """A CSV table with a header row; the label column may hold strings. Read as spreadsheets and
     databases export tables: a byte-order mark is dropped, lines end in LF, CRLF or CR, fields may be
     quoted (line breaks inside them too), blank lines are skipped; the delimiter is `delimiter`, or
-    else detected from the header line. The features are read into float32 a block at a time."""
+    else detected from the header line. The features are filled into float32 a block at a time."""
     import pyarrow as pa  # imported only here: a third of a second
     import pyarrow.csv as pa_csv
 
     _check_dataset_path(path)
     label, features = name(label), features and tuple(map(name, features))
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:  # the header line, and about as many rows as line ends (to fill x in place)
         start = f.read(1 << 16)
+        f.seek(0)
+        n_lines = sum(chunk.count(b"\n") + chunk.count(b"\r") for chunk in iter(lambda: f.read(1 << 20), b""))
     try:  # a codec that cannot skip bad bytes (idna) raises even so: then a comma
         header_line = next((s for s in start.decode(encoding, errors="ignore").splitlines() if s.strip()), "")
     except UnicodeError:
@@ -146,12 +148,16 @@ def read_csv(
         types = dict.fromkeys(wanted[:-1], pa.float64()) | {wanted[-1]: pa.string()}
         no_nulls = {"null_values": [], "strings_can_be_null": False, "quoted_strings_can_be_null": False}
         convert = pa_csv.ConvertOptions(column_types=types, include_columns=wanted, **no_nulls)
-        blocks, labels = [], []
+        x, rows, labels = np.empty((n_lines + 1, len(names)), dtype=np.float32), 0, []
         for batch in pa_csv.open_csv(path, read, parse, convert):
-            block = np.column_stack([batch.column(j).to_numpy() for j in range(len(names))])
-            if not (np.abs(block) < FLOAT32_LIMIT).all():  # NaN fails it too
-                raise ValueError("a number that is not a finite float32")
-            blocks.append(block.astype(np.float32))
+            if rows + batch.num_rows > len(x):  # other line ends (EBCDIC's), or a file that grows as it is read
+                x = np.concatenate([x, np.empty((len(x) + batch.num_rows, len(names)), dtype=np.float32)])
+            for j in range(len(names)):
+                column = batch.column(j).to_numpy()
+                if not (np.abs(column) < FLOAT32_LIMIT).all():  # NaN fails it too
+                    raise ValueError("a number that is not a finite float32")
+                x[rows : rows + batch.num_rows, j] = column
+            rows += batch.num_rows
             labels.append(batch.column(len(names)))
     except (UserError, MemoryError):
         raise
@@ -162,10 +168,10 @@ def read_csv(
     # No rows, a NUL, an empty or a missing label, or a line break inside a label: a field a quote
     # never closed takes in the rest of the file (the csv module's strict reading says where).
     suspect = any("\0" in column for column in header) or any(_missing(v) or "\n" in v or "\r" in v for v in found)
-    if (not blocks or suspect) and (problem := _where(path, dialect, label, features)):
+    if (not rows or suspect) and (problem := _where(path, dialect, label, features)):
         raise problem
     classes, class_of = _classes(found, f"{path}, column '{label}'")  # of each distinct label
-    return Table(np.concatenate(blocks), class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
+    return Table(x[:rows], class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
 
 
 class Dialect(NamedTuple):
