@@ -30,9 +30,11 @@ def bomb() -> str:
 
 
 def csv_params(extra: str = "") -> str:
-    """params.yaml for datasets/t.csv, its label y, and `extra` lines (a path among them replaces it)."""
+    """params.yaml for datasets/t.csv, its label y, and `extra` lines (a path or a label among them
+    replaces that one)."""
     path = "" if "  path:" in extra else "  path: datasets/t.csv\n"
-    return f"data:\n  source: csv\n{path}  label: y\n{extra}"
+    label = "" if "  label:" in extra else "  label: y\n"
+    return f"data:\n  source: csv\n{path}{label}{extra}"
 
 
 def synthetic(key: str, value: int) -> str:
@@ -183,6 +185,7 @@ TABLES = {
     "idna": ("a,y\n1,x\n3,é\n", "  encoding: idna\n", "datasets/t.csv, line 3: bytes that are not idna (b'\\xc3\\xa9\\n'); set data.encoding"),  # a codec that cannot skip bytes
     "utf-8 as utf-16": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", "datasets/t.csv: no label column 'y' (data.label); columns: "),
     "utf-8 as utf-16, the hint": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", " (or data.encoding utf-16 is not the file's)"),
+    "label a number": ("x,y\n1,a\n", "  label: 2020\n", "datasets/t.csv: no label column '2020' (data.label); columns: x, y"),  # a name
     "nameless column": (",a,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 1 has no name: an index (pandas' to_csv(index=False)"),
     "Unnamed: 0": ("Unnamed: 0,a,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 1 has no name: an index (pandas'"),
     "path too long": ("x,y\n1,a\n", f"  path: {LONG}\n", f"{LONG[:200]}: File name too long; check that path, its permissions and the disk"),
@@ -217,6 +220,8 @@ READ = {
     "blank lines": ("", "x,y\n1,a\n\n2,b\n\n", ("a", "b"), [[1], [2]]),
     "numeric labels": ("", "x,y\n3,2.5\n1,10\n2,9\n", ("2.5", "9", "10"), None),
     "CR alone": ("", "a,y\r1,x\r3,z\r5,x\r", ("x", "z"), [[1], [3], [5]]),
+    "a header over 1 MiB": ("", "x" * 1_100_000 + ",y\n1,a\n2,b\n", ("a", "b"), [[1], [2]]),
+    "many blank lines, wide": ("", ",".join(f"f{i}" for i in range(2000)) + ",y\n" + ",".join(["1"] * 2000) + ",a\n" + "\n" * 4_000_000 + ",".join(["2"] * 2000) + ",b\n", ("a", "b"), None),  # not 32 GB of rows
     "EBCDIC": ("  encoding: cp037\n", "a,b,y\n1,2,x\n3,4,z\n5,6,x\n".encode("cp037"), ("x", "z"), [[1, 2], [3, 4], [5, 6]]),
     "large integers": ("", "a,y\n1,9007199254740992\n2,9007199254740993\n3,10\n", ("10", "9007199254740992", "9007199254740993"), None),
     "1e999999999": ("", "a,y\n1,1e999999999\n2,1\n", ("1", "1e999999999"), None),  # compared exactly, and at once

@@ -57,7 +57,8 @@ def _listed(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_integral), Field(le=2**63 - 1)]  # what numpy and torch hold
 Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]
-Text = Annotated[str, Strict(), AfterValidator(_text)]
+# A column named 2020 is written `label: 2020` (and `dvc exp run -S data.label=2020` writes it so).
+Text = Annotated[str, BeforeValidator(lambda v: str(v) if type(v) is int else v), Strict(), AfterValidator(_text)]
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 

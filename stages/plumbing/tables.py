@@ -99,7 +99,8 @@ def _columns(
     if features and label in features:
         fix = "a model must not see the answer: remove it from data.features"
         raise UserError(f"data.features names the label column {abbreviate(label)}; {fix}")
-    missing = [column for column in features or [] if column not in header]
+    present = set(header)  # linear in the width, as the checks above
+    missing = [column for column in features or [] if column not in present]
     if missing:
         raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {listing(header)}")
     if features:
@@ -138,7 +139,9 @@ def read_csv(
     if delimiter and len(header_line.split(delimiter)) == 1 and detect_delimiter(header_line) != delimiter:
         hint += f" (or data.delimiter {delimiter!r} is not the file's)"
     dialect = Dialect(encoding, delimiter or detect_delimiter(header_line), hint)
-    read = pa_csv.ReadOptions(encoding=encoding)
+    # pyarrow's 1 MiB blocks, but when no line ends in the first 64 KiB: the header must fit in the first.
+    block = 1 << 20 if b"\n" in start or b"\r" in start else 1 << 26
+    read = pa_csv.ReadOptions(encoding=encoding, block_size=block)
     parse = pa_csv.ParseOptions(delimiter=dialect.delimiter, newlines_in_values=True)
     try:
         header = pa_csv.open_csv(path, read, parse).schema.names
@@ -148,7 +151,10 @@ def read_csv(
         types = dict.fromkeys(wanted[:-1], pa.float64()) | {wanted[-1]: pa.string()}
         no_nulls = {"null_values": [], "strings_can_be_null": False, "quoted_strings_can_be_null": False}
         convert = pa_csv.ConvertOptions(column_types=types, include_columns=wanted, **no_nulls)
-        x, rows, labels = np.empty((n_lines + 1, len(names)), dtype=np.float32), 0, []
+        # At most a row per line end, and per len(names) bytes (blank lines and quoted line breaks count
+        # as line ends): as many rows as there may be, without asking for more memory than the file's.
+        n_rows = min(n_lines, Path(path).stat().st_size // len(names)) + 1
+        x, rows, labels = np.empty((n_rows, len(names)), dtype=np.float32), 0, []
         for batch in pa_csv.open_csv(path, read, parse, convert):
             if rows + batch.num_rows > len(x):  # other line ends (EBCDIC's), or a file that grows as it is read
                 x = np.concatenate([x, np.empty((len(x) + batch.num_rows, len(names)), dtype=np.float32)])
@@ -225,10 +231,11 @@ def _where(path: str, dialect: Dialect, label: str, features: tuple[str, ...] | 
             if row and not header:
                 header = [name(column) for column in row]
                 names = _columns(path, header, label, features, [], dialect.hint)
-                columns = [header.index(column) for column in names]
+                position = {column: i for i, column in enumerate(header)}
+                columns = [position[column] for column in names]
             elif row:
                 rows += 1
-                if problem := _problem(row, header, columns, header.index(label)):
+                if problem := _problem(row, header, columns, position[label]):
                     return UserError(f"{path}, line {start}: {problem}")
     except csv.Error as bad:
         return UserError(f"{path}, line {line}: not a readable CSV row ({bad}); check its quotes")
