@@ -177,6 +177,7 @@ TABLES = {
     "wrong delimiter": ("a,b,y\n1,2,x\n3,4,z\n", "  delimiter: ';'\n", "no label column 'y' (data.label); columns: a,b,y (or data.delimiter ';' is not the file's)"),
     "fields": ("x,y\n1,a\n2,b\n" + "3,c" * 100, "", "datasets/t.csv, line 4: 101 fields, but the header has 2"),
     "NUL": ("x,y\n1,a\n2,b\x00\n", "", "datasets/t.csv, line 3: a NUL character: not a text table in utf-8; UTF-16"),
+    "utf-16-be": ("x,y\n1,a\n".encode("utf-16-be"), "", "datasets/t.csv, line 1: a NUL character: not a text table in utf-8; UTF-16"),
     "utf-16": ("x,y\n".encode("utf-16-le"), "", "datasets/t.csv, line 1: a NUL character: not a text table in utf-8; UTF-16"),
     "empty": ("x,y\n\n\n", "", "datasets/t.csv: the table is empty; it needs a header row and at least one data row"),
     "blank lines count": ("x,y\n1,a\n\nseven,b\n", "", "datasets/t.csv, line 4: column 'x' is not a number: 'seven'"),

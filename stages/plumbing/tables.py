@@ -145,6 +145,8 @@ def read_csv(
     parse = pa_csv.ParseOptions(delimiter=dialect.delimiter, newlines_in_values=True)
     try:
         header = pa_csv.open_csv(path, read, parse).schema.names
+        if any("\0" in column for column in header):  # UTF-16 read as UTF-8: where, and which encoding
+            raise ValueError("a NUL in the header")
         names = _columns(path, [name(column) for column in header], label, features, [], hint)
         spelled = {name(column): column for column in header}
         wanted = [spelled[column] for column in [*names, label]]
@@ -173,7 +175,7 @@ def read_csv(
     found = encoded.dictionary.to_pylist()
     # No rows, a NUL, an empty or a missing label, or a line break inside a label: a field a quote
     # never closed takes in the rest of the file (the csv module's strict reading says where).
-    suspect = any("\0" in column for column in header) or any(_missing(v) or "\n" in v or "\r" in v for v in found)
+    suspect = any(_missing(v) or "\n" in v or "\r" in v for v in found)
     if (not rows or suspect) and (problem := _where(path, dialect, label, features)):
         raise problem
     classes, class_of = _classes(found, f"{path}, column '{label}'")  # of each distinct label
