@@ -444,3 +444,8 @@ def test_a_parquet_label_with_a_nul_is_refused_as_in_a_csv(datasets):
     write_parquet(datasets / "t.parquet", {"a": [1.0, 2.0], "y": ["p", "q\0"]})
     with pytest.raises(UserError, match=r"^datasets/t.parquet, row 2: the label column 'y' holds a NUL, not text"):
         read_parquet("datasets/t.parquet", "y", None)
+
+
+def test_float32_labels_are_named_as_float32_writes_them(datasets):
+    write_parquet(datasets / "t.parquet", {"a": [1.0, 2.0], "y": pa.array([0.1, 0.25], pa.float32())})
+    assert read_parquet("datasets/t.parquet", "y", None).classes == ("0.1", "0.25")
