@@ -93,7 +93,7 @@ def test_more_processes_than_gpus_is_one_line(monkeypatch):
 @pytest.mark.parametrize("kill", ["torchrun alone", "torchrun's process group"])
 def test_no_worker_outlives_torchrun(tmp_path, kill):
     """torchrun starts each worker in a session of its own, so neither kill reaches them: the kernel's
-    SIGTERM on their parent's death does (stages/__init__.py), and they end without writing anything."""
+    signal on their parent's death does (stages/plumbing/process.py), and they end without writing anything."""
     train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, "epochs": 10**6}.items())
     (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

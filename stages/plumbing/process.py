@@ -1,13 +1,13 @@
 """A stage process, from its first statement to its exit: `python -m stages STAGE ARGS` (stages/__main__.py)
 calls run_stage, which sets the process up before it imports the stage (torch takes seconds to load),
-runs it inside the error boundary (errors.boundary) and exits.
+runs it inside the error boundary (boundary, below) and exits.
 
 Ctrl-C (SIGINT), SIGTERM and a closed terminal (SIGHUP) end a stage with one line and exit status 128 +
 the signal's number; SystemExit unwinds as an exception does, so a write in progress still removes its
 temporary files. Once the stage is ending (a first signal, its last line, or its outputs being renamed
 into place) further signals change nothing. A signal the stage inherits as ignored (`nohup`) stays
-ignored, as for any Unix program. On Linux the kernel sends SIGTERM when the process that started the
-stage dies (DVC, torchrun; dvc.yaml's `exec` leaves no shell between them), so no stage outlives it and
+ignored, as for any Unix program. On Linux the kernel signals the stage when the process that started
+it dies (DVC, torchrun; dvc.yaml's `exec` leaves no shell between them), so no stage outlives it and
 none writes after it was killed. A closed output pipe (`| head`) ends the stage quietly, as it ends any
 Unix tool.
 """
