@@ -135,7 +135,6 @@ def write_outputs(outputs: Outputs) -> None:
         for path, tmp in temporary:
             os.replace(tmp, path)
             replaced.append(path)
-        inputs_read.clear()
     except BaseException as error:  # Ctrl-C too: no temporary file is left behind
         for _, tmp in temporary:
             tmp.unlink(missing_ok=True)

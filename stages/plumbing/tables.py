@@ -321,8 +321,8 @@ def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Tab
                 f"{path}, row {bad[0] + 1}: column '{column_name}' is {value}; only finite float32 numbers are allowed"
             )
     # A float32 label as float32 writes it (0.1, not the float64 0.10000000149011612 it is read as).
-    text = (lambda v: str(np.float32(v))) if pa.types.is_float32(kind) else str
-    labels = [text(value).strip() for value in table.column(len(names)).to_pylist()]
+    as_text = (lambda v: str(np.float32(v))) if pa.types.is_float32(kind) else str
+    labels = [as_text(value).strip() for value in table.column(len(names)).to_pylist()]
     missing = [("", "is empty")] + [("nan", "is NaN (missing)")] * pa.types.is_floating(kind)  # pandas' missing label
     for value, what in [*missing, (next((v for v in labels if "\0" in v), None), "holds a NUL, not text")]:
         if value in labels:
