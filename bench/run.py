@@ -39,8 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.pipeline_copy import copy_pipeline, params_for_device  # noqa: E402
+from stages.classifier import Classifier, weights  # noqa: E402
 from stages.data import Split, load_table, prepare_table  # noqa: E402
-from stages.evaluate import Linear, scores  # noqa: E402
+from stages.evaluate import scores  # noqa: E402
+from stages.features import Preprocessing  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
 from stages.plumbing.device import make_deterministic  # noqa: E402
 from stages.plumbing.params import DataParams, TrainParams  # noqa: E402
@@ -104,7 +106,7 @@ def latency(repeats: int, device: torch.device, every_stage: bool = True) -> dic
         interpreter = best_of(repeats, lambda: timed([python, "-c", "pass"], repo, env))
         torch_import = best_of(repeats, lambda: timed([python, "-c", "import torch"], repo, env)) - interpreter
     by_stage = {name: sum(t for c, t in per_stage.items() if c.startswith(f"exec python -m stages {name} "))
-                for name in ("prepare", "train", "evaluate")}  # fmt: skip
+                for name in ("prepare", "train", "evaluate", "predict")}  # fmt: skip
     stages_total = sum(per_stage.values())
     return {
         "floor_s": floor,
@@ -228,6 +230,13 @@ print(best)
 # 3. Time to accuracy -------------------------------------------------------------------------------
 
 
+def accuracy(state: dict, test) -> float:
+    """The test accuracy of a model's state, as the evaluate stage scores it."""
+    W, b = weights(state)
+    model = Classifier(W, b, tuple(map(str, range(W.shape[1]))), Preprocessing(("x",) * W.shape[0]), {})
+    return scores(model, test)[0]["accuracy"]
+
+
 def time_to_accuracy(
     impl: str,
     train_split: Split,
@@ -258,7 +267,7 @@ def time_to_accuracy(
             if updates % check_every == 0:
                 synchronize(device)
                 elapsed += time.perf_counter() - start
-                reached = scores(Linear.from_state(numpy_state(model)), test)[0]["accuracy"]
+                reached = accuracy(numpy_state(model), test)
                 if reached >= target:
                     return elapsed, reached, updates
                 synchronize(device)

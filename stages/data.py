@@ -1,5 +1,5 @@
-"""The datasets, their split and standardization, and the prepared-data file that `prepare` writes.
-(User tables, CSV and Parquet, are read by stages/plumbing/tables.py.)
+"""The datasets, their split, and the prepared-data file that `prepare` writes. (User tables, CSV and
+Parquet, are read by stages/plumbing/tables.py; stages/features.py turns columns into model inputs.)
 
 Every source gives a table: features x (float32), class indices y (int64) and the class names,
 in the order the indices count them. The number of features and classes comes from the data.
@@ -14,14 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.features import Preprocessing, fit
 from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import read_tensors, tensors_bytes
 from stages.plumbing.params import DataParams, memory_limit
-from stages.plumbing.tables import Table, read_csv, read_parquet
+from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_csv, read_parquet
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
 TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5], [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]
 TOY_Y = [2, 2, 2, 1, 1, 1, 0, 0]
+TOY_COLUMNS = ("x1", "x2", "x3", "x4")
+# Rows the toy model never saw, for predict to classify (the lesson has none: these are ours).
+TOY_NEW = [[1, 2, 2, 1], [3, 1, 4, 5], [1, 6, 7, 7], [2, 4, 4, 4]]
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,11 @@ class Split:
 
 @dataclass(frozen=True)
 class Prepared:
-    train: Split
+    train: Split  # the model's inputs (preprocessed) and class indices
     eval: Split  # the test split when data.test_size > 0; else the training data, as in the lesson
     classes: tuple[str, ...]
     has_test: bool
-    mean: np.ndarray | None = None  # the standardization, from the training split (None: not standardized)
-    std: np.ndarray | None = None
+    preprocessing: Preprocessing  # what made the inputs from the table's columns
     sha256: str = ""  # of the file it was read from
 
     @property
@@ -50,7 +53,7 @@ class Prepared:
 
 
 def toy() -> Table:
-    return Table(np.array(TOY_X, dtype=np.float32), np.array(TOY_Y, dtype=np.int64), ("0", "1", "2"))
+    return Table(np.array(TOY_X, dtype=np.float32), np.array(TOY_Y, dtype=np.int64), ("0", "1", "2"), TOY_COLUMNS)
 
 
 def scikit_learn(name: str) -> Table:
@@ -59,7 +62,8 @@ def scikit_learn(name: str) -> Table:
 
     bunch = getattr(sklearn.datasets, f"load_{name}")()
     x = np.asarray(bunch.data, dtype=np.float32)
-    return Table(x, np.asarray(bunch.target, dtype=np.int64), tuple(str(n) for n in bunch.target_names))
+    classes, columns = tuple(str(n) for n in bunch.target_names), tuple(map(str, bunch.feature_names))
+    return Table(x, np.asarray(bunch.target, dtype=np.int64), classes, columns)
 
 
 def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Table:
@@ -71,7 +75,8 @@ def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Tab
     centres = torch.randn(n_classes, n_features, generator=generator) * (3.0 / math.sqrt(n_features))
     y = (torch.arange(n_samples) % n_classes)[torch.randperm(n_samples, generator=generator)]
     x = torch.randn(n_samples, n_features, generator=generator).add_(centres[y])
-    return Table(x.numpy(), y.numpy(), tuple(str(c) for c in range(n_classes)))
+    columns = tuple(f"x{i}" for i in range(1, n_features + 1))
+    return Table(x.numpy(), y.numpy(), tuple(str(c) for c in range(n_classes)), columns)
 
 
 def load_table(params: DataParams) -> Table:
@@ -79,19 +84,42 @@ def load_table(params: DataParams) -> Table:
         return toy()
     if params.source in ("iris", "digits"):
         return scikit_learn(params.source)
+    features, categorical = params.features and tuple(params.features), tuple(params.categorical)
+    missing = MISSING_FIX if params.missing == "error" else None
+    if params.source in ("csv", "parquet"):
+        check_dataset_path(params.path)
     if params.source == "csv":
-        return read_csv(params.path, params.label, params.features, params.delimiter, params.encoding)
+        return read_csv(params.path, params.label, features, params.delimiter, params.encoding, categorical, missing)
     if params.source == "parquet":
-        return read_parquet(params.path, params.label, params.features)
+        return read_parquet(params.path, params.label, features, categorical, missing)
     return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
 
 
-def check_table(table: Table, name: str, label: str | None = None) -> None:
+def without_missing(table: Table, missing: str) -> tuple[Table, int]:
+    """The rows a model can learn from, and how many were left out: a row without its class is never
+    imputed, and with data.missing: drop neither is a row with any missing value."""
+    keep = table.y >= 0
+    if missing == "drop":
+        keep &= ~np.isnan(table.x).any(axis=1)
+        for values in table.categorical.values():
+            keep &= values != None  # noqa: E711 (elementwise)
+    if keep.all():
+        return table, 0
+    present = np.unique(table.y[keep])  # the classes that still have rows, in their order
+    kept = subset(table, np.flatnonzero(keep))
+    classes = tuple(table.classes[c] for c in present)
+    return Table(kept.x, np.searchsorted(present, kept.y), classes, kept.columns, kept.categorical), int((~keep).sum())
+
+
+def subset(table: Table, index: np.ndarray) -> Table:
+    categorical = {column: values[index] for column, values in table.categorical.items()}
+    return Table(table.x[index], table.y[index], table.classes, table.columns, categorical)
+
+
+def check_table(table: Table, name: str, label: str | None = None, left_out: int = 0) -> None:
     """A table a classifier can learn from; `label` names the column its classes came from, if any."""
     if len(table.y) == 0:
-        raise UserError(f"{name}: the table is empty")
-    if not np.isfinite(table.x).all():
-        raise UserError(f"{name}: the features hold NaN or infinite values")
+        raise UserError(f"{name}: the table is empty" + " once rows with missing values are left out" * bool(left_out))
     present = np.bincount(table.y, minlength=len(table.classes))
     if int((present > 0).sum()) < 2:
         raise UserError(f"{name}: fewer than two classes ({', '.join(table.classes)}); a classifier needs two or more")
@@ -106,7 +134,7 @@ def check_table(table: Table, name: str, label: str | None = None) -> None:
         )
 
 
-def split(table: Table, test_size: float, seed: int) -> tuple[Split, Split]:
+def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
     """A seeded split, stratified and counted as scikit-learn's train_test_split counts it: the test
     split holds ceil(test_size x rows) rows, with test_size taken as the decimal params.yaml writes (0.7
     of 10 rows is 7, although 0.7 * 10 is 7.000000000000001 in floats). Each class gives its share
@@ -132,54 +160,26 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Split, Split]:
             )
         test_rows.append(rows[: per_class[c]])
         train_rows.append(rows[per_class[c] :])
-    train, test = np.sort(np.concatenate(train_rows)), np.sort(np.concatenate(test_rows))
-    return Split(table.x[train], table.y[train]), Split(table.x[test], table.y[test])
-
-
-def standardization(train: Split) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each feature over the training split, in float64: for finite
-    float32 features neither can overflow (the mean of values near 3e38 would, summed in float32). A
-    constant feature keeps std 1. Stored as float32, with which the features are scaled."""
-    mean = train.x.mean(axis=0, dtype=np.float64)
-    std = np.sqrt(((train.x - mean) ** 2).mean(axis=0)).astype(np.float32)
-    return mean.astype(np.float32), np.where(std > 0, std, np.float32(1))  # 0 once in float32: 1
-
-
-def _scaled(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(x - mean) / std in float64, then float32. Finite for the training rows (none lies more than
-    sqrt(rows) standard deviations from the mean); a test row far outside a tiny spread may not be."""
-    with np.errstate(over="ignore"):
-        scaled = ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)
-    bad = np.argwhere(~np.isfinite(scaled))
-    if len(bad):
-        raise UserError(
-            f"data.standardize: feature {bad[0][1]} of a row lies beyond float32 once scaled by the "
-            "training split's spread; leave data.standardize off or rescale that column"
-        )
-    return scaled
+    return subset(table, np.sort(np.concatenate(train_rows))), subset(table, np.sort(np.concatenate(test_rows)))
 
 
 def prepare_table(table: Table, params: DataParams) -> Prepared:
+    """Split, then fit the preprocessing on the training split and apply it to both."""
     has_test = params.test_size > 0
-    if has_test:
-        train, test = split(table, params.test_size, params.seed)
-    else:
-        train = test = Split(table.x, table.y)
-    mean = std = None
-    if params.standardize:
-        mean, std = standardization(train)
-        train = Split(_scaled(train.x, mean, std), train.y)
-        test = Split(_scaled(test.x, mean, std), test.y) if has_test else train
-    return Prepared(train, test, table.classes, has_test, mean, std)
+    train, test = split(table, params.test_size, params.seed) if has_test else (table, table)
+    preprocessing = fit(train, params.missing, params.standardize)
+    train_split = Split(preprocessing.apply(preprocessing.inputs(train)[0]), train.y)
+    test_split = Split(preprocessing.apply(preprocessing.inputs(test)[0]), test.y) if has_test else train_split
+    return Prepared(train_split, test_split, table.classes, has_test, preprocessing)
 
 
 def prepared_bytes(prepared: Prepared) -> bytes:
     arrays = {"train_x": prepared.train.x, "train_y": prepared.train.y}
     if prepared.has_test:  # without a test split the evaluation data is the training data: stored once
         arrays |= {"eval_x": prepared.eval.x, "eval_y": prepared.eval.y}
-    if prepared.mean is not None:
-        arrays |= {"mean": prepared.mean, "std": prepared.std}
-    return tensors_bytes(arrays, {"classes": list(prepared.classes), "has_test": prepared.has_test})
+    preprocessing, info = prepared.preprocessing.tensors()
+    info = {"classes": list(prepared.classes), "has_test": prepared.has_test, "preprocessing": info}
+    return tensors_bytes(arrays | preprocessing, info)
 
 
 FIX = "run `dvc repro prepare` first"
@@ -187,16 +187,24 @@ FIX = "run `dvc repro prepare` first"
 
 def load_prepared(path: str | Path) -> Prepared:
     """The prepared data, checked: a damaged file or one from another version is a one-line error."""
-    arrays, info, digest = read_tensors(path, "prepared data", ("classes", "has_test"), FIX)
+    arrays, info, digest = read_tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
     classes, has_test = info["classes"], info["has_test"]
     names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
     if not names or len(set(classes)) != len(classes) or len(classes) < 2:
         raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
     train = _checked_split(path, arrays, "train", len(classes))
     test = _checked_split(path, arrays, "eval", len(classes)) if has_test else train
-    if test.x.shape[1] != train.x.shape[1]:
-        raise UserError(f"{path}: eval_x has {test.x.shape[1]} features, train_x {train.x.shape[1]}; {FIX}")
-    return Prepared(train, test, tuple(classes), bool(has_test), arrays.get("mean"), arrays.get("std"), digest)
+    try:
+        preprocessing = Preprocessing.from_tensors(arrays, info["preprocessing"])
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; {FIX}") from None
+    n_features = len(preprocessing.features)
+    if test.x.shape[1] != n_features or train.x.shape[1] != n_features:
+        raise UserError(
+            f"{path}: eval_x has {test.x.shape[1]} features, train_x {train.x.shape[1]}, its preprocessing "
+            f"{n_features}; {FIX}"
+        )
+    return Prepared(train, test, tuple(classes), bool(has_test), preprocessing, digest)
 
 
 def _checked_split(path: str | Path, arrays: dict[str, np.ndarray], name: str, n_classes: int) -> Split:

@@ -10,47 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.classifier import FIX, Classifier, load_classifier, log_probabilities
 from stages.data import Prepared, Split, load_prepared
-from stages.plumbing.errors import UserError, abbreviate, listing
-from stages.plumbing.files import (
-    StageArguments,
-    float32_text,
-    open_input,
-    read_tensors,
-    sha256,
-    write_outputs,
-)
-
-FIX = "run `dvc repro` to train it"
+from stages.plumbing.errors import UserError, listing
+from stages.plumbing.files import StageArguments, float32_text, open_input, sha256, write_outputs
 
 
-class Linear:
-    """A trained model as evaluation sees it, whatever the implementation: logits = x W + b."""
-
-    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
-        self.W, self.b = W.astype(np.float64), b.astype(np.float64)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return x.astype(np.float64) @ self.W + self.b
-
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> "Linear":
-        """From the state the train stage saves: W and b, or high_level's nn.Linear weight and bias."""
-        high_level = "linear.weight" in state  # nn.Linear's weight is (classes, features)
-        W, b = (state["linear.weight"].T, state.get("linear.bias")) if high_level else (state.get("W"), state.get("b"))
-        if W is None or b is None or W.ndim != 2 or b.shape not in ((1,), (W.shape[1],)):
-            raise ValueError("no weights and bias of a linear model")
-        if W.dtype != np.float32 or b.dtype != np.float32:  # what training writes; bounds every logit
-            raise ValueError(f"{W.dtype} weights, not the float32 ones training writes")
-        return cls(W, b)
-
-
-def scores(model: Linear, data: Split) -> tuple[dict[str, float], np.ndarray]:
+def scores(model: Classifier, data: Split) -> tuple[dict[str, float], np.ndarray]:
     """Accuracy, mean cross-entropy and macro F1 on `data`, and the predicted class of every row."""
-    logits = model(data.x)
-    predicted = logits.argmax(axis=1)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_p = log_probabilities(model, data.x)
+    predicted = log_p.argmax(axis=1)
     cost = -log_p[np.arange(len(data.y)), data.y].mean()
     accuracy = float((predicted == data.y).mean())
     return {
@@ -96,30 +65,19 @@ def float32_values(metrics: dict, prefix: str = "") -> dict:
     return values
 
 
-def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> tuple[Linear, dict]:
-    """The trained model and what the train stage noted of it, checked against the prepared data: the
-    model records the SHA-256 of the prepared file it was trained on (and of the costs it wrote), so
-    that no file of another run (another split, standardized or not, another implementation's costs)
-    goes into its metrics."""
-    keys = ("impl", "n_features", "classes", "device", "data_sha256", "costs_sha256")
-    state, info, _ = read_tensors(path, "trained model", keys, FIX)
-    try:
-        model = Linear.from_state(state)
-    except ValueError as error:
-        raise UserError(f"{path}: holds {error}; {FIX}") from None
-    if info["device"] not in ("cpu", "cuda"):  # copied into the metrics: only what training writes
-        raise UserError(f"{path}: its device {abbreviate(info['device'])} is not cpu or cuda; {FIX}")
-    if info["classes"] != list(prepared.classes) or model.W.shape != (prepared.n_features, prepared.n_classes):
-        classes = info["classes"]
-        trained = listing(classes, 5) if isinstance(classes, list) else abbreviate(classes)
-        prepared_classes = listing(prepared.classes, 5)
+def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> Classifier:
+    """The trained model, checked against the prepared data: the model records the SHA-256 of the
+    prepared file it was trained on (and of the costs it wrote), so that no file of another run
+    (another split, standardized or not, another implementation's costs) goes into its metrics."""
+    model = load_classifier(path)
+    if model.classes != prepared.classes or model.W.shape != (prepared.n_features, prepared.n_classes):
         raise UserError(
-            f"{path}: trained on {model.W.shape[0]} features and classes {trained}, but the prepared "
-            f"data has {prepared.n_features} features and classes {prepared_classes}; {FIX}"
+            f"{path}: trained on {model.W.shape[0]} features and classes {listing(model.classes, 5)}, but the "
+            f"prepared data has {prepared.n_features} features and classes {listing(prepared.classes, 5)}; {FIX}"
         )
-    if info["data_sha256"] != prepared.sha256:
+    if model.info["data_sha256"] != prepared.sha256 or not model.preprocessing.same(prepared.preprocessing):
         raise UserError(f"{path}: was trained on other prepared data than {data_path}; {FIX}")
-    return model, info
+    return model
 
 
 def final_cost(costs_path: str | Path, costs_sha256: str) -> float:
@@ -145,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("confusion", help="where to write actual and predicted classes (CSV)")
     args = parser.parse_args(argv)
     prepared = load_prepared(args.data)
-    model, info = load_model(args.model, prepared, args.data)
+    model = load_model(args.model, prepared, args.data)
+    info = model.info
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
     # final_cost is the lesson's last printed number: the training cost before the last update.
     metrics: dict = {"final_cost": final_cost(args.costs, info["costs_sha256"])}

@@ -1,33 +1,57 @@
-"""Stage `prepare`: turn the dataset named by `data.source` into tensors under data/."""
+"""Stage `prepare`: turn the dataset named by `data.source` into tensors under data/, and write the rows
+that predict classifies in the pipeline: the toy's new rows, or else the evaluation rows as the table
+had them."""
 
 import sys
 
-from stages.data import Prepared, check_table, load_table, prepare_table, prepared_bytes
+import numpy as np
+
+from stages.data import (
+    TOY_COLUMNS,
+    TOY_NEW,
+    Prepared,
+    check_table,
+    load_table,
+    prepare_table,
+    prepared_bytes,
+    split,
+    without_missing,
+)
 from stages.plumbing.errors import listing, printable
 from stages.plumbing.files import StageArguments, write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
+from stages.plumbing.tables import Table, csv_bytes
 
 
-def prepare(params: DataParams) -> Prepared:
-    table = load_table(params)
+def prepare(params: DataParams) -> tuple[Prepared, Table, int]:
+    """The prepared data, the rows to predict, and how many rows were left out for missing values."""
+    table, left_out = without_missing(load_table(params), params.missing if params.source in TABLES else "error")
     if params.source in TABLES:
-        check_table(table, params.path, params.label)
+        check_table(table, params.path, params.label, left_out)
     else:
         check_table(table, f"data.source={params.source}")
-    return prepare_table(table, params)
+    prepared = prepare_table(table, params)
+    if params.source == "toy":
+        new_rows = Table(np.array(TOY_NEW, dtype=np.float32), np.zeros(len(TOY_NEW), np.int64), (), TOY_COLUMNS)
+    else:
+        new_rows = split(table, params.test_size, params.seed)[1] if prepared.has_test else table
+    return prepared, new_rows, left_out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = StageArguments("prepare", __doc__)
     parser.add_output("out", help="where to write the prepared tensors, e.g. data/prepared.safetensors")
+    parser.add_output("new_rows", help="where to write the rows to predict (CSV), e.g. data/new_rows.csv")
     args = parser.parse_args(argv)
     params = data_params(load_params())
-    prepared = prepare(params)
+    prepared, new_rows, left_out = prepare(params)
     classes = list(enumerate(prepared.classes))
     print(
         f"{params.source}: {len(prepared.train.y)} training rows, "
         + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")
+        + (f"{left_out} left out for missing values (data.missing: {params.missing}), " if left_out else "")
         + f"{prepared.n_features} features, classes {printable(listing([f'{i}={c}' for i, c in classes]))}",
         file=sys.stderr,
     )
-    write_outputs({args.out: prepared_bytes(prepared)})  # last: a closed stderr ends the stage before it
+    # Last: a closed stderr ends the stage before it.
+    write_outputs({args.out: prepared_bytes(prepared), args.new_rows: csv_bytes(new_rows)})

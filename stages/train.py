@@ -10,12 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stages.classifier import model_bytes, onnx_bytes, weights
 from stages.data import Prepared, Split, load_prepared
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.plumbing import distributed
 from stages.plumbing.device import flop, make_deterministic, resolve_device
 from stages.plumbing.errors import UserError, tell
-from stages.plumbing.files import StageArguments, float32_text, sha256, tensors_bytes, write_outputs
+from stages.plumbing.files import StageArguments, float32_text, sha256, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
 
 
@@ -70,7 +71,7 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     # start high_level from the lab's weights, and every other seed from weights drawn the same way.
     torch.manual_seed(params.seed)
     torch.rand(3, 5), torch.randint(5, (3,))
-    data, standardized = prepared.train, prepared.mean is not None
+    data, standardized = prepared.train, prepared.preprocessing.mean is not None
     model = build_model(impl, prepared.n_features, prepared.n_classes, device)
     cost_of = cost_function(impl, params.double_softmax)
     optimizer = make_optimizer(model.parameters(), params)
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("model", help="where to save the trained model, e.g. models/low_level.safetensors")
     parser.add_output("costs", help="where to write the cost per epoch (TSV), e.g. plots/cost/low_level.tsv")
     parser.add_output("test_costs", help="where to write the test cost (TSV), e.g. plots/test_cost/low_level.tsv")
+    parser.add_output("onnx", help="where to write the model as ONNX, e.g. models/low_level.onnx")
     args = parser.parse_args(argv)
     params = train_params(load_params())
     prepared = load_prepared(args.data)
@@ -191,8 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     state = numpy_state(model)
     costs_text = costs_tsv(list(enumerate(costs)))
     # What the model belongs to, for evaluate to check: the prepared file it learnt from, its costs.
-    info = dict(impl=args.impl, n_features=prepared.n_features, classes=list(prepared.classes), device=device.type)
+    info = dict(impl=args.impl, classes=list(prepared.classes), device=device.type)
     info |= dict(data_sha256=prepared.sha256, costs_sha256=sha256(costs_text.encode()))
-    model_file = tensors_bytes(state, info)
+    model_file = model_bytes(state, prepared.preprocessing, info)
+    onnx_file = onnx_bytes(*weights(state), list(prepared.classes), prepared.preprocessing)
     # Without a test split the test costs hold the header alone: DVC wants every declared output to exist.
-    write_outputs({args.costs: costs_text, args.test_costs: costs_tsv(test_costs, "test_cost"), args.model: model_file})
+    test_costs_text = costs_tsv(test_costs, "test_cost")
+    write_outputs(
+        {args.costs: costs_text, args.test_costs: test_costs_text, args.model: model_file, args.onnx: onnx_file}
+    )

@@ -11,17 +11,19 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from stages import evaluate, prepare, train
+from stages import evaluate, predict, prepare, train
 from stages.plumbing.process import boundary
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_PARAMS = YAML(typ="safe").load((REPO / "params.yaml").read_text())
 TRAIN_ARGS = ["low_level", "data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv",
-              "plots/test_cost/low_level.tsv"]  # fmt: skip
+              "plots/test_cost/low_level.tsv", "models/low_level.onnx"]  # fmt: skip
 EVALUATE_ARGS = ["data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv",
                  "metrics/low_level.json", "plots/confusion/low_level.csv"]  # fmt: skip
-ARGS = {"prepare": ["out.safetensors"], "train": TRAIN_ARGS, "evaluate": EVALUATE_ARGS}
-MAINS = {"prepare": prepare.main, "train": train.main, "evaluate": evaluate.main}
+PREDICT_ARGS = ["models/low_level.safetensors", "new.csv", "predictions.csv"]
+ARGS = {"prepare": ["out.safetensors", "new_rows.csv"], "train": TRAIN_ARGS, "evaluate": EVALUATE_ARGS,
+        "predict": PREDICT_ARGS}  # fmt: skip
+MAINS = {"prepare": prepare.main, "train": train.main, "evaluate": evaluate.main, "predict": predict.main}
 RAW = "__raw__"
 
 

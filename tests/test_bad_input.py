@@ -14,6 +14,7 @@ import torch
 
 from stages import evaluate, prepare, train
 from stages.data import Prepared, Split, load_prepared, load_table, prepare_table, prepared_bytes, toy
+from stages.features import Preprocessing
 from stages.plumbing.errors import UserError
 from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
 from stages.plumbing.params import DataParams, train_params
@@ -77,7 +78,7 @@ PARAMS = {
     "no train.lr": ("train", params_text().replace("  lr: 0.1\n", ""), "missing key 'train.lr'; add it to section 'train'"),
     "epochs 10**15": ("train", params_text("train", "epochs", 10**15), "train.epochs=1000000000000000 needs about 55,879,354 GiB for the cost of every"),
     "source": ("prepare", params_text("data", "source", "mnist"), "data.source must be 'toy', 'iris', 'digits', 'csv', 'parquet' or 'synthetic', got 'mnist'"),
-    "unknown data key": ("prepare", params_text("data", "pathh", "x.csv"), "unknown key 'data.pathh'; allowed in 'data': source, test_size, standardize, seed, path, label, features, delimiter, encoding, n_samples, n_features, n_classes"),
+    "unknown data key": ("prepare", params_text("data", "pathh", "x.csv"), "unknown key 'data.pathh'; allowed in 'data': source, test_size, standardize, seed, path, label, features, categorical, missing, delimiter, encoding, n_samples, n_features, n_classes"),
     "no data": ("prepare", params_text("data"), "missing section 'data'; add it with keys source"),
     "test_size 1": ("prepare", params_text("data", "test_size", 1), "data.test_size must be less than 1, got 1"),
     "test_size<0": ("prepare", params_text("data", "test_size", -0.2), "data.test_size must be greater than or equal to 0, got -0.2"),
@@ -94,7 +95,7 @@ PARAMS = {
     "n_samples 10**12": ("prepare", synthetic("n_samples", 10**12), "data.n_samples x data.n_features=1000000000000 x 20 needs about 320,375 GiB for the table"),
     "n_features 10**9": ("prepare", synthetic("n_features", 10**9), "data.n_samples x data.n_features=1000 x 1000000000 needs about 14,901 GiB for"),
     "n_classes>n_samples": ("prepare", synthetic("n_classes", 5000), "data.n_classes must be at most data.n_samples (1000), got 5000"),
-    "misspelt section": ("prepare", "data:\n  source: toy\ntrian:\n  epochs: 10\n", "unknown section 'trian'; the sections are data and train"),
+    "misspelt section": ("prepare", "data:\n  source: toy\ntrian:\n  epochs: 10\n", "unknown section 'trian'; the sections are data, train, predict"),
     "not yaml": ("train", "train: [epochs: 1\n", "not valid YAML: "),
     "repeated key": ("train", "data:\n  source: toy\ntrain:\n  lr: 0.1\n  epochs: 10\n  lr: 0.2\n", 'not valid YAML: found duplicate key "lr" with value "0.2" (original value: "0.1") (line 6), while constructing a mapping (line 4); fix it'),
     "not utf-8": ("train", b"data:\n  source: toy\ntrain:\n  lr: 0.1 # caf\xe9\n", "params.yaml, line 4: bytes that are not UTF-8; save it as UTF-8"),
@@ -155,21 +156,21 @@ LONG = "datasets/" + "a" * 300 + ".csv"
 # Tables: (datasets/t.csv's bytes, or what stands in its place, what params.yaml adds to csv_params, the line's beginning) ---------
 TABLES = {
     "no label": ("x,z\n1,a\n2,b\n", "", "datasets/t.csv: no label column 'y' (data.label); columns: x, z"),
-    "nan": ("x,y\n1,a\nnan,b\n", "", "datasets/t.csv, line 3: column 'x' is nan; only finite float32 numbers are allowed"),
+    "nan": ("x,y\n1,a\nnan,b\n", "", "datasets/t.csv, line 3: column 'x' is missing ('nan'); set data.missing: drop (leave such rows out) or mean (fill in the training mean)"),
     "one class": ("x,y\n1,a\n2,a\n", "", "datasets/t.csv: fewer than two classes (a); a classifier needs two or more"),
     "test_size": ("x,y\n1,a\n2,b\n3,b\n", "  test_size: 0.6\n", "data.test_size=0.6 leaves class 'a' (1 rows) without training rows; lower"),
     "1 and 1.0": ("x,y\n1,1\n2,1.0\n3,2\n", "", "datasets/t.csv, column 'y': the labels '1' and '1.0' are the same number written two ways; write each class one way"),
-    "NaN label": ("x,y\n0,1\n1,NaN\n2,2\n", "", "datasets/t.csv, line 3: the label column 'y' is 'NaN', a missing value (NaN or infinite), not a class; give every row its class"),
+    "NaN label": ("x,y\n0,1\n1,NaN\n2,2\n", "", "datasets/t.csv, line 3: the label column 'y' is missing ('NaN'); every row needs its class (data.missing: drop or mean leaves such rows out)"),
     "inf label": ("x,y\n0,1\n1,inf\n2,2\n", "", "datasets/t.csv, line 3: the label column 'y' is 'inf', a missing value"),
     "header twice": ("x,x,y\n1,2,a\n3,4,b\n", "", "datasets/t.csv: the header names column 'x' more than once; give every"),
     "empty label": ("x,y\n1,a\n2,\n", "", "datasets/t.csv, line 3: the label column 'y' is empty; every row needs its class"),
-    "features label": ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features names the label column 'y'; a model must not"),
-    "features twice": ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features names 'x' more than once; list each"),
+    "features label": ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features or data.categorical names the label column 'y'; a model must not"),
+    "features twice": ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features and data.categorical name 'x' more than once; list each"),
     "not utf-8": (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv, line 3: bytes that are not utf-8 (b'\\xe9\\n'); set data.encoding"),
     "a huge field": (f"x,y\n1,a\n{'9' * 200_000},b\n", "", "datasets/t.csv, line 3: column 'x' is 9999"),
     "a huge field, then a bad row": (f"a,y\n1,x\n3,{'x' * 200_000}\nbad,z\n", "", "datasets/t.csv, line 4: column 'a' is not a number: 'bad'"),
     "a quote never closed": ('a,y\n1,x\n3,"z\n5,x\n', "", "datasets/t.csv, line 3: not a readable CSV row (unexpected end of data); check its quotes"),
-    "NaN label, CR alone": ("a,y\r1,x\r3,nan\r", "", "datasets/t.csv, line 3: the label column 'y' is 'nan'"),
+    "NaN label, CR alone": ("a,y\r1,x\r3,nan\r", "", "datasets/t.csv, line 3: the label column 'y' is missing ('nan')"),
     "not utf-8, CR alone": (b"a,b,y\r1,2,x\r3,4,\xffz\r", "", "datasets/t.csv, line 3: bytes that are not utf-8"),
     "NUL, CR alone": ("a,b,y\r1,2,x\r3,4,z\r5,6,x\0\r", "", "datasets/t.csv, line 4: a NUL character"),
     "utf-16, U+010A": ("a,y\n1,\u010a\n3,z\n".encode("utf-16-le") + b"\x00\xd8" + "7,z\n".encode("utf-16-le"), "  encoding: utf-16-le\n", "datasets/t.csv, line 4: bytes that are not utf-16-le"),
@@ -330,7 +331,7 @@ def prepared(table: Table, **params) -> Callable[[Path], None]:
 
 def other_costs(workdir: Path) -> None:
     train.main(["functional", TRAIN_ARGS[1], "models/functional.safetensors", "plots/cost/low_level.tsv",
-                "plots/test_cost/functional.tsv"])  # fmt: skip
+                "plots/test_cost/functional.tsv", "models/functional.onnx"])  # fmt: skip
 
 
 def blown_up(workdir: Path) -> None:  # finite weights whose cost, in float64, is far beyond float32
@@ -363,10 +364,10 @@ INPUTS = {
     "no model": ("evaluate", lambda w: (w / MODEL).unlink(), f"{MODEL}: trained model not found; {DVC_TRAIN}"),
     "model truncated": ("evaluate", lambda w: (w / MODEL).write_bytes((w / MODEL).read_bytes()[:100]), f"{MODEL}: not a readable trained model ("),
     "model a pipe": ("evaluate", pipe(MODEL), f"{MODEL}: is not a regular file, not the trained model"),
-    "model without device": ("evaluate", rewrite(MODEL, drop="device"), f"{MODEL}: not a trained model (another file in its place?); {DVC_TRAIN}"),
+    "model without device": ("evaluate", rewrite(MODEL, drop="device"), f"{MODEL}: a damaged model: it does not say its device; {DVC_TRAIN}"),
     "device nan": ("evaluate", rewrite(MODEL, info={"device": float("nan")}), f"{MODEL}: its device nan is not cpu or cuda"),
     "device escape": ("evaluate", rewrite(MODEL, info={"device": {"x": "\x1b[31m"}}), "its device {'x': '\\x1b[31m'} is not cpu or cuda"),
-    "classes 5": ("evaluate", rewrite(MODEL, info={"classes": 5}), "trained on 4 features and classes 5, but the prepared data has"),
+    "classes 5": ("evaluate", rewrite(MODEL, info={"classes": 5}), "names classes 5 for 3 outputs; run `dvc repro` to train it"),
     "float64 weights": ("evaluate", rewrite(MODEL, {"W": np.full((4, 3), 1e308), "b": np.zeros(1)}), "holds float64 weights, not the float32 ones training writes"),
     "weights beyond float32": ("evaluate", blown_up, "train.cost is "),
     "another dataset": ("evaluate", lambda w: write_outputs({PREPARED: prepared_bytes(prepare_table(DIGITS, DataParams(source="digits")))}), f"{MODEL}: trained on 4 features and classes 0, 1, 2, but the prepared data has 64 features and classes 0, 1, 2, 3, 4 ... (10); {DVC_TRAIN}"),
@@ -442,16 +443,16 @@ OWN = "give each its own path"
 ELSEWHERE = "is under datasets/, where the tables live; write it elsewhere"
 OUTPUTS = {
     "model = data": ("train", [*TRAIN_ARGS[:2], PREPARED, *TRAIN_ARGS[3:]], f"the output model ({PREPARED}) is the same file as the data; {OWN}"),
-    "test_costs = costs": ("train", [*TRAIN_ARGS[:4], COSTS], f"the output test_costs ({COSTS}) is the same file as the costs; {OWN}"),
+    "test_costs = costs": ("train", [*TRAIN_ARGS[:4], COSTS, TRAIN_ARGS[5]], f"the output test_costs ({COSTS}) is the same file as the costs; {OWN}"),
     "model = params.yaml": ("train", [*TRAIN_ARGS[:2], "./params.yaml", *TRAIN_ARGS[3:]], f"the output model (./params.yaml) is the same file as the params.yaml; {OWN}"),
     "confusion = metrics": ("evaluate", [*EVALUATE_ARGS[:3], "metrics/x.json", "metrics/../metrics/x.json"], f"the output confusion (metrics/../metrics/x.json) is the same file as the metrics; {OWN}"),
     "metrics = model": ("evaluate", [*EVALUATE_ARGS[:3], MODEL, EVALUATE_ARGS[4]], f"the output metrics ({MODEL}) is the same file as the model; {OWN}"),
-    "prepare under datasets": ("prepare", ["datasets/t.csv"], f"the output out (datasets/t.csv) {ELSEWHERE}"),
+    "prepare under datasets": ("prepare", ["datasets/t.csv", "new.csv"], f"the output out (datasets/t.csv) {ELSEWHERE}"),
     "train under datasets": ("train", [*TRAIN_ARGS[:2], "datasets/t.csv", *TRAIN_ARGS[3:]], f"the output model (datasets/t.csv) {ELSEWHERE}"),
     "evaluate under datasets": ("evaluate", [*EVALUATE_ARGS[:4], "datasets/sub/../t.csv"], f"the output confusion (datasets/sub/../t.csv) {ELSEWHERE}"),
     "a directory": ("train", [*TRAIN_ARGS[:2], "models", *TRAIN_ARGS[3:]], "models: cannot write (Is a directory; a directory stands where a file is written, or a file where a directory is needed); nothing was written"),
-    "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe"], "pipe: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
-    "a link to a file": ("train", [*TRAIN_ARGS[:4], "link"], "link: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
+    "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe", TRAIN_ARGS[5]], "pipe: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
+    "a link to a file": ("train", [*TRAIN_ARGS[:4], "link", TRAIN_ARGS[5]], "link: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
 }  # fmt: skip
 
 
@@ -469,7 +470,7 @@ def test_an_output_that_would_lose_a_file_is_refused(trained, stage, argv, expec
 @pytest.mark.parametrize("source", ["csv", "toy"])  # with toy too: dvc.yaml's prepare depends on data.path
 def test_prepare_writes_nothing_under_datasets(workdir, source):
     (workdir / "params.yaml").write_text(csv_params().replace("csv", source, 1))
-    assert run("prepare", ["datasets/t.csv"]).endswith(ELSEWHERE)
+    assert run("prepare", ["datasets/t.csv", "new.csv"]).endswith(ELSEWHERE)
     assert (workdir / "datasets" / "t.csv").read_text() == "x,y\n1,a\n2,b\n"
 
 
@@ -478,7 +479,7 @@ def huge_test_row(workdir: Path) -> None:
     """One finite but huge test row: its cost overflows, though every training cost is fine."""
     training = Split(np.array([[0.0], [1.0]], dtype=np.float32), np.array([0, 1]))
     huge = Split(np.array([[3e38]], dtype=np.float32), np.array([0]))
-    write_outputs({PREPARED: prepared_bytes(Prepared(training, huge, ("p", "q"), True))})
+    write_outputs({PREPARED: prepared_bytes(Prepared(training, huge, ("p", "q"), True, Preprocessing(("x",))))})
 
 
 DIVERGED = "lower train.lr (or standardize the data: data.standardize: true)"

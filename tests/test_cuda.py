@@ -28,10 +28,19 @@ train:
 def test_stages_run_on_cuda(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(PARAMS)
-    prepare.main(["data/prepared.safetensors"])
+    prepare.main(["data/prepared.safetensors", "data/new_rows.csv"])
     for impl in IMPLEMENTATIONS:
         model = f"models/{impl}.safetensors"
-        train.main([impl, "data/prepared.safetensors", model, f"cost/{impl}.tsv", f"test_cost/{impl}.tsv"])
+        train.main(
+            [
+                impl,
+                "data/prepared.safetensors",
+                model,
+                f"cost/{impl}.tsv",
+                f"test_cost/{impl}.tsv",
+                f"models/{impl}.onnx",
+            ]
+        )
         evaluate.main(
             [
                 "data/prepared.safetensors",

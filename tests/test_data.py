@@ -15,7 +15,7 @@ import pytest
 from stages.data import TOY_X, TOY_Y, check_table, load_table, prepare_table, split, synthetic
 from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
-from stages.plumbing.tables import Table, detect_delimiter, read_csv, read_parquet
+from stages.plumbing.tables import MISSING_FIX, Table, detect_delimiter, read_csv, read_parquet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,10 +100,11 @@ def test_standardization_uses_the_training_split_only():
     np.testing.assert_allclose(prepared.train.x.mean(axis=0), np.zeros(4), atol=1e-5, rtol=0)
     np.testing.assert_allclose(prepared.train.x.std(axis=0), np.ones(4), atol=1e-5, rtol=0)
     raw_train, raw_test = split(load_table(params), 0.2, seed=0)
-    scaled = (raw_test.x.astype(np.float64) - prepared.mean) / prepared.std  # with the stored statistics
+    mean, std = prepared.preprocessing.mean, prepared.preprocessing.std
+    scaled = (raw_test.x.astype(np.float64) - mean) / std  # with the stored statistics
     np.testing.assert_array_equal(prepared.eval.x, scaled.astype(np.float32))
     # The statistics in float64, then stored as float32.
-    assert np.array_equal(prepared.mean, raw_train.x.astype(np.float64).mean(axis=0).astype(np.float32))
+    assert np.array_equal(mean, raw_train.x.astype(np.float64).mean(axis=0).astype(np.float32))
 
 
 def test_standardization_of_finite_values_near_float32s_largest_stays_finite():
@@ -111,7 +112,7 @@ def test_standardization_of_finite_values_near_float32s_largest_stays_finite():
     x = np.array([[3.0e38, 1.0], [3.2e38, 2.0], [-1e38, 3.0], [3.3e38, 4.0]], dtype=np.float32)
     table = Table(x, np.array([0, 1, 0, 1]), ("a", "b"))
     prepared = prepare_table(table, DataParams(source="csv", standardize=True))
-    assert np.isfinite(prepared.train.x).all() and np.isfinite(prepared.mean).all()
+    assert np.isfinite(prepared.train.x).all() and np.isfinite(prepared.preprocessing.mean).all()
     np.testing.assert_allclose(prepared.train.x.mean(axis=0), [0, 0], atol=1e-6)
 
 
@@ -119,7 +120,7 @@ def test_a_constant_feature_is_left_unscaled():
     params = DataParams(source="digits", standardize=True)  # some pixels are 0 in every image
     prepared = prepare_table(load_table(params), params)
     assert np.isfinite(prepared.train.x).all()
-    assert (prepared.std == 1).any()
+    assert (prepared.preprocessing.std == 1).any()
 
 
 def test_without_test_size_evaluation_is_on_the_training_data():
@@ -172,12 +173,12 @@ def test_csv_numeric_labels_are_ordered_as_numbers(datasets):
             "datasets/t.csv: no label column 'label' (data.label); columns: x, y",
         ),
         ("x,y\n1,a\nseven,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is not a number: 'seven'"),
-        ("x,y\n1,a\n,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is not a number: ''"),
+        ("x,y\n1,a\n,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is missing ('')"),
         (
             "x,y\nnan,a\n1,b\n",
             "datasets/t.csv",
             "y",
-            "datasets/t.csv, line 2: column 'x' is nan; only finite float32 numbers",
+            "datasets/t.csv, line 2: column 'x' is missing ('nan'); set data.missing: drop",
         ),
         (
             "x,y\n1,a\ninf,b\n",
@@ -201,7 +202,7 @@ def test_bad_csv(datasets, text, path, label, expected):
     if text is not None:
         (datasets / "t.csv").write_text(text)
     with pytest.raises(UserError) as error:
-        read_csv(path, label, None)
+        load_table(DataParams(source="csv", path=path, label=label))
     assert str(error.value).startswith(expected)
 
 
@@ -306,19 +307,31 @@ def test_parquet_integer_labels_and_chosen_features(datasets):
 @pytest.mark.parametrize(
     "columns, expected",
     [
-        ({"x": [1.0, None], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is empty (null)"),
-        ({"x": [1.0, 2.0], "y": ["a", None]}, "datasets/t.parquet, row 2: column 'y' is empty (null)"),
-        ({"x": [1.0, float("nan")], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is nan; only finite"),
+        (
+            {"x": [1.0, None], "y": ["a", "b"]},
+            f"datasets/t.parquet, row 2: column 'x' is missing (null); {MISSING_FIX}",
+        ),
+        (
+            {"x": [1.0, 2.0], "y": ["a", None]},
+            "datasets/t.parquet, row 2: the label column 'y' is missing (null); every row needs its class",
+        ),
+        (
+            {"x": [1.0, float("nan")], "y": ["a", "b"]},
+            "datasets/t.parquet, row 2: column 'x' is missing (NaN); set data.missing",
+        ),
         ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is 1e+300; only finite float32"),
         ({"x": ["1", "2"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers"),
         ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: the label column 'y' is empty"),
         ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
         ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
         # pandas stores a missing label of a float column as NaN, not as null
-        ({"x": [1.0, 2.0], "y": [1.0, float("nan")]}, "datasets/t.parquet, row 2: the label column 'y' is NaN"),
+        (
+            {"x": [1.0, 2.0], "y": [1.0, float("nan")]},
+            "datasets/t.parquet, row 2: the label column 'y' is missing (NaN)",
+        ),
         (
             {"x": [1.0, 2.0], "y": [[1], [2, 3]]},
-            "datasets/t.parquet: the label column 'y' holds list<element: int64>",
+            "datasets/t.parquet: the label column 'y' holds list<element: int64>; each value must be one string",
         ),
         ({"x": [1.0, 2.0], "y": [{"a": 1}, {"a": 2}]}, "datasets/t.parquet: the label column 'y' holds struct<a: int"),
     ],
@@ -348,8 +361,8 @@ def test_a_file_that_is_not_parquet(datasets):
     [
         (".5", None), ("5.", None), ("+.5", None), (" 1 ", None), ("1e-400", None), ("-0", None),
         ("3.4028235e38", None), ("1_000", "is not a number"), ("١٢", "is not a number"), ("1.5e", "is not a number"),
-        ("0x10", "is not a number"), ("", "is not a number"), ("Infinity", "is Infinity; only finite"),
-        ("NaN", "is NaN; only finite"), ("1e39", "is 1e39; only finite"),
+        ("0x10", "is not a number"), ("", "is missing"), ("Infinity", "is Infinity; only finite"),
+        ("NaN", "is missing"), ("1e39", "is 1e39; only finite"),
     ],
 )  # fmt: skip
 def test_a_number_is_read_as_float_reads_it_or_its_line_is_named(datasets, value, problem):

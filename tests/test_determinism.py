@@ -40,8 +40,17 @@ def test_prepare_and_train_write_the_same_bytes_with_one_thread_or_four(tmp_path
         workdir.mkdir()
         (workdir / "params.yaml").write_text(params)
         for command in (
-            ["stages", "prepare", "prepared.safetensors"],
-            ["stages", "train", "high_level", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv"],
+            ["stages", "prepare", "prepared.safetensors", "new_rows.csv"],
+            [
+                "stages",
+                "train",
+                "high_level",
+                "prepared.safetensors",
+                "model.safetensors",
+                "costs.tsv",
+                "test.tsv",
+                "model.onnx",
+            ],
         ):
             run = [sys.executable, "-m", *command]
             subprocess.run(run, cwd=workdir, env=stage_env(threads), check=True, capture_output=True)

@@ -36,7 +36,7 @@ DATA = {
 
 def train_stage(workdir: Path, impl: str, name: str, processes: int) -> tuple[list[float], dict]:
     """The train stage's results: in this process alone (as the stage runs, one thread), else under torchrun."""
-    args = [impl, "prepared.safetensors", f"{name}.safetensors", f"{name}.tsv", f"{name}_test.tsv"]
+    args = [impl, "prepared.safetensors", f"{name}.safetensors", f"{name}.tsv", f"{name}_test.tsv", f"{name}.onnx"]
     if processes == 1:
         with contextlib.chdir(workdir), contextlib.redirect_stdout(io.StringIO()):
             train.main(args)
@@ -57,7 +57,10 @@ def prepare(workdir: Path, name: str) -> Path:
     (workdir / "params.yaml").write_text(f"{data}train:\n{train}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run(
-        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors"], cwd=workdir, env=env, check=True
+        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"],
+        cwd=workdir,
+        env=env,
+        check=True,
     )
     return workdir
 
@@ -98,10 +101,13 @@ def test_no_worker_outlives_torchrun(tmp_path, kill):
     (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run(
-        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors"], cwd=tmp_path, env=env, check=True
+        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
     )
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv"]
+    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv", "model.onnx"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     command = [*launcher, "-m", "stages", "train", *args]
     torchrun = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, **quiet)
@@ -120,7 +126,7 @@ def test_no_worker_outlives_torchrun(tmp_path, kill):
     torchrun.wait()
     _, alive = psutil.wait_procs(workers, timeout=60)
     assert alive == [], "a worker lives on"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml", "prepared.safetensors"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new_rows.csv", "params.yaml", "prepared.safetensors"]
 
 
 @pytest.mark.slow
@@ -130,11 +136,11 @@ def test_a_worker_killed_leaves_one_line_from_the_first(tmp_path):
     train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, "epochs": 10**6}.items())
     (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors"]
+    prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"]
     subprocess.run(prepare, cwd=tmp_path, env=env, check=True, capture_output=True)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     logs = ["--log-dir", str(tmp_path / "logs"), "--redirects", "3"]  # each worker's streams in its own files
-    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv"]
+    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv", "model.onnx"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     torchrun = subprocess.Popen([*launcher, *logs, "-m", "stages", "train", *args], cwd=tmp_path, env=env, **quiet)
 

@@ -73,7 +73,7 @@ def test_data_deps_are_the_files_the_stage_reads(name):
     outputs = {
         next(iter(out)) if isinstance(out, dict) else out for out in stage.get("outs", []) + stage.get("metrics", [])
     }
-    inputs = [arg for arg in arguments[5:] if "/" in arg and arg not in outputs]
+    inputs = [arg for arg in arguments[5:] if ("/" in arg or arg == "${predict.path}") and arg not in outputs]
     assert data_deps == inputs
 
 

@@ -10,8 +10,10 @@ import torch
 from sklearn.metrics import f1_score
 
 from stages import evaluate, prepare, train
+from stages.classifier import Classifier
 from stages.data import Split
-from stages.evaluate import Linear, confusion_csv, macro_f1, scores
+from stages.evaluate import confusion_csv, macro_f1, scores
+from stages.features import Preprocessing
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -45,8 +47,8 @@ def test_stages_with_a_test_split(tmp_path, monkeypatch):
         "data:\n  source: iris\n  test_size: 0.2\n"
         "train:\n  epochs: 200\n  lr: 0.1\n  seed: 1\n  device: cpu\n  log_every: 50\n  double_softmax: false\n"
     )
-    prepare.main(["data.safetensors"])
-    train.main(["high_level", "data.safetensors", "model.safetensors", "cost.tsv", "test_cost.tsv"])
+    prepare.main(["data.safetensors", "new_rows.csv"])
+    train.main(["high_level", "data.safetensors", "model.safetensors", "cost.tsv", "test_cost.tsv", "model.onnx"])
     evaluate.main(["data.safetensors", "model.safetensors", "cost.tsv", "metrics.json", "confusion.csv"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"final_cost", "train", "test", "device"}
@@ -67,7 +69,8 @@ def test_scores_match_torch(scale):
     W, b = torch.randn(6, 4, generator=generator) * scale, torch.randn(4, generator=generator)
     y = torch.randint(4, (200,), generator=generator)
     logits = x.double() @ W.double() + b.double()
-    result, predicted = scores(Linear(W.numpy(), b.numpy()), Split(x.numpy(), y.numpy()))
+    model = Classifier(W.double().numpy(), b.double().numpy(), tuple("abcd"), Preprocessing(tuple("uvwxyz")), {})
+    result, predicted = scores(model, Split(x.numpy(), y.numpy()))
     assert result["cost"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-12)
     assert np.array_equal(predicted, logits.argmax(dim=1).numpy())
     assert result["accuracy"] == (logits.argmax(dim=1) == y).double().mean().item()

@@ -27,6 +27,7 @@ RESULTS = [
     "dvc.lock",
     *(f"metrics/{impl}.json" for impl in IMPLEMENTATIONS),
     *(f"plots/{kind}/{impl}.{ext}" for impl in IMPLEMENTATIONS for kind, ext in PLOTS),
+    *(f"predictions/{impl}.csv" for impl in IMPLEMENTATIONS),
 ]
 
 pytestmark = pytest.mark.slow
@@ -124,10 +125,12 @@ def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
 
     trains = {f"train@{impl}" for impl in IMPLEMENTATIONS}
     evaluates = {f"evaluate@{impl}" for impl in IMPLEMENTATIONS}
+    predicts = {f"predict@{impl}" for impl in IMPLEMENTATIONS}
     assert stale_after("datasets/README.md") == set()
-    assert stale_after("stages/__init__.py") == {"prepare"} | trains | evaluates
+    assert stale_after("stages/__init__.py") == {"prepare"} | trains | evaluates | predicts
     assert stale_after("stages/models.py") == trains
     assert stale_after("stages/evaluate.py") == evaluates
+    assert stale_after("stages/predict.py") == predicts
 
 
 def test_second_repro_runs_nothing(clone):
@@ -145,7 +148,7 @@ def test_forced_repro_changes_no_byte(clone):
 def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path):
     """The default remote (.dvc/config: ~/dvc-storage/softmax-three-ways) shares results on one machine."""
     env = {**ENV, "HOME": str(tmp_path / "home")}
-    assert "4 files pushed" in dvc(clone, "push", env=env)  # the prepared data and 3 models
+    assert "8 files pushed" in dvc(clone, "push", env=env)  # the prepared data, its new rows, 3 models, 3 ONNX files
     storage = tmp_path / "home/dvc-storage/softmax-three-ways"
     assert storage.is_dir()
     teammate = tmp_path / "teammate"

@@ -11,8 +11,10 @@ import re
 import pytest
 import torch
 
+from stages.classifier import Classifier, weights
 from stages.data import load_table, prepare_table
-from stages.evaluate import Linear, scores
+from stages.evaluate import scores
+from stages.features import Preprocessing
 from stages.models import IMPLEMENTATIONS
 from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
@@ -23,7 +25,12 @@ CPU = torch.device("cpu")
 
 def accuracy(model, data) -> float:
     """As the evaluate stage scores it, from the model's saved state."""
-    return scores(Linear.from_state(numpy_state(model)), data)[0]["accuracy"]
+    W, b = weights(numpy_state(model))
+    n_inputs, n_classes = W.shape
+    classifier = Classifier(
+        W, b, tuple(map(str, range(n_classes))), Preprocessing(tuple(map(str, range(n_inputs)))), {}
+    )
+    return scores(classifier, data)[0]["accuracy"]
 
 
 def published(costs: str) -> list[str]:
@@ -244,7 +251,8 @@ def test_adam_at_a_huge_lr_is_the_same_one_line(toy_data, lesson_params):
 def test_divergence_on_standardized_data_does_not_suggest_standardizing(toy_data, lesson_params):
     params = dataclasses.replace(lesson_params, lr=1e38, epochs=300)
     ones = torch.ones(4).numpy()  # the same numbers, standardized by mean 0 and deviation 1
-    standardized = dataclasses.replace(toy_data, mean=ones * 0, std=ones)
+    preprocessing = dataclasses.replace(toy_data.preprocessing, mean=ones * 0, std=ones)
+    standardized = dataclasses.replace(toy_data, preprocessing=preprocessing)
     with pytest.raises(UserError, match=r"with train.lr=1e\+38; lower train.lr$"):
         train("functional", standardized, params, CPU)
 

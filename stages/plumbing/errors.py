@@ -43,8 +43,10 @@ def first_line(error: BaseException) -> str:
 
 def listing(names: Sequence[Any], most: int = 20) -> str:
     """Names joined by commas for a message: at most `most` of them, and then how many there are. A name
-    that is empty or has spaces around it is quoted, so that they show."""
-    shown = ", ".join(repr(n) if n != n.strip() or not n else n for n in (str(name)[:40] for name in names[:most]))
+    that is empty or has spaces around it is quoted, so that they show; one over 40 characters is cut,
+    with a mark that it was."""
+    cut = (str(name) if len(str(name)) <= 40 else f"{str(name)[:39]}…" for name in names[:most])
+    shown = ", ".join(repr(n) if n != n.strip() or not n else n for n in cut)
     return shown if len(names) <= most else f"{shown} ... ({len(names)})"
 
 

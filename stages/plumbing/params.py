@@ -71,6 +71,8 @@ class DataParams:
     path: Text | None = None  # csv, parquet: the file
     label: Text | None = None  # csv, parquet: the label column
     features: Annotated[list[Text], Field(min_length=1)] | None = None  # None: every column but the label
+    categorical: list[Text] = Field(default_factory=list)  # csv, parquet: text columns, one-hot encoded
+    missing: Literal["error", "drop", "mean"] = "error"  # csv, parquet: what a missing value does
     delimiter: Literal[",", ";", "\t", "|"] | None = None  # csv: None detects it from the header line
     encoding: Annotated[str, AfterValidator(_encoding)] = "utf-8"  # csv (a byte-order mark is dropped)
     n_samples: Annotated[Int, Field(ge=2)] = 1000  # synthetic
@@ -93,7 +95,12 @@ class TrainParams:
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
 
 
-SECTIONS = {"data": DataParams, "train": TrainParams}
+@dataclass(frozen=True, config=STRICT)
+class PredictParams:
+    path: Text  # the table `dvc repro` classifies with each model (dvc.yaml reads it)
+
+
+SECTIONS = {"data": DataParams, "train": TrainParams, "predict": PredictParams}
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -120,7 +127,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         raise UserError(f"{path}: expected sections 'data' and 'train', got {abbreviate(params)}")
     unknown = [str(name) for name in params if name not in SECTIONS]
     if unknown:
-        raise UserError(f"{path}: unknown section {abbreviate(unknown[0])}; the sections are data and train")
+        raise UserError(f"{path}: unknown section {abbreviate(unknown[0])}; the sections are {', '.join(SECTIONS)}")
     return params
 
 

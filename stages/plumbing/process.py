@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from stages.plumbing.errors import UserError, first_line, say
 
-STAGES = ("prepare", "train", "evaluate")
+STAGES = ("prepare", "train", "evaluate", "predict")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # What Linux sends when the thread that started the stage ends: a signal of its own, since that thread

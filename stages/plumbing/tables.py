@@ -14,7 +14,7 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
@@ -28,9 +28,17 @@ from stages.plumbing.params import DELIMITERS
 
 @dataclass(frozen=True)
 class Table:
-    x: np.ndarray  # float32, (samples, features)
-    y: np.ndarray  # int64 class indices, (samples,)
+    x: np.ndarray  # float32, (samples, numeric features); NaN where a value is missing
+    y: np.ndarray  # int64 class indices, (samples,); -1 where the label is missing
     classes: tuple[str, ...]  # classes[i] is the name of class index i
+    columns: tuple[str, ...] = ()  # the names of x's columns
+    categorical: dict[str, np.ndarray] = field(default_factory=dict)  # a text column's values (None: missing)
+
+
+# What prepare says of a missing value when data.missing is error (predict says what the model needs).
+MISSING_FIX = "set data.missing: drop (leave such rows out) or mean (fill in the training mean)"
+LABEL_FIX = "every row needs its class (data.missing: drop or mean leaves such rows out)"
+TEXT_FIX = "list it in data.categorical, or leave it out of data.features"
 
 
 def name(text: str) -> str:
@@ -68,7 +76,7 @@ def _classes(labels: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray
     return tuple(names), np.array([index[label] for label in labels], dtype=np.int64)
 
 
-def _check_dataset_path(path: str) -> None:
+def check_dataset_path(path: str) -> None:
     parts = PurePosixPath(path).parts
     if PurePosixPath(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] != DATASETS_DIR:
         fix = "put the file there (or `dvc add` it there) so that DVC tracks it as a dependency of prepare"
@@ -83,50 +91,69 @@ def detect_delimiter(header: str) -> str:
 
 
 def _columns(
-    path: str, header: list[str], label: str, features: tuple[str, ...] | None, index: list[str], hint: str = ""
+    path: str,
+    header: list[str],
+    label: str | None,
+    features: tuple[str, ...] | None,
+    index: list[str],
+    hint: str = "",
+    categorical: tuple[str, ...] = (),
 ) -> list[str]:
-    """The feature columns, checked against the header: no repeated name, the label not a feature, and
-    by default every column but the label and the index (`index`: the columns the file says are one)."""
+    """The numeric feature columns, checked against the header with the categorical ones: no repeated
+    name, the label not a feature, and by default every column but the label, the categorical ones and
+    the index (`index`: the columns the file says are one)."""
     for names, what, fix in (
         (header, f"{path}: the header names column", "give every column its own name"),
-        (features or [], "data.features names", "list each column once"),
+        ([*(features or []), *categorical], "data.features and data.categorical name", "list each column once"),
     ):
         twice = [column for column, count in Counter(names).items() if count > 1]  # linear in the width
         if twice:
             raise UserError(f"{what} {abbreviate(twice[0])} more than once; {fix}")
-    if label not in header:
+    if label is not None and label not in header:
         raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {listing(header)}{hint}")
-    if features and label in features:
-        fix = "a model must not see the answer: remove it from data.features"
-        raise UserError(f"data.features names the label column {abbreviate(label)}; {fix}")
+    if label is not None and label in [*(features or []), *categorical]:
+        fix = "a model must not see the answer: remove it from data.features and data.categorical"
+        raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
     present = set(header)  # linear in the width, as the checks above
-    missing = [column for column in features or [] if column not in present]
+    missing = [column for column in [*(features or []), *categorical] if column not in present]
     if missing:
-        raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.features); columns: {listing(header)}")
-    if features:
+        where = "data.features" if missing[0] in (features or []) else "data.categorical"
+        where = where if label is not None else "a column the model reads"
+        raise UserError(f"{path}: no column {abbreviate(missing[0])} ({where}); columns: {listing(header)}")
+    if features is not None:
         return list(features)
     nameless = [i for i, column in enumerate(header, 1) if not column or re.fullmatch(r"Unnamed: [0-9]+", column)]
     if nameless:  # pandas' to_csv() writes its index so, by default, and reads it back as "Unnamed: 0"
         fix = "an index (pandas' to_csv(index=False) leaves it out)? Name it, or list data.features"
         raise UserError(f"{path}: column {nameless[0]} has no name: {fix}")
-    names = [column for column in header if column != label and column not in index]
-    if not names:
+    names = [column for column in header if column != label and column not in {*index, *categorical}]
+    if not names and not categorical:
         raise UserError(f"{path}: no feature columns besides the label {abbreviate(label)}")
     return names
 
 
 def read_csv(
-    path: str, label: str, features: tuple[str, ...] | None, delimiter: str | None = None, encoding: str = "utf-8"
+    path: str,
+    label: str | None,
+    features: tuple[str, ...] | None,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    categorical: tuple[str, ...] = (),
+    missing: str | None = MISSING_FIX,
 ) -> Table:
-    """A CSV table with a header row; the label column may hold strings. Read as spreadsheets and
-    databases export tables: a byte-order mark is dropped, lines end in LF, CRLF or CR, fields may be
-    quoted (line breaks inside them too), blank lines are skipped; the delimiter is `delimiter`, or
-    else detected from the header line. The features are filled into float32 a block at a time."""
+    """A CSV table with a header row; the label column may hold strings, and so may the `categorical`
+    columns. Read as spreadsheets and databases export tables: a byte-order mark is dropped, lines end
+    in LF, CRLF or CR, fields may be quoted (line breaks inside them too), blank lines are skipped; the
+    delimiter is `delimiter`, or else detected from the header line. A field is missing where pyarrow's
+    reader finds one by default (empty, NA, N/A, NaN, null, ...); with `missing` (a fix to name) such a
+    field is an error, without it a missing value is read as NaN, None or the class -1. The features are
+    filled into float32 a block at a time. `label` None: the table has no classes (new rows to predict)."""
     import pyarrow as pa  # imported only here: a third of a second
     import pyarrow.csv as pa_csv
 
-    _check_dataset_path(path)
-    label, features = name(label), features and tuple(map(name, features))
+    open_input(path, "table", "check the path").close()
+    label, features = label and name(label), features and tuple(map(name, features))
+    categorical = tuple(map(name, categorical))
     with open(path, "rb") as f:  # the header line, and about as many rows as line ends (to fill x in place)
         start = f.read(1 << 16)
         f.seek(0)
@@ -139,6 +166,7 @@ def read_csv(
     if delimiter and len(header_line.split(delimiter)) == 1 and detect_delimiter(header_line) != delimiter:
         hint += f" (or data.delimiter {delimiter!r} is not the file's)"
     dialect = Dialect(encoding, delimiter or detect_delimiter(header_line), hint)
+    wanted = Wanted(label, features, categorical, missing)
     # pyarrow's 1 MiB blocks, but when no line ends in the first 64 KiB: the header must fit in the first.
     block = 1 << 20 if b"\n" in start or b"\r" in start else 1 << 26
     read = pa_csv.ReadOptions(encoding=encoding, block_size=block)
@@ -147,39 +175,81 @@ def read_csv(
         header = pa_csv.open_csv(path, read, parse).schema.names
         if any("\0" in column for column in header):  # UTF-16 read as UTF-8: where, and which encoding
             raise ValueError("a NUL in the header")
-        names = _columns(path, [name(column) for column in header], label, features, [], hint)
+        names = _columns(path, [name(column) for column in header], label, features, [], hint, categorical)
         spelled = {name(column): column for column in header}
-        wanted = [spelled[column] for column in [*names, label]]
-        types = dict.fromkeys(wanted[:-1], pa.float64()) | {wanted[-1]: pa.string()}
-        no_nulls = {"null_values": [], "strings_can_be_null": False, "quoted_strings_can_be_null": False}
-        convert = pa_csv.ConvertOptions(column_types=types, include_columns=wanted, **no_nulls)
+        texts = [*categorical, *([label] if label is not None else [])]
+        types = {spelled[c]: pa.float64() for c in names} | {spelled[c]: pa.string() for c in texts}
+        convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=True)
         # At most a row per line end, and per len(names) bytes (blank lines and quoted line breaks count
         # as line ends): as many rows as there may be, without asking for more memory than the file's.
-        n_rows = min(n_lines, Path(path).stat().st_size // len(names)) + 1
-        x, rows, labels = np.empty((n_rows, len(names)), dtype=np.float32), 0, []
+        n_rows = min(n_lines, Path(path).stat().st_size // max(len(types), 1)) + 1
+        x, rows, text = np.empty((n_rows, len(names)), dtype=np.float32), 0, {c: [] for c in texts}
         for batch in pa_csv.open_csv(path, read, parse, convert):
             if rows + batch.num_rows > len(x):  # other line ends (EBCDIC's), or a file that grows as it is read
                 x = np.concatenate([x, np.empty((len(x) + batch.num_rows, len(names)), dtype=np.float32)])
             for j in range(len(names)):
-                column = batch.column(j).to_numpy()
-                if not (np.abs(column) < FLOAT32_LIMIT).all():  # NaN fails it too
-                    raise ValueError("a number that is not a finite float32")
-                x[rows : rows + batch.num_rows, j] = column
+                column = batch.column(j)
+                values = column.to_numpy(zero_copy_only=False)
+                bad = ~(np.abs(values) < FLOAT32_LIMIT)  # NaN too: a missing value, or "nan" written out
+                if bad.any() and (missing or (bad & ~column.is_null().to_numpy(zero_copy_only=False)).any()):
+                    raise ValueError("a missing value, or a number that is not a finite float32")
+                x[rows : rows + batch.num_rows, j] = values
             rows += batch.num_rows
-            labels.append(batch.column(len(names)))
+            for j, c in enumerate(texts, len(names)):
+                text[c].append(batch.column(j))
     except (UserError, MemoryError):
         raise
     except Exception as error:  # pyarrow's, or what a codec raises inside pyarrow's decoding (punycode's)
-        raise _where(path, dialect, label, features) or _unreadable(path, error) from None
-    encoded = pa.chunked_array(labels, pa.string()).combine_chunks().dictionary_encode()
-    found = encoded.dictionary.to_pylist()
-    # No rows, a NUL, an empty or a missing label, or a line break inside a label: a field a quote
+        raise _where(path, dialect, wanted) or _unreadable(path, error) from None
+    values = {c: _texts(pa.chunked_array(text[c], pa.string())) for c in texts}
+    # No rows, a NUL, an empty or a missing value, or a line break inside a value: a field a quote
     # never closed takes in the rest of the file (the csv module's strict reading says where).
-    suspect = any(_missing(v) or "\n" in v or "\r" in v for v in found)
-    if (not rows or suspect) and (problem := _where(path, dialect, label, features)):
+    suspect = any((v is None and missing) or (v is not None and _suspect(v)) for c in texts for v in set(values[c]))
+    if (not rows or suspect) and (problem := _where(path, dialect, wanted)):
         raise problem
-    classes, class_of = _classes(found, f"{path}, column '{label}'")  # of each distinct label
-    return Table(x[:rows], class_of[encoded.indices.to_numpy(zero_copy_only=False)], classes)
+    if label is None:
+        return Table(x[:rows], np.zeros(rows, np.int64), (), tuple(names), values)
+    classes, y = _labels(values.pop(label), f"{path}, column '{label}'")
+    return Table(x[:rows], y, classes, tuple(names), values)
+
+
+def csv_bytes(table: Table) -> bytes:
+    """The table's feature columns as CSV, as read_csv reads them back: UTF-8, LF line ends, floats in
+    their shortest form, a missing value as an empty field; the header and text fields quoted."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    columns = {c: pa.array(table.x[:, j], from_pandas=True) for j, c in enumerate(table.columns)}
+    columns |= {c: pa.array(values, pa.string()) for c, values in table.categorical.items()}
+    sink = io.BytesIO()
+    pa_csv.write_csv(pa.table(columns), sink)
+    return sink.getvalue()
+
+
+def _texts(column) -> np.ndarray:
+    """A text column's values, each stripped and in NFC (None where missing), as an object array."""
+    encoded = column.combine_chunks().dictionary_encode()
+    names = np.array([name(v.strip()) for v in encoded.dictionary.to_pylist()] + [None], dtype=object)
+    return names[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+
+
+def _labels(labels: np.ndarray, where: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """The classes and the class index of each label (-1 where missing)."""
+    known = labels != None  # noqa: E711 (elementwise)
+    classes, _ = _classes(list(set(labels[known])), where)
+    y = np.full(len(labels), -1, dtype=np.int64)
+    lookup = dict(zip(classes, range(len(classes)), strict=True))
+    y[known] = [lookup[v] for v in labels[known]]
+    return classes, y
+
+
+class Wanted(NamedTuple):
+    """The columns a table is read for, and the fix a line with a missing value names (None: allowed)."""
+
+    label: str | None
+    features: tuple[str, ...] | None
+    categorical: tuple[str, ...]
+    missing: str | None
 
 
 class Dialect(NamedTuple):
@@ -204,7 +274,11 @@ def _unreadable(path: str, error: Exception) -> UserError:
     return UserError(f"{path}: not a readable CSV ({first_line(error)})")
 
 
-def _where(path: str, dialect: Dialect, label: str, features: tuple[str, ...] | None) -> UserError | None:
+def _suspect(value: str) -> bool:
+    return _missing(value) or "\n" in value or "\r" in value
+
+
+def _where(path: str, dialect: Dialect, wanted: Wanted) -> UserError | None:
     """What is wrong with a table, and on which line, or None: the file read again by Python's csv
     module, strictly (a quote never closed is an error), each row checked as pyarrow reads it."""
     content = Path(path).read_bytes()
@@ -232,12 +306,13 @@ def _where(path: str, dialect: Dialect, label: str, features: tuple[str, ...] | 
             start, line = line, reader.line_num + 1
             if row and not header:
                 header = [name(column) for column in row]
-                names = _columns(path, header, label, features, [], dialect.hint)
+                names = _columns(path, header, wanted.label, wanted.features, [], dialect.hint, wanted.categorical)
                 position = {column: i for i, column in enumerate(header)}
-                columns = [position[column] for column in names]
+                columns = [[position[column] for column in names], [position[c] for c in wanted.categorical]]
+                label = position.get(wanted.label)  # type: ignore[arg-type]
             elif row:
                 rows += 1
-                if problem := _problem(row, header, columns, position[label]):
+                if problem := _problem(row, header, *columns, label, wanted):
                     return UserError(f"{path}, line {start}: {problem}")
     except csv.Error as bad:
         return UserError(f"{path}, line {line}: not a readable CSV row ({bad}); check its quotes")
@@ -246,21 +321,34 @@ def _where(path: str, dialect: Dialect, label: str, features: tuple[str, ...] | 
     return None
 
 
-def _problem(row: list[str], header: list[str], columns: list[int], label: int) -> str | None:
+def _problem(
+    row: list[str], header: list[str], numeric: list[int], categorical: list[int], label: int | None, wanted: Wanted
+) -> str | None:
     """What is wrong with a row of the table, as pyarrow reads it, or None."""
+    import pyarrow.csv as pa_csv
+
     if len(row) != len(header):
         return f"{len(row)} fields, but the header has {len(header)}"
-    for c in columns:
+    nulls = pa_csv.ConvertOptions().null_values  # the fields pyarrow reads as missing
+    for c in [*numeric, *categorical]:
+        if row[c] in nulls and wanted.missing:
+            return f"column '{header[c]}' is missing ({row[c]!r}); {wanted.missing}"
+        if row[c] in nulls or c in categorical:
+            continue
         try:
             if not row[c].isascii() or "_" in row[c]:  # float() reads "1_000" and other digits, pyarrow does not
                 raise ValueError
             value = float(row[c])
         except ValueError:
-            return f"column '{header[c]}' is not a number: {abbreviate(row[c])}"
+            fix = TEXT_FIX if label is not None else "the model reads it as a number"
+            return f"column '{header[c]}' is not a number: {abbreviate(row[c])}; {fix}"
         if not abs(value) < FLOAT32_LIMIT:  # NaN fails it too
             return f"column '{header[c]}' is {row[c][:60]}; only finite float32 numbers are allowed"
-    if not row[label].strip():
-        return f"the label column '{header[label]}' is empty; every row needs its class"
+    if label is None or (row[label] in nulls and not wanted.missing):
+        return None
+    if row[label] in nulls or not row[label].strip():
+        what = "empty" if not row[label].strip() else f"missing ({row[label]!r})"
+        return f"the label column '{header[label]}' is {what}; {LABEL_FIX}"
     if _missing(row[label]):
         what = "a missing value (NaN or infinite), not a class" if "\0" not in row[label] else "not text (a NUL)"
         return (
@@ -278,55 +366,67 @@ def _pandas_index(schema) -> list[str]:
         return []
 
 
-def read_parquet(path: str, label: str, features: tuple[str, ...] | None) -> Table:
-    """A Parquet file: numeric feature columns, and a label column of strings or numbers; the columns
-    pandas stored as its index are no features. Rows are counted from 1 in the messages (a Parquet
-    file has no lines)."""
+def read_parquet(
+    path: str,
+    label: str | None,
+    features: tuple[str, ...] | None,
+    categorical: tuple[str, ...] = (),
+    missing: str | None = MISSING_FIX,
+) -> Table:
+    """A Parquet file: numeric feature columns, text (or any) `categorical` columns, and a label column
+    of strings or numbers; the columns pandas stored as its index are no features. A null, or a NaN (as
+    pandas writes a missing number), is a missing value: as read_csv takes one. Rows are counted from 1
+    in the messages (a Parquet file has no lines)."""
     import pyarrow as pa  # only for this source: its import takes a third of a second
     import pyarrow.parquet as pq
 
-    _check_dataset_path(path)
-    label, features = name(label), features and tuple(map(name, features))
+    open_input(path, "table", "check the path").close()
+    label, features = label and name(label), features and tuple(map(name, features))
+    categorical = tuple(map(name, categorical))
+    texts = [*categorical, *([label] if label is not None else [])]
     try:  # the schema first, to check the columns; then only the columns used are read
         schema = pq.read_schema(path)
         index = _pandas_index(schema)
-        names = _columns(path, [name(column) for column in schema.names], label, features, index)
+        names = _columns(path, [name(column) for column in schema.names], label, features, index, "", categorical)
         spelled = {name(column): column for column in schema.names}
-        table = pq.read_table(path, columns=[spelled[column] for column in [*names, label]])
+        table = pq.read_table(path, columns=[spelled[column] for column in [*names, *texts]])
     except (pa.ArrowException, OSError) as error:
         raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     if table.num_rows == 0:
         raise UserError(f"{path}: the table is empty; it needs at least one row")
-    for j, column_name in enumerate([*names, label]):  # the label last: `kind` is its type after the loop
+    x = np.empty((table.num_rows, len(names)), dtype=np.float32)
+    values = {}
+    for j, column_name in enumerate([*names, *texts]):
         column = table.column(j)
         kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type  # pandas' categories
         numbers = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        if column_name != label and not numbers:
-            fix = "convert it or leave it out of data.features"
+        if j < len(names) and not numbers:
+            fix = "convert it, list it in data.categorical, or leave it out of data.features"
             raise UserError(f"{path}: column '{column_name}' holds {kind}, not numbers; {fix}")
         text = pa.types.is_boolean(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        if column_name == label and not (numbers or text):
-            raise UserError(f"{path}: the label column '{label}' holds {kind}; each label must be one string or number")
-        if column.null_count:
-            row = column.is_valid().to_pylist().index(False) + 1
-            raise UserError(f"{path}, row {row}: column '{column_name}' is empty (null); every row needs a value")
-    x = np.empty((table.num_rows, len(names)), dtype=np.float32)
-    for j, column_name in enumerate(names):
-        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported below
-            x[:, j] = table.column(j).to_numpy()
-        bad = np.flatnonzero(~np.isfinite(x[:, j]))
+        what = f"the label column '{column_name}'" if column_name == label else f"column '{column_name}'"
+        if j >= len(names) and not (numbers or text):
+            raise UserError(f"{path}: {what} holds {kind}; each value must be one string or number")
+        if j < len(names):
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: inf, reported below
+                x[:, j] = column.to_numpy()
+            absent = np.isnan(x[:, j])
+            bad = np.flatnonzero(np.isinf(x[:, j]) | absent & bool(missing))
+            problem = "is {}; only finite float32 numbers are allowed"
+        else:  # a float32 label as float32 writes it (0.1, not the float64 0.10000000149011612 it is read as)
+            as_text = (lambda v: str(np.float32(v))) if pa.types.is_float32(kind) else str
+            read = [None if v is None or v != v else name(as_text(v).strip()) for v in column.to_pylist()]
+            values[column_name] = np.array(read, dtype=object)
+            absent = values[column_name] == None  # noqa: E711 (elementwise)
+            bad = np.flatnonzero(absent & bool(missing) | np.array([v == "" or "\0" in (v or "") for v in read]))
+            problem = "holds a NUL, not text" if len(bad) and "\0" in (read[bad[0]] or "") else "is empty"
+            problem += "; every row needs its class" if column_name == label else "; give it a value"
         if len(bad):
-            value = table.column(j)[int(bad[0])]
-            raise UserError(
-                f"{path}, row {bad[0] + 1}: column '{column_name}' is {value}; only finite float32 numbers are allowed"
-            )
-    # A float32 label as float32 writes it (0.1, not the float64 0.10000000149011612 it is read as).
-    as_text = (lambda v: str(np.float32(v))) if pa.types.is_float32(kind) else str
-    labels = [as_text(value).strip() for value in table.column(len(names)).to_pylist()]
-    missing = [("", "is empty")] + [("nan", "is NaN (missing)")] * pa.types.is_floating(kind)  # pandas' missing label
-    for value, what in [*missing, (next((v for v in labels if "\0" in v), None), "holds a NUL, not text")]:
-        if value in labels:
-            row = labels.index(value) + 1
-            raise UserError(f"{path}, row {row}: the label column '{label}' {what}; every row needs its class")
-    classes, y = _classes(labels, f"{path}, column '{label}'")
-    return Table(x, y, classes)
+            fix = LABEL_FIX if column_name == label else missing
+            shown = "null" if column[int(bad[0])].as_py() is None else "NaN"
+            problem = f"is missing ({shown}); {fix}" if absent[bad[0]] else problem
+            raise UserError(f"{path}, row {bad[0] + 1}: {what} {problem.format(column[int(bad[0])])}")
+    if label is None:
+        return Table(x, np.zeros(len(x), np.int64), (), tuple(names), values)
+    classes, y = _labels(values.pop(label), f"{path}, column '{label}'")
+    return Table(x, y, classes, tuple(names), values)

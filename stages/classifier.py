@@ -1,0 +1,116 @@
+"""A trained model file as numpy reads it: the linear map, the class names and the preprocessing that
+turns a table's columns into the map's inputs; everything predict needs, in one file. Evaluate and
+predict share `log_probabilities`, so that both score a row the same way."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.features import Preprocessing
+from stages.plumbing.errors import UserError, abbreviate
+from stages.plumbing.files import read_tensors, tensors_bytes
+
+# Written into every model file; a file without it, or with another, is not one this code can read.
+FORMAT = "softmax-three-ways model 1"
+FIX = "run `dvc repro` to train it"
+
+
+@dataclass(frozen=True)
+class Classifier:
+    W: np.ndarray  # float64 (inputs, classes): logits = x W + b
+    b: np.ndarray  # float64 (classes,) or (1,): the lesson's scalar b
+    classes: tuple[str, ...]
+    preprocessing: Preprocessing
+    info: dict[str, Any]  # what train noted: the implementation, the device, the data's SHA-256, ...
+
+
+def log_probabilities(model: Classifier, x: np.ndarray) -> np.ndarray:
+    """log softmax(x W + b) of each row, in float64, from the model's inputs (preprocessed)."""
+    logits = x.astype(np.float64) @ model.W + model.b
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def weights(state: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """W (inputs, classes) and b from the state train saves: W and b, or nn.Linear's weight and bias."""
+    if "linear.weight" in state:  # nn.Linear's weight is (classes, inputs)
+        return state["linear.weight"].T, state.get("linear.bias")
+    return state.get("W"), state.get("b")
+
+
+def model_bytes(state: dict[str, np.ndarray], preprocessing: Preprocessing, info: dict[str, Any]) -> bytes:
+    """The model file: the trained tensors (W and b, or nn.Linear's weight and bias), and the preprocessing."""
+    arrays, described = preprocessing.tensors()
+    return tensors_bytes(state | arrays, {"format": FORMAT, **info, "preprocessing": described})
+
+
+def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
+    """The model in the file `path`, checked: one line for a file that is not a model of this version."""
+    keys = ("format", "impl", "classes", "device", "data_sha256", "costs_sha256", "preprocessing")
+    arrays, info, _ = read_tensors(path, "trained model", ("format",), fix)
+    if info["format"] != FORMAT:
+        got = abbreviate(info["format"])
+        raise UserError(f"{path}: a model of another version of this project ({got}, not {FORMAT!r}); {fix}")
+    if not set(keys) <= info.keys():
+        raise UserError(
+            f"{path}: a damaged model: it does not say its {', '.join(sorted(set(keys) - info.keys()))}; {fix}"
+        )
+    W, b = weights(arrays)
+    classes = info["classes"]
+    try:
+        preprocessing = Preprocessing.from_tensors(arrays, info["preprocessing"])
+        if W is None or b is None or W.ndim != 2 or b.shape not in ((1,), (W.shape[1],)):
+            raise ValueError("holds no weights and bias of a linear model")
+        if W.dtype != np.float32 or b.dtype != np.float32:  # what training writes; bounds every logit
+            raise ValueError(f"holds {W.dtype} weights, not the float32 ones training writes")
+        if not isinstance(classes, list) or len(classes) != W.shape[1] or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"names classes {abbreviate(classes)} for {W.shape[1]} outputs")
+        if len(preprocessing.features) != W.shape[0]:
+            raise ValueError(f"has {W.shape[0]} inputs, but its preprocessing makes {len(preprocessing.features)}")
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; {fix}") from None
+    if info["device"] not in ("cpu", "cuda"):  # copied into the metrics: only what training writes
+        raise UserError(f"{path}: its device {abbreviate(info['device'])} is not cpu or cuda; {fix}")
+    return Classifier(W.astype(np.float64), b.astype(np.float64), tuple(classes), preprocessing, info)
+
+
+def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: Preprocessing) -> bytes:
+    """The model as ONNX, for every other runtime: input `inputs`, float32 (rows, inputs) as
+    Preprocessing.inputs makes them (NaN where a value is missing, one-hot entries 0/1), with the filling
+    in and the scaling inside the graph; output `probabilities`, float32 (rows, classes). Built with
+    onnx's own helpers: six nodes, the same bytes on every run (docs/models.md says why not torch.onnx)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, constants, x = [], [], "inputs"
+
+    def node(op: str, *inputs: str, **attributes: Any) -> str:
+        nodes.append(helper.make_node(op, list(inputs), [f"{op.lower()}{len(nodes)}"], **attributes))
+        return nodes[-1].output[0]
+
+    def constant(name: str, value: np.ndarray) -> str:
+        constants.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+    if preprocessing.fill is not None:
+        x = node("Where", node("IsNaN", x), constant("fill", preprocessing.fill), x)
+    if preprocessing.mean is not None:
+        x = node("Div", node("Sub", x, constant("mean", preprocessing.mean)), constant("std", preprocessing.std))
+    logits = node("Add", node("MatMul", x, constant("W", W)), constant("b", b))
+    nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=1))
+    n_inputs, n_classes = len(preprocessing.features), len(classes)
+    graph = helper.make_graph(
+        nodes,
+        "softmax_classifier",
+        [helper.make_tensor_value_info("inputs", TensorProto.FLOAT, ["rows", n_inputs])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["rows", n_classes])],
+        constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="softmax-three-ways")
+    helper.set_model_props(model, {"inputs": json.dumps(preprocessing.features), "classes": json.dumps(classes)})
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString(deterministic=True)
