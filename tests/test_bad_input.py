@@ -301,6 +301,10 @@ def rewrite(path: str, arrays: dict | None = None, info: dict | None = None, dro
     return change
 
 
+def both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
+    return lambda workdir: [change(workdir) for change in changes] and None
+
+
 def write(path: str, content: bytes | str) -> Callable[[Path], None]:
     def change(workdir: Path) -> None:
         (workdir / path).write_bytes(content.encode() if isinstance(content, str) else content)
@@ -379,6 +383,17 @@ INPUTS = {
     "costs nan": ("evaluate", write(COSTS, "epoch\tcost\n0\t1.0\n1\tnan\n"), f"{COSTS}: not the training costs written with this model"),
     "costs inf": ("evaluate", write(COSTS, "epoch\tcost\n0\tinf\n"), f"{COSTS}: not the training costs written with this model"),
     "another run's costs": ("evaluate", other_costs, f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
+    # predict: new rows (new.csv) and the model file alone
+    "new rows lack a column": ("predict", write("new.csv", "x1,x2,x4\n1,2,3\n"), "new.csv: no column 'x3' (a column the model reads); columns: x1, x2, x4"),
+    "new rows, text": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n1,abc,3,4\n"), "new.csv, line 3: column 'x2' is not a number: 'abc'; the model reads it as a number"),
+    "new rows, a gap": ("predict", write("new.csv", "x4,x3,x2,x1\n1,2,3,4\n1,NA,3,4\n"), "new.csv, line 3: column 'x3' is missing ('NA'); the model was trained with data.missing: error, so it needs every value; fill it in"),
+    "new rows, inf": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,inf\n"), "new.csv, line 2: column 'x4' is inf; only finite float32 numbers are allowed"),
+    "new rows, none": ("predict", write("new.csv", "x1,x2,x3,x4\n"), "new.csv: the table is empty; it needs a header row and at least one data row"),
+    "new rows missing": ("predict", lambda w: None, "new.csv: table not found; check the path"),
+    "model is prepared data": ("predict", both(write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n"), lambda w: (w / MODEL).write_bytes((w / PREPARED).read_bytes())), f"{MODEL}: not a trained model (another file in its place?); give the path of a model file that `dvc repro` trained"),
+    "model of another version": ("predict", both(write("new.csv", "x1\n1\n"), rewrite(MODEL, info={"format": "softmax-three-ways model 0"})), f"{MODEL}: a model of another version of this project ('softmax-three-ways model 0', not 'softmax-three-ways model 1')"),
+    "model's preprocessing damaged": ("predict", rewrite(MODEL, info={"preprocessing": {"numeric": [1]}}), f"{MODEL}: its preprocessing {{'numeric': [1]}} is not one prepare writes"),
+    "model's mean of another size": ("predict", rewrite(MODEL, {"preprocessing.mean": np.zeros(3, np.float32), "preprocessing.std": np.ones(3, np.float32)}), f"{MODEL}: its preprocessing's mean is float32[3]"),
 }  # fmt: skip
 
 
@@ -452,6 +467,8 @@ OUTPUTS = {
     "evaluate under datasets": ("evaluate", [*EVALUATE_ARGS[:4], "datasets/sub/../t.csv"], f"the output confusion (datasets/sub/../t.csv) {ELSEWHERE}"),
     "a directory": ("train", [*TRAIN_ARGS[:2], "models", *TRAIN_ARGS[3:]], "models: cannot write (Is a directory; a directory stands where a file is written, or a file where a directory is needed); nothing was written"),
     "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe", TRAIN_ARGS[5]], "pipe: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
+    "predictions = new rows": ("predict", [MODEL, "new.csv", "./new.csv"], f"the output out (./new.csv) is the same file as the table; {OWN}"),
+    "predictions = model": ("predict", [MODEL, "new.csv", MODEL], f"the output out ({MODEL}) is the same file as the model; {OWN}"),
     "a link to a file": ("train", [*TRAIN_ARGS[:4], "link", TRAIN_ARGS[5]], "link: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
 }  # fmt: skip
 

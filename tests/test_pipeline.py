@@ -212,9 +212,10 @@ def test_a_spreadsheet_export_end_to_end(clone):
         writer.writerows([[i % 5 + 1, i % 5 + 10, "sauer"] for i in range(20)])
         writer.writerows([[f"{i % 5 + 10}.5", i % 5 + 1, "süß"] for i in range(20)])
     try:
+        # One implementation's chain (a stage name, as `dvc repro` takes one): the table is what is tested.
         dvc(clone, "exp", "run", "-S", "data.source=csv", "-S", "data.path=datasets/export.csv",
-            "-S", "data.label=Sorte", "-S", "data.encoding=latin-1")  # fmt: skip
-        assert all(metrics(clone)[impl]["train"]["accuracy"] >= 0.9 for impl in IMPLEMENTATIONS)
+            "-S", "data.label=Sorte", "-S", "data.encoding=latin-1", "evaluate@functional")  # fmt: skip
+        assert metrics(clone)["functional"]["train"]["accuracy"] >= 0.9
         confusion = (clone / "plots/confusion/functional.csv").read_text(encoding="utf-8").splitlines()
         assert {row.split(",")[0] for row in confusion[1:]} == {"sauer", "süß"}
     finally:

@@ -51,7 +51,7 @@ def test_a_stage_that_is_not_one_is_one_line(argv):
     result = subprocess.run([sys.executable, "-m", "stages", *argv], capture_output=True, text=True, cwd=REPO)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
-        "stages: error: the stage must be one of prepare, train, evaluate; usage: python -m stages STAGE ARGS\n"
+        "stages: error: the stage must be one of prepare, train, evaluate, predict; usage: python -m stages STAGE ARGS\n"
     )
 
 
