@@ -66,7 +66,7 @@ def test_repro_installs_no_developer_tools_and_test_does(tmp_path):
 
 def test_test_runs_the_whole_suite_on_every_core_and_test_quick_leaves_out_the_slow_tests(tmp_path):
     venv = tmp_path / "venv"
-    assert dry_run(f"VENV={venv}", "test")[-1] == "python -m pytest -n auto"
+    assert dry_run(f"VENV={venv}", "test")[-1] == "python -m pytest -n auto --dist worksteal"
     quick = dry_run(f"VENV={venv}", "test-quick")
     assert any(line.endswith("-r requirements-dev.txt") for line in pip_lines(quick))
     assert quick[-1] == 'python -m pytest -n auto -m "not slow"'

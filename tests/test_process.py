@@ -26,7 +26,7 @@ def no_train_outputs(workdir) -> bool:
 @pytest.mark.parametrize(
     "stage, args, mistake, expected",
     [
-        ("prepare", ["data/p.safetensors"], ("data", "source", "nope"), "data.source"),
+        ("prepare", ["data/p.safetensors", "data/new_rows.csv"], ("data", "source", "nope"), "data.source"),
         ("train", TRAIN_ARGS, ("train", "lr", -1), "params.yaml: train.lr must be greater than 0, got -1"),
         ("evaluate", [a.replace("models/low_level", "models/none") for a in EVALUATE_ARGS], None, "models/none"),
     ],
@@ -51,7 +51,8 @@ def test_a_stage_that_is_not_one_is_one_line(argv):
     result = subprocess.run([sys.executable, "-m", "stages", *argv], capture_output=True, text=True, cwd=REPO)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
-        "stages: error: the stage must be one of prepare, train, evaluate, predict; usage: python -m stages STAGE ARGS\n"
+        "stages: error: the stage must be one of prepare, train, evaluate, predict; "
+        "usage: python -m stages STAGE ARGS\n"
     )
 
 
