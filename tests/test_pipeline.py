@@ -160,6 +160,11 @@ def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path):
     assert "Data and pipelines are up to date." in dvc(teammate, "repro", env=env)
     assert "up to date" in dvc(teammate, "status", env=env)
     assert sh(teammate, "git", "status", "--porcelain") == ""
+    # DVC's model registry: a model by its artifact name, from the repository and its remote alone.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dvc(elsewhere, "artifacts", "get", str(clone), "high_level", env=env)
+    assert (elsewhere / "high_level.safetensors").read_bytes() == (clone / "models/high_level.safetensors").read_bytes()
 
 
 def test_plots_show_renders_the_three_cost_curves(clone):
