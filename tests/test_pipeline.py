@@ -199,15 +199,6 @@ def test_iris_with_a_test_split_and_standardization(clone):
     assert shown.count('"f1_macro"') >= 6  # train and test, for each implementation
 
 
-def test_the_example_csv_end_to_end(clone):
-    dvc(clone, "exp", "run", "-S", "data.source=csv", "-S", "data.test_size=0.2", "-S", "data.standardize=true")
-    results = metrics(clone)
-    assert all(results[impl]["test"]["accuracy"] >= 0.9 for impl in IMPLEMENTATIONS)
-    confusion = (clone / "plots/confusion/functional.csv").read_text().splitlines()
-    assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 36  # 20 % of 178 wines, per class
-    assert {row.split(",")[0] for row in confusion[1:]} == {"barbera", "barolo", "grignolino"}
-
-
 def test_a_spreadsheet_export_end_to_end(clone):
     # Semicolons, CRLF, quoted fields and Latin-1, as a spreadsheet in a German locale saves "CSV".
     table = clone / "datasets" / "export.csv"
