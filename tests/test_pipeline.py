@@ -160,7 +160,9 @@ def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path):
     assert "Data and pipelines are up to date." in dvc(teammate, "repro", env=env)
     assert "up to date" in dvc(teammate, "status", env=env)
     assert sh(teammate, "git", "status", "--porcelain") == ""
-    # DVC's model registry: a model by its artifact name, from the repository and its remote alone.
+    # DVC's model registry: a version registered with a git tag (GTO's format), then the model by its
+    # artifact name, from the repository and its remote alone.
+    sh(clone, "git", "tag", "-a", "high_level@v1.0.0", "-m", "the lesson's model")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     dvc(elsewhere, "artifacts", "get", str(clone), "high_level", env=env)
