@@ -14,6 +14,7 @@ from stages.plumbing.files import read_tensors, tensors_bytes
 
 # Written into every model file; a file without it, or with another, is not one this code can read.
 FORMAT = "softmax-three-ways model 1"
+IMPLEMENTATIONS = ("low_level", "functional", "high_level")  # stages/models.py's (which imports torch)
 FIX = "run `dvc repro` to train it"
 
 
@@ -65,7 +66,8 @@ def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
             raise ValueError("holds no weights and bias of a linear model")
         if W.dtype != np.float32 or b.dtype != np.float32:  # what training writes; bounds every logit
             raise ValueError(f"holds {W.dtype} weights, not the float32 ones training writes")
-        if not isinstance(classes, list) or len(classes) != W.shape[1] or not all(isinstance(c, str) for c in classes):
+        names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
+        if not names or len(set(classes)) != len(classes) or len(classes) != W.shape[1]:
             raise ValueError(f"names classes {abbreviate(classes)} for {W.shape[1]} outputs")
         if len(preprocessing.features) != W.shape[0]:
             raise ValueError(f"has {W.shape[0]} inputs, but its preprocessing makes {len(preprocessing.features)}")
@@ -73,35 +75,40 @@ def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
         raise UserError(f"{path}: {error}; {fix}") from None
     if info["device"] not in ("cpu", "cuda"):  # copied into the metrics: only what training writes
         raise UserError(f"{path}: its device {abbreviate(info['device'])} is not cpu or cuda; {fix}")
+    if info["impl"] not in IMPLEMENTATIONS:
+        raise UserError(f"{path}: its implementation {abbreviate(info['impl'])} is not one of this project's; {fix}")
     return Classifier(W.astype(np.float64), b.astype(np.float64), tuple(classes), preprocessing, info)
 
 
 def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: Preprocessing) -> bytes:
     """The model as ONNX, for every other runtime: input `inputs`, float32 (rows, inputs) as
-    Preprocessing.inputs makes them (NaN where a value is missing, one-hot entries 0/1), with the filling
-    in and the scaling inside the graph; output `probabilities`, float32 (rows, classes). Built with
-    onnx's own helpers: six nodes, the same bytes on every run (docs/models.md says why not torch.onnx)."""
+    Preprocessing.inputs makes them (NaN where a value is missing, one-hot entries 0/1); the filling in,
+    the scaling and the linear map inside the graph, in float64 as predict computes them; output
+    `probabilities`, float32 (rows, classes). Built with onnx's own helpers: a few nodes, the same bytes
+    on every run (docs/models.md says why not torch.onnx)."""
     import json
 
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes, constants, x = [], [], "inputs"
+    nodes, constants = [], []
 
     def node(op: str, *inputs: str, **attributes: Any) -> str:
         nodes.append(helper.make_node(op, list(inputs), [f"{op.lower()}{len(nodes)}"], **attributes))
         return nodes[-1].output[0]
 
     def constant(name: str, value: np.ndarray) -> str:
-        constants.append(numpy_helper.from_array(value.astype(np.float32), name))
+        constants.append(numpy_helper.from_array(value.astype(np.float64), name))
         return name
 
+    x = node("Cast", "inputs", to=TensorProto.DOUBLE)
     if preprocessing.fill is not None:
         x = node("Where", node("IsNaN", x), constant("fill", preprocessing.fill), x)
     if preprocessing.mean is not None:
         x = node("Div", node("Sub", x, constant("mean", preprocessing.mean)), constant("std", preprocessing.std))
+        x = node("Cast", node("Cast", x, to=TensorProto.FLOAT), to=TensorProto.DOUBLE)  # float32, as predict's
     logits = node("Add", node("MatMul", x, constant("W", W)), constant("b", b))
-    nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=1))
+    nodes.append(helper.make_node("Cast", [node("Softmax", logits, axis=1)], ["probabilities"], to=TensorProto.FLOAT))
     n_inputs, n_classes = len(preprocessing.features), len(classes)
     graph = helper.make_graph(
         nodes,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.features import Preprocessing, fit
-from stages.plumbing.errors import UserError, abbreviate
+from stages.plumbing.errors import UserError, abbreviate, listing
 from stages.plumbing.files import read_tensors, tensors_bytes
 from stages.plumbing.params import DataParams, memory_limit
 from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_csv, read_parquet
@@ -119,10 +119,16 @@ def subset(table: Table, index: np.ndarray) -> Table:
 def check_table(table: Table, name: str, label: str | None = None, left_out: int = 0) -> None:
     """A table a classifier can learn from; `label` names the column its classes came from, if any."""
     if len(table.y) == 0:
-        raise UserError(f"{name}: the table is empty" + " once rows with missing values are left out" * bool(left_out))
+        fix = "; fill in the gaps, or set data.missing: mean" if left_out else ""
+        raise UserError(
+            f"{name}: the table is empty" + " once rows with missing values are left out" * bool(left_out) + fix
+        )
     present = np.bincount(table.y, minlength=len(table.classes))
     if int((present > 0).sum()) < 2:
-        raise UserError(f"{name}: fewer than two classes ({', '.join(table.classes)}); a classifier needs two or more")
+        dropped = f" once {left_out:,} rows with missing values are left out" if left_out else ""
+        raise UserError(
+            f"{name}: fewer than two classes ({listing(table.classes)}){dropped}; a classifier needs two or more"
+        )
     # Training holds a few (rows, classes) arrays: the logits and what it derives from them. A label
     # column that is an identifier gives a class per row, and they cannot fit.
     needed = len(table.y) * len(table.classes) * 4 * 8

@@ -11,6 +11,7 @@ data.standardize each input is scaled by the training split's mean and standard 
 """
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,10 @@ import numpy as np
 
 from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import tensors_bytes
+from stages.plumbing.params import memory_limit
 from stages.plumbing.tables import Table
+
+MAX_NAMES_BYTES = 50_000_000  # the categories' names in a file's header: half safetensors' limit
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,25 @@ class Preprocessing:
             parts.append(one_hot)
         return np.hstack(parts).astype(np.float32, copy=False), int(unknown.sum())
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Input vectors filled in and scaled, as the model takes them."""
+    def apply(self, x: np.ndarray, table: str = "") -> np.ndarray:
+        """Input vectors filled in and scaled, as the model takes them; `table` names the new rows they
+        come from (predict's), when they do not come from the training data."""
         if self.fill is not None:
             x = np.where(np.isnan(x), self.fill, x)
-        return x if self.mean is None else scaled(x, self.mean, self.std)
+        if self.mean is None:
+            return x
+        x = scaled(x, self.mean, self.std)
+        bad = np.argwhere(~np.isfinite(x))  # a row far outside a tiny spread: beyond float32
+        if len(bad):
+            column = abbreviate(self.features[bad[0][1]])
+            if table:
+                fix = "the model cannot classify it (its standardization came from a far smaller spread)"
+                raise UserError(f"{table}, row {bad[0][0] + 1}: column {column} lies beyond float32 once scaled; {fix}")
+            fix = "leave data.standardize off or rescale that column"
+            raise UserError(
+                f"data.standardize: column {column} lies beyond float32 once scaled by the training spread; {fix}"
+            )
+        return x
 
     def tensors(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The arrays and the description a tensors file stores it as (read back by from_tensors)."""
@@ -71,10 +89,13 @@ class Preprocessing:
             names = [*numeric, *categories, *(k for ks in categories.values() for k in ks)]
         except (TypeError, KeyError, AttributeError):
             names, missing = [None], None
-        if not all(isinstance(n, str) for n in names) or missing not in ("error", "drop", "mean"):
+        texts = all(isinstance(n, str) for n in names) and missing in ("error", "drop", "mean")
+        if not texts or any(list(k) != sorted(set(k)) for k in categories.values()):
             raise ValueError(f"its preprocessing {abbreviate(info)} is not one prepare writes")
         stored = {name: arrays.get(f"preprocessing.{name}") for name in ("fill", "mean", "std")}
         made = cls(numeric, categories, missing, **stored)
+        if len(set(made.features)) != len(made.features):
+            raise ValueError(f"its inputs {abbreviate(made.features)} repeat a name")
         for name, array in stored.items():
             if array is not None and (array.dtype != np.float32 or array.shape != (len(made.features),)):
                 raise ValueError(f"its preprocessing's {name} is {array.dtype}{list(array.shape)}")
@@ -92,9 +113,26 @@ def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
     for column, values in train.categorical.items():
         categories[column] = tuple(sorted({v for v in values if v is not None}))
         if not categories[column]:
-            raise UserError(f"data.categorical: column {abbreviate(column)} has no value in the training split")
+            fix = "leave it out of data.categorical"
+            raise UserError(f"data.categorical: column {abbreviate(column)} has no value in the training split; {fix}")
     columns = train.columns or tuple(f"x{i}" for i in range(1, train.x.shape[1] + 1))
+    # The inputs are built, filled in and scaled as float32 (rows, inputs) arrays, and the categories'
+    # names go in the header of each file (safetensors refuses one over 100 MB): an identifier cannot.
+    needed = len(train.x) * (len(columns) + sum(map(len, categories.values()))) * 4 * 3
+    names = sum(len(k.encode()) + 8 for ks in categories.values() for k in ks)
+    if categories and (needed > memory_limit() or names > MAX_NAMES_BYTES):
+        column = max(categories, key=lambda c: len(categories[c]))
+        size = f"{needed / 2**30:.3g} GiB of inputs, {names:,} bytes of names"
+        raise UserError(
+            f"data.categorical: column {abbreviate(column)} has {len(categories[column]):,} categories in "
+            f"{len(train.x):,} training rows, too many to encode ({size}); is it an identifier? Leave it out"
+        )
     made = Preprocessing(columns, categories, missing)
+    twice = [name for name, count in Counter(made.features).items() if count > 1]
+    if twice:  # a numeric column named "c=a" beside the category a of the column c
+        raise UserError(
+            f"data.categorical: the input {abbreviate(twice[0])} is a column and a category; rename the column"
+        )
     x, _ = made.inputs(train)
     if missing == "mean":
         with np.errstate(invalid="ignore"), warnings.catch_warnings(action="ignore"):
@@ -120,14 +158,6 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scaled(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(x - mean) / std in float64, then float32. Finite for the training rows (none lies more than
-    sqrt(rows) standard deviations from the mean); a test row far outside a tiny spread may not be."""
+    """(x - mean) / std in float64, then float32 (where it may overflow: apply() checks)."""
     with np.errstate(over="ignore"):
-        result = ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)
-    bad = np.argwhere(~np.isfinite(result))
-    if len(bad):
-        raise UserError(
-            f"data.standardize: feature {bad[0][1]} of a row lies beyond float32 once scaled by the "
-            "training split's spread; leave data.standardize off or rescale that column"
-        )
-    return result
+        return ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)

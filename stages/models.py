@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMPLEMENTATIONS = ("low_level", "functional", "high_level")
+from stages.classifier import IMPLEMENTATIONS as IMPLEMENTATIONS  # named where predict reads a model, without torch
 
 
 def softmax(z: Tensor) -> Tensor:

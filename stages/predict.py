@@ -6,14 +6,12 @@ left alone). The output is a CSV: `row` (the input's data rows counted from 1, i
 predicted class, and the probability of each class (`p_<class>`). No torch: a linear map in numpy."""
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from stages.classifier import Classifier, load_classifier, log_probabilities
 from stages.plumbing.errors import UserError, listing, printable
-from stages.plumbing.files import StageArguments, write_outputs
+from stages.plumbing.files import StageArguments, open_input, write_outputs
 from stages.plumbing.params import DELIMITERS
 from stages.plumbing.tables import Table, read_csv, read_parquet
 
@@ -27,17 +25,19 @@ def read_rows(model: Classifier, path: str, delimiter: str | None, encoding: str
     missing = None
     if pre.missing != "mean":
         missing = f"the model was trained with data.missing: {pre.missing}, so it needs every value; fill it in"
-    if Path(path).suffix.lower() in (".parquet", ".pq"):
+    with open_input(path, "table", "check the path") as f:
+        parquet = f.read(4) == b"PAR1"  # a Parquet file's first bytes, whatever its name
+    if parquet:
         return read_parquet(path, None, pre.numeric, tuple(pre.categories), missing)
     return read_csv(path, None, pre.numeric, delimiter, encoding, tuple(pre.categories), missing)
 
 
-def predict(model: Classifier, table: Table) -> tuple[np.ndarray, int, int]:
+def predict(model: Classifier, rows: Table, table: str = "the table") -> tuple[np.ndarray, int, int]:
     """The probability of each class for each row (float64), and how many rows held a category the
     training split never had, and how many had a value filled in."""
-    x, unknown = model.preprocessing.inputs(table)
+    x, unknown = model.preprocessing.inputs(rows)
     filled = int(np.isnan(x).any(axis=1).sum())
-    return np.exp(log_probabilities(model, model.preprocessing.apply(x))), unknown, filled
+    return np.exp(log_probabilities(model, model.preprocessing.apply(x, table))), unknown, filled
 
 
 def predictions_csv(model: Classifier, probabilities: np.ndarray) -> bytes:
@@ -59,9 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = StageArguments("predict", __doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_input("model", help="a trained model, e.g. models/high_level.safetensors")
-    parser.add_input("table", help="the rows to classify: a CSV file, or Parquet (.parquet)")
+    parser.add_input("table", help="the rows to classify: a CSV or Parquet file")
     parser.add_output("out", help="where to write the predictions (CSV), e.g. predictions.csv")
-    parser.add_argument("--delimiter", choices=DELIMITERS, help="a CSV's delimiter (default: from its header line)")
+    delimiters = ", ".join(map(repr, DELIMITERS))
+    parser.add_argument(
+        "--delimiter", choices=DELIMITERS, metavar="D", help=f"{delimiters} (default: the header line's)"
+    )
     parser.add_argument("--encoding", default="utf-8", help="a CSV's text encoding (default: utf-8)")
     args = parser.parse_args(argv)
     try:
@@ -69,13 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     except (LookupError, ValueError):
         raise UserError(f"--encoding {printable(args.encoding)}: not a text encoding; e.g. utf-8, latin-1") from None
     model = load_classifier(args.model, FIX)
-    probabilities, unknown, filled = predict(model, read_rows(model, args.table, args.delimiter, args.encoding))
+    rows = read_rows(model, args.table, args.delimiter, args.encoding)
+    probabilities, unknown, filled = predict(model, rows, args.table)
     counts = np.bincount(probabilities.argmax(1), minlength=len(model.classes))
     found = listing([f"{name}: {count}" for name, count in zip(model.classes, counts.tolist(), strict=True)])
     notes = [f"{unknown} with a category new to the model"] * bool(unknown) + [f"{filled} filled in"] * bool(filled)
-    print(
-        f"predict: {len(probabilities)} rows of {args.table} classified by {model.info['impl']} as {printable(found)}"
-        + "".join(f"; {note}" for note in notes),
-        file=sys.stderr,
-    )
-    write_outputs({args.out: predictions_csv(model, probabilities)})
+    rows = f"{len(probabilities)} row{'s' * (len(probabilities) != 1)}"
+    summary = f"predict: {rows} of {args.table} classified by {model.info['impl']} as {found}"
+    write_outputs({args.out: predictions_csv(model, probabilities)}, summary + "".join(f"; {n}" for n in notes))

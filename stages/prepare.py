@@ -2,8 +2,6 @@
 that predict classifies in the pipeline: the toy's new rows, or else the evaluation rows as the table
 had them."""
 
-import sys
-
 import numpy as np
 
 from stages.data import (
@@ -17,7 +15,7 @@ from stages.data import (
     split,
     without_missing,
 )
-from stages.plumbing.errors import listing, printable
+from stages.plumbing.errors import listing
 from stages.plumbing.files import StageArguments, write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
 from stages.plumbing.tables import Table, csv_bytes
@@ -46,12 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     params = data_params(load_params())
     prepared, new_rows, left_out = prepare(params)
     classes = list(enumerate(prepared.classes))
-    print(
+    summary = (
         f"{params.source}: {len(prepared.train.y)} training rows, "
         + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")
         + (f"{left_out} left out for missing values (data.missing: {params.missing}), " if left_out else "")
-        + f"{prepared.n_features} features, classes {printable(listing([f'{i}={c}' for i, c in classes]))}",
-        file=sys.stderr,
+        + f"{prepared.n_features} features, classes {listing([f'{i}={c}' for i, c in classes])}"
     )
-    # Last: a closed stderr ends the stage before it.
-    write_outputs({args.out: prepared_bytes(prepared), args.new_rows: csv_bytes(new_rows)})
+    label = params.label if params.source in TABLES else None
+    outputs = {args.out: prepared_bytes(prepared), args.new_rows: csv_bytes(new_rows, label)}
+    write_outputs(outputs, summary)

@@ -301,6 +301,15 @@ def rewrite(path: str, arrays: dict | None = None, info: dict | None = None, dro
     return change
 
 
+def flip_last_byte(path: str) -> Callable[[Path], None]:
+    def change(workdir: Path) -> None:
+        content = bytearray((workdir / path).read_bytes())
+        content[-1] ^= 1
+        (workdir / path).write_bytes(bytes(content))
+
+    return change
+
+
 def both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
     return lambda workdir: [change(workdir) for change in changes] and None
 
@@ -393,6 +402,10 @@ INPUTS = {
     "model is prepared data": ("predict", both(write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n"), lambda w: (w / MODEL).write_bytes((w / PREPARED).read_bytes())), f"{MODEL}: not a trained model (another file in its place?); give the path of a model file that `dvc repro` trained"),
     "model of another version": ("predict", both(write("new.csv", "x1\n1\n"), rewrite(MODEL, info={"format": "softmax-three-ways model 0"})), f"{MODEL}: a model of another version of this project ('softmax-three-ways model 0', not 'softmax-three-ways model 1')"),
     "model's preprocessing damaged": ("predict", rewrite(MODEL, info={"preprocessing": {"numeric": [1]}}), f"{MODEL}: its preprocessing {{'numeric': [1]}} is not one prepare writes"),
+    "model, a byte flipped": ("predict", both(write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n"), flip_last_byte(MODEL)), f"{MODEL}: a damaged trained model: its tensors do not match the checksum written with them"),
+    "model, a class twice": ("predict", rewrite(MODEL, info={"classes": ["0", "0", "1"]}), f"{MODEL}: names classes ['0', '0', '1'] for 3 outputs"),
+    "model, categories unsorted": ("predict", rewrite(MODEL, info={"preprocessing": {"numeric": ["x1", "x2", "x3"], "categories": {"x4": ["b", "a"]}, "missing": "error"}}), "is not one prepare writes"),
+    "model, another implementation": ("predict", rewrite(MODEL, info={"impl": "functional\npredict: all good"}), "its implementation 'functional\\npredict: all good' is not one of this project's"),
     "model's mean of another size": ("predict", rewrite(MODEL, {"preprocessing.mean": np.zeros(3, np.float32), "preprocessing.std": np.ones(3, np.float32)}), f"{MODEL}: its preprocessing's mean is float32[3]"),
 }  # fmt: skip
 

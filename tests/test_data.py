@@ -321,7 +321,7 @@ def test_parquet_integer_labels_and_chosen_features(datasets):
         ),
         ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is 1e+300; only finite float32"),
         ({"x": ["1", "2"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers"),
-        ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: the label column 'y' is empty"),
+        ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: the label column 'y' is missing (' ')"),
         ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
         ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
         # pandas stores a missing label of a float column as NaN, not as null

@@ -1,6 +1,7 @@
 """Outputs are written all together or not at all, readable as any file the user writes, and tensor
 files have the same bytes on every run."""
 
+import json
 import os
 import resource
 import stat
@@ -13,7 +14,14 @@ import pytest
 from safetensors.numpy import save
 
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import _temporary_prefix, float32_text, read_tensors, tensors_bytes, write_outputs
+from stages.plumbing.files import (
+    _temporary_prefix,
+    _tensors_sha256,
+    float32_text,
+    read_tensors,
+    tensors_bytes,
+    write_outputs,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,9 +131,13 @@ def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
     W[2, 1] = bad
     with pytest.raises(ValueError, match="a tensor to write holds NaN or infinite values"):
         tensors_bytes({"W": W}, {"impl": "low_level"})  # no stage writes one
-    (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"impl": "low_level"}'}))
+    info = json.dumps({"impl": "low_level", "tensors_sha256": _tensors_sha256({"W": W})})  # forged by hand
+    (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": info}))
     with pytest.raises(UserError, match=r"^.*m.safetensors: W holds NaN or infinite values; run it$"):
-        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")  # put there by hand
+        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+    (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"impl": "low_level"}'}))
+    with pytest.raises(UserError, match=r"m.safetensors: a damaged trained model: its tensors do not match the"):
+        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")  # no checksum: not ours
 
 
 def test_a_directory_in_place_of_an_input(tmp_path):

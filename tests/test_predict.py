@@ -17,6 +17,7 @@ from stages.classifier import load_classifier, log_probabilities
 from stages.data import load_prepared
 from stages.features import Preprocessing, fit
 from stages.plumbing.params import DataParams
+from stages.plumbing.process import boundary
 from stages.plumbing.tables import Table, read_csv
 
 SPECIES = ("Adelie", "Chinstrap", "Gentoo")
@@ -71,18 +72,21 @@ def survey(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-CASES = {  # the data section (beyond the survey's), what prepare must say or do
-    "categorical, gaps filled": ({"categorical": ["island", "sex"], "missing": "mean"}, None),
-    "categorical, gaps dropped": ({"categorical": ["island", "sex"], "missing": "drop"}, None),
-    "iris, no gaps": ({"source": "iris"}, None),
-    "numbers only, gaps filled": ({"features": ["bill_length_mm", "body_mass_g"], "missing": "mean"}, None),
+CASES = {  # the data section (beyond the survey's), the implementation
+    "categorical, gaps filled": ({"categorical": ["island", "sex"], "missing": "mean"}, "high_level"),
+    "categorical, gaps dropped": ({"categorical": ["island", "sex"], "missing": "drop"}, "functional"),
+    "iris, no gaps": ({"source": "iris"}, "high_level"),
+    "numbers only, gaps filled, scalar b": (
+        {"features": ["bill_length_mm", "body_mass_g"], "missing": "mean"},
+        "low_level",
+    ),
 }
 
 
-@pytest.mark.parametrize("data, _", CASES.values(), ids=CASES.keys())
-def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, data, _):
+@pytest.mark.parametrize("data, impl", CASES.values(), ids=CASES.keys())
+def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, data, impl):
     (survey / "params.yaml").write_text(params_yaml(**(SURVEY | data)))
-    paths = run_pipeline(survey)
+    paths = run_pipeline(survey, impl)
     model, prepared = load_classifier(paths["model"]), load_prepared(paths["prepared"])
     rows = list(csv.DictReader(io.StringIO(paths["out.csv"].read_text())))
     confusion = list(csv.DictReader(io.StringIO(paths["confusion"].read_text())))
@@ -193,3 +197,113 @@ def test_the_model_file_alone_carries_the_preprocessing(survey):
         "Adelie",
         "Gentoo",
     ]
+
+
+def parquet(path: Path, columns: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+
+
+ROUND_TRIPS = {  # a table (CSV text, or Parquet columns), its data section: prepare's new rows read back as prepared
+    "blank and NA-like categories": ("y,c,v\nA,x,1\nB,y,2\nA, ,3\nB,y,4\nA,x,5\nB,NA ,6\n", {"categorical": ["c"], "missing": "mean"}),
+    "NA-like text in Parquet": ({"y": ["A", "B"] * 30, "c": ["NA", "null", "N/A", "ok"] * 15, "v": [float(i) for i in range(60)]}, {"categorical": ["c"], "missing": "mean"}),
+    "one column with gaps": ("y,v\n" + "".join(f"{'AB'[i % 2]},{'NA' if i % 4 == 0 else i}\n" for i in range(20)), {"missing": "mean", "standardize": True}),
+    "whole floats as categories": ({"y": ["A", "B"] * 4, "year": [2007.0, None] * 4, "v": [1.0, 2.0] * 4}, {"categorical": ["year"], "missing": "mean"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("table, data", ROUND_TRIPS.values(), ids=ROUND_TRIPS.keys())
+def test_new_rows_read_back_as_the_table_was_read(survey, table, data):
+    """prepare's new rows (the evaluation rows, as the table had them) are read by predict as prepare read
+    the table: the same rows, in order, and evaluate's probabilities to the bit."""
+    path = "datasets/t.csv" if isinstance(table, str) else "datasets/t.parquet"
+    if isinstance(table, str):
+        (survey / path).write_text(table)
+    else:
+        parquet(survey / path, table)
+    source = {"source": "csv" if isinstance(table, str) else "parquet", "path": path, "label": "y"}
+    (survey / "params.yaml").write_text(params_yaml(**source, **data))
+    paths = run_pipeline(survey, "functional")
+    model, prepared = load_classifier(paths["model"]), load_prepared(paths["prepared"])
+    written = np.loadtxt(paths["out.csv"], delimiter=",", skiprows=1, usecols=range(2, 4), dtype=np.float32)
+    assert np.array_equal(written, np.exp(log_probabilities(model, prepared.eval.x)).astype(np.float32))
+
+
+def test_a_failing_predict_says_one_line_and_no_summary(survey):
+    (survey / "params.yaml").write_text(params_yaml(**SURVEY, categorical=["island", "sex"], missing="mean"))
+    run_pipeline(survey)
+    (survey / "out").mkdir()
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert boundary("predict", lambda: predict.main(["model", "new.csv", "out"])) == 1
+    assert stderr.getvalue().count("\n") == 1 and "out: cannot write (Is a directory" in stderr.getvalue()
+
+
+def test_the_onnx_file_computes_as_predict_does_near_float32s_limits(survey):
+    """predict scales and multiplies in float64: so does the graph, where float32 would overflow."""
+    rows = "".join(f"{'pq'[i % 2]},{1.6e38 + i * 3.5e36},{i * 1e-5}\n" for i in range(40))
+    (survey / "datasets" / "t.csv").write_text("y,big,small\n" + rows)
+    (survey / "params.yaml").write_text(params_yaml(source="csv", path="datasets/t.csv", label="y", standardize=True))
+    paths = run_pipeline(survey, "high_level")
+    (survey / "huge.csv").write_text("big,small\n3.4e38,0\n-3.4e38,0\n")
+    with contextlib.redirect_stderr(io.StringIO()):
+        predict.main(["model", "huge.csv", "huge_out.csv"])
+    ours = np.loadtxt(survey / "huge_out.csv", delimiter=",", skiprows=1, usecols=(2, 3), dtype=np.float32)
+    session = onnxruntime.InferenceSession(paths["onnx"].read_bytes(), providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {"inputs": np.float32([[3.4e38, 0], [-3.4e38, 0]])})
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+
+
+PREDICT_TABLES = {  # a table for the toy model (columns x1..x4), predict's options, the line it ends with (None: it classifies)
+    "UTF-16 without --encoding": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16"), [], "bytes that are not utf-8 (b'\\xff\\xfex\\x00'); set --encoding to the file's encoding"),
+    "UTF-16 without its mark": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16-le"), [], "a NUL character: not a text table in utf-8; UTF-16 text (\"Unicode text\") needs --encoding utf-16"),
+    "UTF-16 with it": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16"), ["--encoding", "utf-16"], None),
+    "Latin-1 in a column it does not read": ("x1,x2,x3,x4,n\n1,2,3,4,é\n".encode("latin-1"), [], None),
+    "Latin-1 in a column it reads": ("x1,x2,x3,x4\n1,2,3,é\n".encode("latin-1"), [], "set --encoding to the file's encoding"),
+    "a repeated column it does not read": (b"x1,z,x2,x3,x4,z\n1,a,2,3,4,b\n", [], None),
+    "a repeated column it reads": (b"x1,x2,x3,x4,x1\n1,2,3,4,5\n", [], "the header names column 'x1' more than once"),
+    "Parquet named .csv": ("parquet", [], None),
+    "a wrong encoding": (b"x1,x2,x3,x4\n1,2,3,4\n", ["--encoding", "nope"], "--encoding nope: not a text encoding"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("content, options, expected", PREDICT_TABLES.values(), ids=PREDICT_TABLES.keys())
+def test_predict_reads_tables_as_prepare_does(survey, content, options, expected):
+    (survey / "params.yaml").write_text(params_yaml(source="toy"))
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        prepare.main(["prepared", "new.csv"])
+        train.main(["low_level", "prepared", "model", "costs.tsv", "test_costs.tsv", "onnx"])
+    if content == "parquet":
+        parquet(survey / "rows.csv", {"x1": [1], "x2": [2], "x3": [3], "x4": [4]})
+    else:
+        (survey / "rows.csv").write_bytes(content)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        status = boundary("predict", lambda: predict.main(["model", "rows.csv", "out.csv", *options]))
+    assert stderr.getvalue().count("\n") == 1, stderr.getvalue()
+    if expected is None:
+        assert status == 0 and Path("out.csv").read_text().count("\n") == 2
+    else:
+        assert status == 1 and expected in stderr.getvalue() and not Path("out.csv").exists(), stderr.getvalue()
+
+
+def test_an_identifier_as_a_categorical_column_is_one_line(survey, monkeypatch):
+    from stages import features
+    from stages.plumbing.errors import UserError
+
+    monkeypatch.setattr(features, "MAX_NAMES_BYTES", 2_000)  # as 1,100 categories of 100 KB each would be
+    (survey / "datasets" / "t.csv").write_text(
+        "y,id,v\n" + "".join(f"{'AB'[i % 2]},id-{i:05},{i}\n" for i in range(300))
+    )
+    with pytest.raises(
+        UserError,
+        match=r"^data.categorical: column 'id' has 300 categories in 300 training rows, too many to encode .*; is it an identifier\? Leave it out$",
+    ):
+        prepare.prepare(DataParams(source="csv", path="datasets/t.csv", label="y", categorical=["id"]))
+    (survey / "datasets" / "t.csv").write_text("y,c,c=a\nA,a,1\nB,b,2\n")
+    with pytest.raises(
+        UserError, match=r"^data.categorical: the input 'c=a' is a column and a category; rename the column$"
+    ):
+        prepare.prepare(DataParams(source="csv", path="datasets/t.csv", label="y", categorical=["c"]))

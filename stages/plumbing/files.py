@@ -20,6 +20,7 @@ import json
 import os
 import re
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -29,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from stages.plumbing import process
-from stages.plumbing.errors import DATASETS_DIR, UserError, first_line
+from stages.plumbing.errors import DATASETS_DIR, UserError, first_line, printable
 
 # A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
 # from the midpoint to the next power on, it rounds to infinity).
@@ -119,10 +120,12 @@ class StageArguments(argparse.ArgumentParser):
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
-def write_outputs(outputs: Outputs) -> None:
+def write_outputs(outputs: Outputs, summary: str = "") -> None:
     """Write every output: each to a temporary file beside it, renamed into place once all are written.
     A failure is a UserError naming the file, the cause, and what was written; it leaves no temporary
-    file, and no directory it made."""
+    file, and no directory it made. `summary`, the stage's line on stderr, is printed once every output
+    is written and before any is renamed: a stage that fails ends in one line, and one that says what
+    it did has done it."""
     temporary: list[tuple[str, Path]] = []
     replaced: list[str] = []
     made = [parent for path in outputs for parent in Path(path).absolute().parents if not parent.exists()]
@@ -131,6 +134,11 @@ def write_outputs(outputs: Outputs) -> None:
             content = data.encode("utf-8") if isinstance(data, str) else data
             temporary.append((path, _write_temporary(Path(path), content)))
         _check_inputs()
+        if summary:
+            try:
+                print(printable(summary), file=sys.stderr, flush=True)
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, "standard error") from None
         process.finishing()  # no signal ends the renames halfway
         for path, tmp in temporary:
             os.replace(tmp, path)
@@ -211,7 +219,19 @@ def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
     if not all(np.isfinite(array).all() for array in arrays.values() if array.dtype.kind == "f"):
         raise ValueError("a tensor to write holds NaN or infinite values")
     contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    info = info | {"tensors_sha256": _tensors_sha256(contiguous)}
     return save(contiguous, metadata={"info": json.dumps(info, sort_keys=True)})
+
+
+def _tensors_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """A checksum of the tensors (names, types, shapes, values), kept in the file's info: a flipped bit
+    in a weight is a damaged file, not another model."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 def read_tensors(
@@ -232,6 +252,8 @@ def read_tensors(
         raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
     if not isinstance(info, dict) or not set(keys) <= info.keys():
         raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
+    if info.pop("tensors_sha256", None) != _tensors_sha256(arrays):
+        raise UserError(f"{path}: a damaged {what}: its tensors do not match the checksum written with them; {fix}")
     # No stage writes a NaN or an infinity: one found here was put there by hand or by a fault.
     for name, array in arrays.items():
         if array.dtype.kind == "f" and not np.isfinite(array).all():

@@ -102,11 +102,12 @@ def _columns(
     """The numeric feature columns, checked against the header with the categorical ones: no repeated
     name, the label not a feature, and by default every column but the label, the categorical ones and
     the index (`index`: the columns the file says are one)."""
+    used = None if features is None else {*features, *categorical, label}  # None: every column
     for names, what, fix in (
         (header, f"{path}: the header names column", "give every column its own name"),
         ([*(features or []), *categorical], "data.features and data.categorical name", "list each column once"),
-    ):
-        twice = [column for column, count in Counter(names).items() if count > 1]  # linear in the width
+    ):  # linear in the width; a column read by name must be one column
+        twice = [column for column, count in Counter(names).items() if count > 1 and (not used or column in used)]
         if twice:
             raise UserError(f"{what} {abbreviate(twice[0])} more than once; {fix}")
     if label is not None and label not in header:
@@ -162,10 +163,11 @@ def read_csv(
         header_line = next((s for s in start.decode(encoding, errors="ignore").splitlines() if s.strip()), "")
     except UnicodeError:
         header_line = ""
-    hint = "" if codecs.lookup(encoding).name == "utf-8" else f" (or data.encoding {encoding} is not the file's)"
+    option = "data." if label is not None else "--"  # prepare's parameters, or predict's options
+    hint = "" if codecs.lookup(encoding).name == "utf-8" else f" (or {option}encoding {encoding} is not the file's)"
     if delimiter and len(header_line.split(delimiter)) == 1 and detect_delimiter(header_line) != delimiter:
-        hint += f" (or data.delimiter {delimiter!r} is not the file's)"
-    dialect = Dialect(encoding, delimiter or detect_delimiter(header_line), hint)
+        hint += f" (or {option}delimiter {delimiter!r} is not the file's)"
+    dialect = Dialect(encoding, delimiter or detect_delimiter(header_line), hint, option)
     wanted = Wanted(label, features, categorical, missing)
     # pyarrow's 1 MiB blocks, but when no line ends in the first 64 KiB: the header must fit in the first.
     block = 1 << 20 if b"\n" in start or b"\r" in start else 1 << 26
@@ -183,7 +185,7 @@ def read_csv(
         # At most a row per line end, and per len(names) bytes (blank lines and quoted line breaks count
         # as line ends): as many rows as there may be, without asking for more memory than the file's.
         n_rows = min(n_lines, Path(path).stat().st_size // max(len(types), 1)) + 1
-        x, rows, text = np.empty((n_rows, len(names)), dtype=np.float32), 0, {c: [] for c in texts}
+        x, rows, read_texts = np.empty((n_rows, len(names)), dtype=np.float32), 0, {c: [] for c in texts}
         for batch in pa_csv.open_csv(path, read, parse, convert):
             if rows + batch.num_rows > len(x):  # other line ends (EBCDIC's), or a file that grows as it is read
                 x = np.concatenate([x, np.empty((len(x) + batch.num_rows, len(names)), dtype=np.float32)])
@@ -196,12 +198,13 @@ def read_csv(
                 x[rows : rows + batch.num_rows, j] = values
             rows += batch.num_rows
             for j, c in enumerate(texts, len(names)):
-                text[c].append(batch.column(j))
+                read_texts[c].append(batch.column(j))
     except (UserError, MemoryError):
         raise
     except Exception as error:  # pyarrow's, or what a codec raises inside pyarrow's decoding (punycode's)
         raise _where(path, dialect, wanted) or _unreadable(path, error) from None
-    values = {c: _texts(pa.chunked_array(text[c], pa.string())) for c in texts}
+    nulls = missing_values()
+    values = {c: _texts(pa.chunked_array(read_texts[c], pa.string()), nulls) for c in texts}
     # No rows, a NUL, an empty or a missing value, or a line break inside a value: a field a quote
     # never closed takes in the rest of the file (the csv module's strict reading says where).
     suspect = any((v is None and missing) or (v is not None and _suspect(v)) for c in texts for v in set(values[c]))
@@ -213,23 +216,48 @@ def read_csv(
     return Table(x[:rows], y, classes, tuple(names), values)
 
 
-def csv_bytes(table: Table) -> bytes:
-    """The table's feature columns as CSV, as read_csv reads them back: UTF-8, LF line ends, floats in
-    their shortest form, a missing value as an empty field; the header and text fields quoted."""
+def csv_bytes(table: Table, label: str | None = None) -> bytes:
+    """The table's feature columns (and its classes as the column `label`) as CSV, as read_csv reads
+    them back: UTF-8, LF line ends, floats in their shortest form, a missing value as an empty field;
+    the header and text fields quoted."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
     columns = {c: pa.array(table.x[:, j], from_pandas=True) for j, c in enumerate(table.columns)}
     columns |= {c: pa.array(values, pa.string()) for c, values in table.categorical.items()}
+    if label is not None:  # a row with a class is never blank, even when its only feature is missing
+        columns[label] = pa.array(np.array(table.classes, dtype=object)[table.y], pa.string())
     sink = io.BytesIO()
     pa_csv.write_csv(pa.table(columns), sink)
     return sink.getvalue()
 
 
-def _texts(column) -> np.ndarray:
-    """A text column's values, each stripped and in NFC (None where missing), as an object array."""
+def missing_values() -> frozenset[str]:
+    """The fields pyarrow's CSV reader reads as missing by default (empty, NA, N/A, NaN, null, ...)."""
+    import pyarrow.csv as pa_csv
+
+    return frozenset(pa_csv.ConvertOptions().null_values)
+
+
+def text(value: object, nulls: frozenset[str]) -> str | None:
+    """A text value (a label, a category) as the stages compare it: stripped, in NFC, and None where it
+    is missing: None, NaN, blank or one of `nulls` once stripped, however the file stores it (so that a
+    CSV written from it reads back the same). A whole float is written as an integer (2007.0 is 2007,
+    as pandas stores an integer column with gaps); a float32 as float32 writes it (0.1)."""
+    if value is None or value != value:
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        value = int(value)
+    elif isinstance(value, np.float32):
+        value = str(value)
+    stripped = str(value).strip()
+    return None if stripped in nulls else name(stripped)
+
+
+def _texts(column, nulls: frozenset[str]) -> np.ndarray:
+    """A text column's values as text() makes them, as an object array."""
     encoded = column.combine_chunks().dictionary_encode()
-    names = np.array([name(v.strip()) for v in encoded.dictionary.to_pylist()] + [None], dtype=object)
+    names = np.array([text(v, nulls) for v in encoded.dictionary.to_pylist()] + [None], dtype=object)
     return names[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
 
 
@@ -256,6 +284,7 @@ class Dialect(NamedTuple):
     encoding: str
     delimiter: str
     hint: str  # what to say after a header that is not the table's (another encoding, another delimiter)
+    option: str = "data."  # how the reader's settings are named: data.encoding, or predict's --encoding
 
 
 def _missing(label: str) -> bool:
@@ -282,7 +311,7 @@ def _where(path: str, dialect: Dialect, wanted: Wanted) -> UserError | None:
     """What is wrong with a table, and on which line, or None: the file read again by Python's csv
     module, strictly (a quote never closed is an error), each row checked as pyarrow reads it."""
     content = Path(path).read_bytes()
-    fix = "set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
+    fix = f"set {dialect.option}encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
     encoding = dialect.encoding
     try:
         text = content.decode(encoding).removeprefix("\ufeff")
@@ -294,7 +323,8 @@ def _where(path: str, dialect: Dialect, wanted: Wanted) -> UserError | None:
     except UnicodeError as bad:  # some codecs (punycode) do not say where
         return UserError(f"{path}: not text in {encoding} ({first_line(bad)}); {fix}")
     if "\0" in text:  # decoded, but no table holds it: a binary file, or UTF-16 read as another encoding
-        utf16 = 'UTF-16 text ("Unicode text") needs data.encoding: utf-16'
+        setting = "data.encoding: utf-16" if dialect.option == "data." else "--encoding utf-16"
+        utf16 = f'UTF-16 text ("Unicode text") needs {setting}'
         line = _lines(text[: text.index("\0")]) + 1
         return UserError(f"{path}, line {line}: a NUL character: not a text table in {encoding}; {utf16}")
     csv.field_size_limit(sys.maxsize)  # a field as long as the file: the table's own business
@@ -325,15 +355,15 @@ def _problem(
     row: list[str], header: list[str], numeric: list[int], categorical: list[int], label: int | None, wanted: Wanted
 ) -> str | None:
     """What is wrong with a row of the table, as pyarrow reads it, or None."""
-    import pyarrow.csv as pa_csv
 
     if len(row) != len(header):
         return f"{len(row)} fields, but the header has {len(header)}"
-    nulls = pa_csv.ConvertOptions().null_values  # the fields pyarrow reads as missing
+    nulls = missing_values()
     for c in [*numeric, *categorical]:
-        if row[c] in nulls and wanted.missing:
+        gap = row[c] in nulls or (c in categorical and text(row[c], nulls) is None)
+        if gap and wanted.missing:
             return f"column '{header[c]}' is missing ({row[c]!r}); {wanted.missing}"
-        if row[c] in nulls or c in categorical:
+        if gap or c in categorical:
             continue
         try:
             if not row[c].isascii() or "_" in row[c]:  # float() reads "1_000" and other digits, pyarrow does not
@@ -344,9 +374,9 @@ def _problem(
             return f"column '{header[c]}' is not a number: {abbreviate(row[c])}; {fix}"
         if not abs(value) < FLOAT32_LIMIT:  # NaN fails it too
             return f"column '{header[c]}' is {row[c][:60]}; only finite float32 numbers are allowed"
-    if label is None or (row[label] in nulls and not wanted.missing):
+    if label is None or (text(row[label], nulls) is None and not wanted.missing):
         return None
-    if row[label] in nulls or not row[label].strip():
+    if text(row[label], nulls) is None:
         what = "empty" if not row[label].strip() else f"missing ({row[label]!r})"
         return f"the label column '{header[label]}' is {what}; {LABEL_FIX}"
     if _missing(row[label]):
@@ -395,37 +425,38 @@ def read_parquet(
     if table.num_rows == 0:
         raise UserError(f"{path}: the table is empty; it needs at least one row")
     x = np.empty((table.num_rows, len(names)), dtype=np.float32)
-    values = {}
+    values, nulls = {}, missing_values()
     for j, column_name in enumerate([*names, *texts]):
         column = table.column(j)
         kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type  # pandas' categories
-        numbers = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        if j < len(names) and not numbers:
-            fix = "convert it, list it in data.categorical, or leave it out of data.features"
+        numbers = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+        if j < len(names) and not (numbers or pa.types.is_boolean(kind)):
+            fix = "convert it, list it in data.categorical, or leave it out of data.features" if label else "convert it"
             raise UserError(f"{path}: column '{column_name}' holds {kind}, not numbers; {fix}")
-        text = pa.types.is_boolean(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        textual = pa.types.is_boolean(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        textual = textual or pa.types.is_string_view(kind)
         what = f"the label column '{column_name}'" if column_name == label else f"column '{column_name}'"
-        if j >= len(names) and not (numbers or text):
+        if j >= len(names) and not (numbers or textual):
             raise UserError(f"{path}: {what} holds {kind}; each value must be one string or number")
         if j < len(names):
             with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: inf, reported below
-                x[:, j] = column.to_numpy()
+                x[:, j] = column.cast(pa.float64(), safe=False).to_numpy()  # integers, decimals, booleans
             absent = np.isnan(x[:, j])
             bad = np.flatnonzero(np.isinf(x[:, j]) | absent & bool(missing))
             problem = "is {}; only finite float32 numbers are allowed"
-        else:  # a float32 label as float32 writes it (0.1, not the float64 0.10000000149011612 it is read as)
-            as_text = (lambda v: str(np.float32(v))) if pa.types.is_float32(kind) else str
-            read = [None if v is None or v != v else name(as_text(v).strip()) for v in column.to_pylist()]
+        else:
+            float32 = pa.types.is_float32(kind)
+            read = [text(np.float32(v) if float32 and v is not None else v, nulls) for v in column.to_pylist()]
             values[column_name] = np.array(read, dtype=object)
             absent = values[column_name] == None  # noqa: E711 (elementwise)
-            bad = np.flatnonzero(absent & bool(missing) | np.array([v == "" or "\0" in (v or "") for v in read]))
-            problem = "holds a NUL, not text" if len(bad) and "\0" in (read[bad[0]] or "") else "is empty"
-            problem += "; every row needs its class" if column_name == label else "; give it a value"
+            bad = np.flatnonzero(absent & bool(missing) | np.array(["\0" in (v or "") for v in read], dtype=bool))
+            problem = "holds a NUL, not text; every row needs its class"
         if len(bad):
             fix = LABEL_FIX if column_name == label else missing
-            shown = "null" if column[int(bad[0])].as_py() is None else "NaN"
+            shown = column[int(bad[0])].as_py()
+            shown = "null" if shown is None else "NaN" if shown != shown else repr(shown)
             problem = f"is missing ({shown}); {fix}" if absent[bad[0]] else problem
-            raise UserError(f"{path}, row {bad[0] + 1}: {what} {problem.format(column[int(bad[0])])}")
+            raise UserError(f"{path}, row {bad[0] + 1}: {what} {problem.format(shown)}")
     if label is None:
         return Table(x, np.zeros(len(x), np.int64), (), tuple(names), values)
     classes, y = _labels(values.pop(label), f"{path}, column '{label}'")
