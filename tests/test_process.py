@@ -154,8 +154,10 @@ def test_a_full_disk_under_stdout_is_named(workdir):
     assert no_train_outputs(workdir)
 
 
-def test_prepare_says_what_it_read_before_it_writes(workdir):
-    """A closed stderr ends prepare at its summary line (SIGPIPE, 141): then nothing was written."""
+def test_prepare_says_what_it_did_before_its_outputs_take_their_place(workdir):
+    """A closed stderr fails prepare at its summary line, printed once its outputs are written and before
+    any is renamed: the temporaries are removed, and the stage ends as a closed pipe ends it (SIGPIPE)
+    with nothing written."""
     before = files(workdir)
     stage = stage_process(workdir, "prepare", stderr=subprocess.PIPE)
     stage.stderr.close()

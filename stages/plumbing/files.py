@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import stat
 import sys
 from collections.abc import Sequence
@@ -134,11 +135,14 @@ def write_outputs(outputs: Outputs, summary: str = "") -> None:
             content = data.encode("utf-8") if isinstance(data, str) else data
             temporary.append((path, _write_temporary(Path(path), content)))
         _check_inputs()
-        if summary:
+        if summary:  # a closed stderr is an error here, not SIGPIPE: the temporaries are then removed
+            piped = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             try:
                 print(printable(summary), file=sys.stderr, flush=True)
             except OSError as error:
                 raise OSError(error.errno, error.strerror, "standard error") from None
+            finally:
+                signal.signal(signal.SIGPIPE, piped)
         process.finishing()  # no signal ends the renames halfway
         for path, tmp in temporary:
             os.replace(tmp, path)
