@@ -393,7 +393,7 @@ INPUTS = {
     "costs inf": ("evaluate", write(COSTS, "epoch\tcost\n0\tinf\n"), f"{COSTS}: not the training costs written with this model"),
     "another run's costs": ("evaluate", other_costs, f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
     # predict: new rows (new.csv) and the model file alone
-    "new rows lack a column": ("predict", write("new.csv", "x1,x2,x4\n1,2,3\n"), "new.csv: no column 'x3' (a column the model reads); columns: x1, x2, x4"),
+    "new rows lack a column": ("predict", write("new.csv", "x1,x2,x4\n1,2,3\n"), "new.csv: no column 'x3', which the model reads; columns: x1, x2, x4; give a table with the model's columns (under dvc repro, predict.path names it)"),
     "new rows, text": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n1,abc,3,4\n"), "new.csv, line 3: column 'x2' is not a number: 'abc'; the model reads it as a number"),
     "new rows, a gap": ("predict", write("new.csv", "x4,x3,x2,x1\n1,2,3,4\n1,NA,3,4\n"), "new.csv, line 3: column 'x3' is missing ('NA'); the model was trained with data.missing: error, so it needs every value; fill it in"),
     "new rows, inf": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,inf\n"), "new.csv, line 2: column 'x4' is inf; only finite float32 numbers are allowed"),

@@ -95,12 +95,9 @@ class TrainParams:
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
 
 
-@dataclass(frozen=True, config=STRICT)
-class PredictParams:
-    path: Text  # the table `dvc repro` classifies with each model (dvc.yaml reads it)
-
-
-SECTIONS = {"data": DataParams, "train": TrainParams, "predict": PredictParams}
+SECTIONS = {"data": DataParams, "train": TrainParams}
+# predict's values reach its command line through dvc.yaml, and predict checks its command line itself.
+NAMES = (*SECTIONS, "predict")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -125,9 +122,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         raise UserError(f"{path}: not valid YAML ({first_line(error)[:100]}); fix it") from None
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected sections 'data' and 'train', got {abbreviate(params)}")
-    unknown = [str(name) for name in params if name not in SECTIONS]
+    unknown = [str(name) for name in params if name not in NAMES]
     if unknown:
-        raise UserError(f"{path}: unknown section {abbreviate(unknown[0])}; the sections are {', '.join(SECTIONS)}")
+        raise UserError(f"{path}: unknown section {abbreviate(unknown[0])}; the sections are {', '.join(NAMES)}")
     return params
 
 

@@ -117,9 +117,13 @@ def _columns(
         raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
     present = set(header)  # linear in the width, as the checks above
     missing = [column for column in [*(features or []), *categorical] if column not in present]
+    if missing and label is None:  # predict's table
+        fix = "give a table with the model's columns (under dvc repro, predict.path names it)"
+        raise UserError(
+            f"{path}: no column {abbreviate(missing[0])}, which the model reads; columns: {listing(header)}; {fix}"
+        )
     if missing:
         where = "data.features" if missing[0] in (features or []) else "data.categorical"
-        where = where if label is not None else "a column the model reads"
         raise UserError(f"{path}: no column {abbreviate(missing[0])} ({where}); columns: {listing(header)}")
     if features is not None:
         return list(features)
