@@ -48,9 +48,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
 	touch $@
 
-repro: $(VENV)/.installed ## create .venv (runtime packages only), run the pipeline, show the metrics
+repro: $(VENV)/.installed ## create .venv (runtime packages only), run the pipeline, show the metrics and predictions
 	dvc repro
 	dvc metrics show
+	@echo "predictions/high_level.csv, high_level's classes for the rows predict.path names:"
+	@cat predictions/high_level.csv
 
 lint: $(VENV)/.installed-dev ## ruff: lint and format check
 	ruff check .
