@@ -64,6 +64,7 @@ COPY bench/ bench/
 COPY docs/ docs/
 COPY metrics/ metrics/
 COPY plots/ plots/
+COPY predictions/ predictions/
 
 USER 1000:1000
 WORKDIR /work
