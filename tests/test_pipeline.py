@@ -267,7 +267,8 @@ def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProce
 
     def train_stages() -> list[psutil.Process]:
         assert dvc_process.poll() is None, "DVC ended before a train stage started"
-        return [p for p in stage_processes(clone) if "-m stages train " in " ".join(p.cmdline())]
+        # the command line as listed: a stage that ended since (prepare) is a zombie to ask again
+        return [p for p in stage_processes(clone) if "-m stages train " in " ".join(p.info["cmdline"] or [])]
 
     train = wait_for(train_stages, "a train stage to start")
     wait_for(lambda: importing_torch(train[0].pid), "the train stage to import torch")
