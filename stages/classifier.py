@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.data import distinct_names
 from stages.features import Preprocessing
 from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import read_tensors, tensors_bytes
@@ -66,8 +67,7 @@ def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
             raise ValueError("holds no weights and bias of a linear model")
         if W.dtype != np.float32 or b.dtype != np.float32:  # what training writes; bounds every logit
             raise ValueError(f"holds {W.dtype} weights, not the float32 ones training writes")
-        names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
-        if not names or len(set(classes)) != len(classes) or len(classes) != W.shape[1]:
+        if not distinct_names(classes) or len(classes) != W.shape[1]:
             raise ValueError(f"names classes {abbreviate(classes)} for {W.shape[1]} outputs")
         if len(preprocessing.features) != W.shape[0]:
             raise ValueError(f"has {W.shape[0]} inputs, but its preprocessing makes {len(preprocessing.features)}")

@@ -169,14 +169,23 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
     return subset(table, np.sort(np.concatenate(train_rows))), subset(table, np.sort(np.concatenate(test_rows)))
 
 
+def training_and_evaluation(table: Table, params: DataParams) -> tuple[Table, Table]:
+    """The training rows and the evaluation rows: the seeded split when data.test_size > 0, else the
+    whole table twice, as in the lesson."""
+    return split(table, params.test_size, params.seed) if params.test_size > 0 else (table, table)
+
+
 def prepare_table(table: Table, params: DataParams) -> Prepared:
-    """Split, then fit the preprocessing on the training split and apply it to both."""
+    return prepare_split(*training_and_evaluation(table, params), params)
+
+
+def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
+    """Fit the preprocessing on the training rows and apply it to both."""
     has_test = params.test_size > 0
-    train, test = split(table, params.test_size, params.seed) if has_test else (table, table)
     preprocessing = fit(train, params.missing, params.standardize)
     train_split = Split(preprocessing.apply(preprocessing.inputs(train)[0]), train.y)
     test_split = Split(preprocessing.apply(preprocessing.inputs(test)[0]), test.y) if has_test else train_split
-    return Prepared(train_split, test_split, table.classes, has_test, preprocessing)
+    return Prepared(train_split, test_split, train.classes, has_test, preprocessing)
 
 
 def prepared_bytes(prepared: Prepared) -> bytes:
@@ -191,12 +200,17 @@ def prepared_bytes(prepared: Prepared) -> bytes:
 FIX = "run `dvc repro prepare` first"
 
 
+def distinct_names(classes: object) -> bool:
+    """A class list as the stages write one: a list of distinct, non-empty strings."""
+    names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
+    return names and len(set(classes)) == len(classes)
+
+
 def load_prepared(path: str | Path) -> Prepared:
     """The prepared data, checked: a damaged file or one from another version is a one-line error."""
     arrays, info, digest = read_tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
     classes, has_test = info["classes"], info["has_test"]
-    names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
-    if not names or len(set(classes)) != len(classes) or len(classes) < 2:
+    if not distinct_names(classes) or len(classes) < 2:
         raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
     train = _checked_split(path, arrays, "train", len(classes))
     test = _checked_split(path, arrays, "eval", len(classes)) if has_test else train

@@ -10,9 +10,9 @@ from stages.data import (
     Prepared,
     check_table,
     load_table,
-    prepare_table,
+    prepare_split,
     prepared_bytes,
-    split,
+    training_and_evaluation,
     without_missing,
 )
 from stages.plumbing.errors import listing
@@ -23,17 +23,16 @@ from stages.plumbing.tables import Table, csv_bytes
 
 def prepare(params: DataParams) -> tuple[Prepared, Table, int]:
     """The prepared data, the rows to predict, and how many rows were left out for missing values."""
-    table, left_out = without_missing(load_table(params), params.missing if params.source in TABLES else "error")
+    table, left_out = without_missing(load_table(params), params.missing)  # the built-in sources have no gaps
     if params.source in TABLES:
         check_table(table, params.path, params.label, left_out)
     else:
         check_table(table, f"data.source={params.source}")
-    prepared = prepare_table(table, params)
+    train, evaluation = training_and_evaluation(table, params)
+    new_rows = evaluation
     if params.source == "toy":
         new_rows = Table(np.array(TOY_NEW, dtype=np.float32), np.zeros(len(TOY_NEW), np.int64), (), TOY_COLUMNS)
-    else:
-        new_rows = split(table, params.test_size, params.seed)[1] if prepared.has_test else table
-    return prepared, new_rows, left_out
+    return prepare_split(train, evaluation, params), new_rows, left_out
 
 
 def main(argv: list[str] | None = None) -> None:

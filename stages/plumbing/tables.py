@@ -9,6 +9,7 @@ row that is wrong, by the physical line it starts on (a quoted field may span li
 import codecs
 import contextlib
 import csv
+import functools
 import io
 import re
 import sys
@@ -236,6 +237,7 @@ def csv_bytes(table: Table, label: str | None = None) -> bytes:
     return sink.getvalue()
 
 
+@functools.cache  # read once per process: the explain pass asks for every row
 def missing_values() -> frozenset[str]:
     """The fields pyarrow's CSV reader reads as missing by default (empty, NA, N/A, NaN, null, ...)."""
     import pyarrow.csv as pa_csv
@@ -359,7 +361,6 @@ def _problem(
     row: list[str], header: list[str], numeric: list[int], categorical: list[int], label: int | None, wanted: Wanted
 ) -> str | None:
     """What is wrong with a row of the table, as pyarrow reads it, or None."""
-
     if len(row) != len(header):
         return f"{len(row)} fields, but the header has {len(header)}"
     nulls = missing_values()
@@ -378,9 +379,10 @@ def _problem(
             return f"column '{header[c]}' is not a number: {abbreviate(row[c])}; {fix}"
         if not abs(value) < FLOAT32_LIMIT:  # NaN fails it too
             return f"column '{header[c]}' is {row[c][:60]}; only finite float32 numbers are allowed"
-    if label is None or (text(row[label], nulls) is None and not wanted.missing):
+    absent = label is not None and text(row[label], nulls) is None
+    if label is None or (absent and not wanted.missing):
         return None
-    if text(row[label], nulls) is None:
+    if absent:
         what = "empty" if not row[label].strip() else f"missing ({row[label]!r})"
         return f"the label column '{header[label]}' is {what}; {LABEL_FIX}"
     if _missing(row[label]):
