@@ -26,12 +26,12 @@ RUN python3 -m venv /opt/venv
 # - Air-gapped: wheels in ./wheels (see wheels/README.md) and pip uses nothing else.
 # - Behind a TLS-intercepting proxy: --secret id=ca_bundle,src=/path/to/ca-certificates.crt
 # The developer tools (requirements-dev.txt: pytest, ruff, ...) too, for the `test` service.
-COPY requirements.txt requirements-dev.txt /tmp/
+COPY requirements.txt requirements-s3.txt requirements-dev.txt /tmp/
 RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
     --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
     if ls /tmp/wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links=/tmp/wheels; fi; \
-    pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt -r /tmp/requirements-dev.txt "$@"
+    pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt -r /tmp/requirements-s3.txt -r /tmp/requirements-dev.txt "$@"
 
 # Compose runs the container as the host user (HOST_UID), who may have no entry in /etc/passwd:
 # git settings go to the system config, and HOME is writable by anyone.
@@ -54,7 +54,7 @@ ENV HOME=/home/app \
 # The project, for the `test` service; the pipeline services work on the repository mounted at /work.
 WORKDIR /app
 COPY pyproject.toml params.yaml dvc.yaml dvc.lock .dvcignore .gitignore ./
-COPY README.md Makefile requirements.in requirements.txt requirements-dev.in requirements-dev.txt ./
+COPY README.md Makefile requirements.in requirements.txt requirements-s3.in requirements-s3.txt requirements-dev.in requirements-dev.txt ./
 COPY .dvc/config .dvc/.gitignore .dvc/
 COPY stages/ stages/
 COPY tests/ tests/

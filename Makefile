@@ -28,11 +28,11 @@ $(error TORCH=$(TORCH), but $(VENV) was made $(if $(VENV_TORCH),with TORCH=$(VEN
 endif
 endif
 
-.PHONY: help repro test test-quick lint lock bench container-check
+.PHONY: help repro s3 test test-quick lint lock bench container-check
 
 help: ## list the targets and variables
 	@echo "make TARGET [VARIABLE=value ...]"
-	@sed -n 's/^\([a-z-]*\):.*## \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
+	@sed -n 's/^\([a-z0-9-]*\):.*## \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
 	@echo "variables: PYTHON=$(PYTHON) (python3.11 to python3.14), VENV=$(VENV), TORCH=cpu (no CUDA libraries)"
 
 $(VENV)/.installed: requirements.txt
@@ -44,7 +44,11 @@ endif
 	echo "$(TORCH)" > $(VENV)/.torch
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+$(VENV)/.installed-s3: $(VENV)/.installed requirements-s3.txt
+	$(PIP) -r requirements-s3.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-s3 requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
 	touch $@
 
@@ -53,6 +57,8 @@ repro: $(VENV)/.installed ## create .venv (runtime packages only), run the pipel
 	dvc metrics show
 	@echo "predictions/high_level.csv, high_level's classes for the rows predict.path names:"
 	@cat predictions/high_level.csv
+
+s3: $(VENV)/.installed-s3 ## add DVC's S3 remote (dvc[s3], pinned) to .venv: docs/remote.md
 
 lint: $(VENV)/.installed-dev ## ruff: lint and format check
 	ruff check .
@@ -71,14 +77,18 @@ bench: $(VENV)/.installed-dev ## the benchmark (about 6 minutes): prints ratios,
 container-check: ## the image, built and run for real with podman (as root, on a Debian machine like CI's)
 	bash .ci/container-check
 
-lock: ## re-pin requirements.txt and requirements-dev.txt after a change to requirements*.in
+lock: ## re-pin requirements.txt, requirements-s3.txt and requirements-dev.txt after a change to requirements*.in
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --disable-pip-version-check -r requirements.in
 	{ echo "# Every package make repro installs, pinned: generated from requirements.in by 'make lock'."; \
 	  .lock-venv/bin/python -m pip freeze | sed -e 's/^torch==\([^+]*\)+.*/torch==\1/'; } > requirements.txt
-	.lock-venv/bin/python -m pip install --disable-pip-version-check -c requirements.txt -r requirements-dev.in
-	{ echo "# What make test adds to requirements.txt, pinned: generated from requirements-dev.in by 'make lock'."; \
+	.lock-venv/bin/python -m pip install --disable-pip-version-check -c requirements.txt -r requirements-s3.in
+	{ echo "# What make s3 adds to requirements.txt (DVC's S3 remote), pinned: generated from requirements-s3.in by 'make lock'."; \
 	  .lock-venv/bin/python -m pip freeze | sed -e 's/^torch==\([^+]*\)+.*/torch==\1/' | grep -vxF -f requirements.txt; } \
-	  > requirements-dev.txt
+	  > requirements-s3.txt
+	.lock-venv/bin/python -m pip install --disable-pip-version-check -c requirements.txt -c requirements-s3.txt -r requirements-dev.in
+	{ echo "# What make test adds to requirements.txt and requirements-s3.txt, pinned: generated from requirements-dev.in by 'make lock'."; \
+	  .lock-venv/bin/python -m pip freeze | sed -e 's/^torch==\([^+]*\)+.*/torch==\1/' | grep -vxF -f requirements.txt \
+	  | grep -vxF -f requirements-s3.txt; } > requirements-dev.txt
 	rm -rf .lock-venv

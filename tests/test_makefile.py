@@ -58,10 +58,14 @@ def test_by_default_only_the_usual_index(tmp_path):
     assert line.endswith("-r requirements.txt") and "index-url" not in line
 
 
-def test_repro_installs_no_developer_tools_and_test_does(tmp_path):
+@pytest.mark.parametrize("target, installs", [
+    ("repro", ["requirements.txt"]),
+    ("s3", ["requirements.txt", "requirements-s3.txt"]),
+    ("test", ["requirements.txt", "requirements-s3.txt", "requirements-dev.txt"]),
+])  # fmt: skip
+def test_each_target_installs_only_what_it_needs(tmp_path, target, installs):
     venv = tmp_path / "venv"
-    assert not any("requirements-dev.txt" in line for line in dry_run(f"VENV={venv}", "repro"))
-    assert any(line.endswith("-r requirements-dev.txt") for line in pip_lines(dry_run(f"VENV={venv}", "test")))
+    assert [line.split(" -r ")[-1] for line in pip_lines(dry_run(f"VENV={venv}", target))] == installs
 
 
 def test_test_runs_the_whole_suite_on_every_core_and_test_quick_leaves_out_the_slow_tests(tmp_path):
@@ -116,7 +120,8 @@ def test_runtime_and_developer_pins_do_not_overlap_and_stages_need_no_developer_
         lines = (REPO / path).read_text().splitlines()
         return {line.split("==")[0].lower() for line in lines if "==" in line}
 
-    assert names("requirements.txt").isdisjoint(names("requirements-dev.txt"))
+    pins = [names(path) for path in ("requirements.txt", "requirements-s3.txt", "requirements-dev.txt")]
+    assert sum(map(len, pins)) == len(set().union(*pins))
     for module in (REPO / "stages").glob("*.py"):
         imports = set(re.findall(r"^\s*(?:import|from) (\w+)", module.read_text(), re.MULTILINE))
         assert imports.isdisjoint({"pytest", "ruff", "vl_convert", "threadpoolctl"}), module

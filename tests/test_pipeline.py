@@ -4,18 +4,27 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
+import boto3
+import moto.settings
 import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from filelock import FileLock
+from moto.core.authorization import ActionAuthenticatorMixin
+from moto.server import ThreadedMotoServer
 
 from scripts.pipeline_copy import copy_pipeline
 from stages.models import IMPLEMENTATIONS
@@ -145,15 +154,76 @@ def test_forced_repro_changes_no_byte(clone):
     assert sh(clone, "git", "status", "--porcelain") == ""
 
 
-def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path):
-    """The default remote (.dvc/config: ~/dvc-storage/softmax-three-ways) shares results on one machine."""
+class S3(NamedTuple):
+    endpoint: str
+    bucket: str
+    key_id: str
+    secret: str
+
+    def objects(self) -> list[str]:
+        client = boto3.client("s3", **self.credentials())
+        return [item["Key"] for item in client.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
+
+    def credentials(self, secret: str | None = None) -> dict[str, str]:
+        return dict(endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=self.key_id,
+                    aws_secret_access_key=secret or self.secret)  # fmt: skip
+
+
+@pytest.fixture
+def s3(monkeypatch) -> Iterator[S3]:
+    """An S3 API on 127.0.0.1: moto's server (as dvc-s3's own tests run it), with a bucket and a user
+    whose key signs every request. After the set-up's four requests it checks signatures as AWS does,
+    so a wrong secret is refused."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        # moto keeps its buckets, users and request count per process, not per server: start afresh.
+        urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
+        monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 4)
+        monkeypatch.setattr(ActionAuthenticatorMixin, "request_count", 0)
+        anyone = S3(f"http://{host}:{port}", "team-results", "set-up", "set-up")
+        boto3.client("s3", **anyone.credentials()).create_bucket(Bucket=anyone.bucket)
+        iam = boto3.client("iam", **anyone.credentials())
+        iam.create_user(UserName="teammate")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="teammate", PolicyName="results", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="teammate")["AccessKey"]
+        yield anyone._replace(key_id=key["AccessKeyId"], secret=key["SecretAccessKey"])
+    finally:
+        server.stop()
+
+
+def use_s3(repo: Path, s3: S3, secret: str | None = None, endpoint: str | None = None) -> None:
+    """What docs/remote.md tells a team: the remote in .dvc/config (in git), the key in .dvc/config.local."""
+    dvc(repo, "remote", "add", "-f", "-d", "team", f"s3://{s3.bucket}/softmax-three-ways")
+    dvc(repo, "remote", "modify", "team", "endpointurl", endpoint or s3.endpoint)
+    dvc(repo, "remote", "modify", "--local", "team", "access_key_id", s3.key_id)
+    dvc(repo, "remote", "modify", "--local", "team", "secret_access_key", secret or s3.secret)
+
+
+@pytest.mark.parametrize("remote", ["local folder", "S3"])
+def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path, remote, request):
+    """A team's day: push after repro; a teammate's clone pulls and reruns nothing; the model registry
+    serves a model. Through the default remote (.dvc/config: ~/dvc-storage/softmax-three-ways), and
+    through an S3 API configured as docs/remote.md says."""
     env = {**ENV, "HOME": str(tmp_path / "home")}
+    if remote == "S3":
+        s3 = request.getfixturevalue("s3")
+        use_s3(clone, s3)
+        sh(clone, "git", "commit", "-q", "-am", "the team's remote")
+        assert "config.local" in (clone / ".dvc/.gitignore").read_text()  # the key stays out of git
     assert "8 files pushed" in dvc(clone, "push", env=env)  # the prepared data, its new rows, 3 models, 3 ONNX files
-    storage = tmp_path / "home/dvc-storage/softmax-three-ways"
-    assert storage.is_dir()
+    if remote == "S3":
+        assert len(s3.objects()) == 8
+    else:
+        assert (tmp_path / "home/dvc-storage/softmax-three-ways").is_dir()
     teammate = tmp_path / "teammate"
     sh(tmp_path, "git", "clone", "-q", str(clone), str(teammate))
     assert not (teammate / "models/functional.safetensors").exists()
+    if remote == "S3":  # the teammate's own copy of the key
+        dvc(teammate, "remote", "modify", "--local", "team", "access_key_id", s3.key_id)
+        dvc(teammate, "remote", "modify", "--local", "team", "secret_access_key", s3.secret)
     dvc(teammate, "pull", env=env)
     for name in ["data/prepared.safetensors", *(f"models/{impl}.safetensors" for impl in IMPLEMENTATIONS)]:
         assert (teammate / name).read_bytes() == (clone / name).read_bytes(), name
@@ -161,12 +231,43 @@ def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path):
     assert "up to date" in dvc(teammate, "status", env=env)
     assert sh(teammate, "git", "status", "--porcelain") == ""
     # DVC's model registry: a version registered with a git tag (GTO's format), then the model by its
-    # artifact name, from the repository and its remote alone.
+    # artifact name, from the repository and its remote alone (the key in the environment, as in a container).
     sh(clone, "git", "tag", "-a", "high_level@v1.0.0", "-m", "the lesson's model")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    if remote == "S3":
+        env |= {"AWS_ACCESS_KEY_ID": s3.key_id, "AWS_SECRET_ACCESS_KEY": s3.secret}
     dvc(elsewhere, "artifacts", "get", str(clone), "high_level", env=env)
     assert (elsewhere / "high_level.safetensors").read_bytes() == (clone / "models/high_level.safetensors").read_bytes()
+
+
+# What the remote is given, and what DVC's error then names.
+S3_FAULTS = {
+    "wrong secret": ("secret", "wrong", "SignatureDoesNotMatch|Forbidden"),  # S3 says no more to a HEAD request
+    "unreachable endpoint": ("endpoint", "http://127.0.0.1:{closed_port}", "Could not connect to the endpoint"),
+}
+
+
+@pytest.mark.parametrize("fault", S3_FAULTS)
+def test_an_s3_remote_that_refuses_loses_nothing(clone, s3, fault):
+    """DVC's own error, a non-zero exit, and every local result still there: for push and for pull."""
+    setting, value, cause = S3_FAULTS[fault]
+    with socket.socket() as closed:  # a port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        value = value.format(closed_port=closed.getsockname()[1])
+    use_s3(clone, s3, **{setting: value})
+    # botocore retries a refused connection with back-off (6 s in all); one attempt ends in the same error.
+    env = {**ENV, "AWS_MAX_ATTEMPTS": "1"}
+    before = outputs_of(clone)
+    for command in ("push", "pull"):
+        dvc_command = [sys.executable, "-m", "dvc", command]
+        result = subprocess.run(dvc_command, cwd=clone, env=env, capture_output=True, text=True)
+        assert result.returncode != 0
+        assert result.stderr.startswith("ERROR: ") and re.search(cause, result.stderr), result.stderr
+        assert "Traceback" not in result.stderr
+        assert outputs_of(clone) == before
+    assert s3.objects() == []
+    assert "Data and pipelines are up to date." in dvc(clone, "repro")
 
 
 def test_plots_show_renders_the_three_cost_curves(clone):
