@@ -28,7 +28,7 @@ $(error TORCH=$(TORCH), but $(VENV) was made $(if $(VENV_TORCH),with TORCH=$(VEN
 endif
 endif
 
-.PHONY: help repro s3 test test-quick lint lock bench container-check
+.PHONY: help repro s3 test test-quick lint lock bench container-check verify
 
 help: ## list the targets and variables
 	@echo "make TARGET [VARIABLE=value ...]"
@@ -59,6 +59,9 @@ repro: $(VENV)/.installed ## create .venv (runtime packages only), run the pipel
 	@cat predictions/high_level.csv
 
 s3: $(VENV)/.installed-s3 ## add DVC's S3 remote (dvc[s3], pinned) to .venv: docs/remote.md
+
+verify: $(VENV)/.installed ## rerun the whole pipeline in a scratch copy; check every output against dvc.lock
+	python scripts/verify.py
 
 lint: $(VENV)/.installed-dev ## ruff: lint and format check
 	ruff check .

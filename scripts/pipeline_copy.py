@@ -10,10 +10,10 @@ PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/
                   "datasets", "plots/offline-template.html")  # fmt: skip
 
 
-def copy_pipeline(root: Path) -> Path:
-    """Copy the pipeline into `root` (created) and `git init` it; nothing is committed."""
+def copy_pipeline(root: Path, repository: Path = REPO) -> Path:
+    """Copy the pipeline of `repository` into `root` (created) and `git init` it; nothing is committed."""
     for name in PIPELINE_FILES:
-        source, target = REPO / name, root / name
+        source, target = repository / name, root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))

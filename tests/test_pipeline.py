@@ -26,6 +26,7 @@ from filelock import FileLock
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.server import ThreadedMotoServer
 
+from scripts import verify
 from scripts.pipeline_copy import copy_pipeline
 from stages.models import IMPLEMENTATIONS
 from tests.waiting import importing_torch, wait_for
@@ -147,11 +148,51 @@ def test_second_repro_runs_nothing(clone):
     assert sh(clone, "git", "status", "--porcelain") == ""
 
 
-def test_forced_repro_changes_no_byte(clone):
-    before = {name: (clone / name).read_bytes() for name in RESULTS}
-    dvc(clone, "repro", "-f")
-    assert {name: (clone / name).read_bytes() for name in RESULTS} == before
-    assert sh(clone, "git", "status", "--porcelain") == ""
+def run_verify(repository: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "scripts/verify.py"), str(repository)]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("lock", ["as committed", "an output altered"])
+def test_verify_reruns_the_pipeline_elsewhere_and_checks_dvc_lock(clone, lock):
+    """`make verify` in a clean clone: every output matches dvc.lock, exit 0, the workspace untouched; with
+    one output's MD5 altered in dvc.lock, it names that output and exits 1."""
+    if lock == "an output altered":
+        text = (clone / "dvc.lock").read_text()
+        recorded = verify.read_lock(clone / "dvc.lock")["evaluate@functional"]["outs"]["metrics/functional.json"]
+        (clone / "dvc.lock").write_text(text.replace(recorded, "0" * 32))
+    before = outputs_of(clone) | {"dvc.lock": (clone / "dvc.lock").read_bytes()}
+    result = run_verify(clone)
+    *_, last = result.stdout.splitlines()
+    assert outputs_of(clone) | {"dvc.lock": (clone / "dvc.lock").read_bytes()} == before
+    if lock == "as committed":
+        assert result.returncode == 0 and last.startswith("verify: OK: all 23 outputs of 10 stages match dvc.lock")
+        assert "train@high_level     4 of 4 outputs match" in result.stdout
+    else:
+        assert result.returncode == 1 and last.startswith("verify: FAILED: 1 of 23 outputs differ from dvc.lock")
+        assert "evaluate@functional  1 of 2 outputs differ: metrics/functional.json" in result.stdout
+        scratch = Path(last.rsplit("; ", 1)[1].removesuffix(" is kept"))
+        assert (scratch / "metrics/functional.json").read_bytes() == (clone / "metrics/functional.json").read_bytes()
+        shutil.rmtree(scratch)
+
+
+STAGE = {"deps": {"stages/train.py": "a"}, "params": {"train": {"lr": 0.1}}, "outs": {"model": "b", "costs": "c"}}
+# How a recorded dvc.lock can disagree with the rerun's, and the line verify prints for the stage.
+LOCK_CASES = {
+    "the same": ({}, "2 of 2 outputs match", []),
+    "an output": ({"outs": {"model": "x", "costs": "c"}}, "1 of 2 outputs differ: model", ["model"]),
+    "a stale lock": ({"deps": {"stages/train.py": "x"}}, "(not from the inputs dvc.lock records: stages/train.py;", []),
+    "other params": ({"params": {"train": {"lr": 0.2}}}, "(not from the inputs dvc.lock records: params;", []),
+    "no such stage": (None, "not in dvc.lock: dvc.lock and dvc.yaml disagree", ["train"]),
+}
+
+
+@pytest.mark.parametrize("case", LOCK_CASES)
+def test_verify_names_what_differs(case):
+    change, line, differ = LOCK_CASES[case]
+    recorded = {} if change is None else {"train": STAGE | change}
+    lines, found = verify.compare(recorded, {"train": STAGE})
+    assert line in lines[0] and found == differ
 
 
 class S3(NamedTuple):

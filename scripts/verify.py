@@ -1,0 +1,101 @@
+"""`make verify`: prove that this repository's results reproduce. Reruns the whole pipeline (`dvc repro
+-f`) in a scratch copy of the repository's code, parameters and datasets (the workspace is not
+touched), then compares, stage by stage, every file the rerun made with the MD5 that this repository's
+dvc.lock records for it. Ends in one line, and exits 0 when all match, 1 when any differs (the scratch
+copy is then kept for a look), 2 when the rerun itself fails.
+
+    python scripts/verify.py [REPOSITORY]     # the current directory by default
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # scripts/ run as a file: the project's root
+from scripts.pipeline_copy import copy_pipeline
+
+Lock = dict[str, dict]
+
+
+def read_lock(path: Path) -> Lock:
+    """dvc.lock's stages: {stage: {"deps": {path: md5}, "params": {...}, "outs": {path: md5}}}."""
+    stages = YAML(typ="safe").load(path.read_text())["stages"]
+    return {
+        name: {
+            "deps": {item["path"]: item["md5"] for item in stage.get("deps", [])},
+            "params": stage.get("params", {}),
+            "outs": {item["path"]: item["md5"] for item in stage.get("outs", [])},
+        }
+        for name, stage in stages.items()
+    }
+
+
+def differing(recorded: dict, rerun: dict) -> list[str]:
+    return sorted(key for key in recorded.keys() | rerun.keys() if recorded.get(key) != rerun.get(key))
+
+
+def compare(recorded: Lock, rerun: Lock) -> tuple[list[str], list[str]]:
+    """A line per stage, and every output that does not match the MD5 recorded. A stage whose inputs
+    (code, data, params) are not those recorded says so: its lock describes another run, not this code."""
+    lines, differ = [], []
+    names = list(recorded) + [name for name in rerun if name not in recorded]
+    width = max(map(len, names))
+    for name in names:
+        if name not in rerun or name not in recorded:
+            where = "dvc.lock" if name not in recorded else "the rerun"
+            lines.append(f"{name:<{width}}  not in {where}: dvc.lock and dvc.yaml disagree; run `dvc repro`")
+            differ.append(name)
+            continue
+        was, now = recorded[name], rerun[name]
+        bad = differing(was["outs"], now["outs"])
+        differ += bad
+        n = len(was["outs"])
+        line = f"{len(bad)} of {n} outputs differ: {', '.join(bad)}" if bad else f"{n} of {n} outputs match"
+        if changed := differing(was["deps"], now["deps"]) + ["params"] * (was["params"] != now["params"]):
+            line += f" (not from the inputs dvc.lock records: {', '.join(changed)}; run `dvc repro`, commit dvc.lock)"
+        lines.append(f"{name:<{width}}  {line}")
+    return lines, differ
+
+
+def main(argv: list[str]) -> int:
+    repository = Path(argv[0] if argv else ".").resolve()
+    if not (repository / "dvc.lock").is_file():
+        print(f"verify: error: {repository}/dvc.lock not found; run it in the repository, after `dvc repro`")
+        return 2
+    recorded = read_lock(repository / "dvc.lock")
+    scratch = Path(tempfile.mkdtemp(prefix="verify-"))
+    copy_pipeline(scratch, repository)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    print(f"verify: rerunning every stage (dvc repro -f) in {scratch}", flush=True)
+    start = time.monotonic()
+    rerun = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "-f"], cwd=scratch, env=env, capture_output=True, text=True
+    )
+    if rerun.returncode != 0:
+        print(rerun.stdout + rerun.stderr, end="")
+        print(f"verify: error: the rerun failed (dvc repro -f exited {rerun.returncode}); {scratch} is kept")
+        return 2
+    lines, differ = compare(recorded, read_lock(scratch / "dvc.lock"))
+    print("\n".join(lines))
+    outputs = sum(len(stage["outs"]) for stage in recorded.values())
+    took = f"{time.monotonic() - start:.0f} s"
+    if differ:
+        print(f"verify: FAILED: {len(differ)} of {outputs} outputs differ from dvc.lock ({took}); {scratch} is kept")
+        return 1
+    shutil.rmtree(scratch)
+    print(f"verify: OK: all {outputs} outputs of {len(recorded)} stages match dvc.lock ({took})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
