@@ -8,6 +8,7 @@ torch is imported only for the synthetic data, which it draws (the same data as 
 """
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from stages.features import Preprocessing, fit
 from stages.plumbing.errors import UserError, abbreviate, listing
-from stages.plumbing.files import read_tensors, tensors_bytes
+from stages.plumbing.files import open_tensors, tensors_bytes
 from stages.plumbing.params import DataParams, memory_limit
 from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_csv, read_parquet
 
@@ -32,6 +33,12 @@ TOY_NEW = [[1, 2, 2, 1], [3, 1, 4, 5], [1, 6, 7, 7], [2, 4, 4, 4]]
 class Split:
     x: np.ndarray
     y: np.ndarray
+    start: int = 0  # the first row's place in the split: these may be some of its rows (a process's share)
+    of: int = -1  # the split's row count; -1: len(y), these are all of them
+
+    @property
+    def total(self) -> int:
+        return len(self.y) if self.of < 0 else self.of
 
 
 @dataclass(frozen=True)
@@ -206,36 +213,73 @@ def distinct_names(classes: object) -> bool:
     return names and len(set(classes)) == len(classes)
 
 
-def load_prepared(path: str | Path) -> Prepared:
-    """The prepared data, checked: a damaged file or one from another version is a one-line error."""
-    arrays, info, digest = read_tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
-    classes, has_test = info["classes"], info["has_test"]
-    if not distinct_names(classes) or len(classes) < 2:
-        raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
-    train = _checked_split(path, arrays, "train", len(classes))
-    test = _checked_split(path, arrays, "eval", len(classes)) if has_test else train
-    try:
-        preprocessing = Preprocessing.from_tensors(arrays, info["preprocessing"])
-    except ValueError as error:
-        raise UserError(f"{path}: {error}; {FIX}") from None
-    n_features = len(preprocessing.features)
-    if test.x.shape[1] != n_features or train.x.shape[1] != n_features:
-        raise UserError(
-            f"{path}: eval_x has {test.x.shape[1]} features, train_x {train.x.shape[1]}, its preprocessing "
-            f"{n_features}; {FIX}"
-        )
-    return Prepared(train, test, tuple(classes), bool(has_test), preprocessing, digest)
+class PreparedFile:
+    """The prepared data file, checked and open: what it describes (classes, preprocessing, ...) at once,
+    and its rows only when asked for, a share or a block at a time, so that a process holds only those."""
+
+    def __init__(self, path: str | Path) -> None:
+        tensors = open_tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
+        classes, has_test = tensors.info["classes"], tensors.info["has_test"]
+        if not distinct_names(classes) or len(classes) < 2:
+            raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
+        small = {name: tensors.rows(name) for name in tensors.layout if name.startswith("preprocessing.")}
+        try:
+            self.preprocessing = Preprocessing.from_tensors(small, tensors.info["preprocessing"])
+        except ValueError as error:
+            raise UserError(f"{path}: {error}; {FIX}") from None
+        self.path, self.tensors, self.classes, self.has_test = path, tensors, tuple(classes), bool(has_test)
+        self.sha256, self.n_features = tensors.sha256, len(self.preprocessing.features)
+        for name in ("train", "eval") if has_test else ("train",):
+            self._check_split(name)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def _check_split(self, name: str) -> None:
+        layout = self.tensors.layout
+        if not {f"{name}_x", f"{name}_y"} <= layout.keys():
+            raise UserError(f"{self.path}: has no {name}_x and {name}_y; {FIX}")
+        (x_type, x_shape, _), (y_type, y_shape, _) = layout[f"{name}_x"], layout[f"{name}_y"]
+        if x_type != np.float32 or len(x_shape) != 2 or y_type != np.int64 or y_shape != x_shape[:1] or 0 in x_shape:
+            raise UserError(
+                f"{self.path}: {name}_x {x_type}{list(x_shape)} and {name}_y {y_type}{list(y_shape)} are not "
+                f"a table of float32 features and its int64 labels; {FIX}"
+            )
+        if x_shape[1] != self.n_features:
+            raise UserError(
+                f"{self.path}: {name}_x has {x_shape[1]} features, its preprocessing {self.n_features}; {FIX}"
+            )
+
+    def n_rows(self, split: str) -> int:
+        """The rows of a split: "train", or "eval" (the training rows again when there is no test split)."""
+        return self.tensors.shape(f"{self._stored(split)}_y")[0]
+
+    def _stored(self, split: str) -> str:
+        return split if self.has_test else "train"
+
+    def rows(self, split: str, rows: slice = slice(None)) -> Split:
+        """Some rows of a split, all of them by default; a label beyond the class list is a damaged file."""
+        name = self._stored(split)
+        start, stop, _ = rows.indices(self.n_rows(split))
+        y = self.tensors.rows(f"{name}_y", start, stop)
+        if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
+            raise UserError(
+                f"{self.path}: {name}_y holds class {int(y.max())} but the file names {self.n_classes} classes; {FIX}"
+            )
+        return Split(self.tensors.rows(f"{name}_x", start, stop), y, start, self.n_rows(split))
+
+    def blocks(self, split: str) -> Iterator[Split]:
+        """A split a block of rows at a time (about 16 MB of features each)."""
+        size = self.tensors.block_rows(f"{self._stored(split)}_x")
+        for start in range(0, self.n_rows(split), size):
+            yield self.rows(split, slice(start, start + size))
 
 
-def _checked_split(path: str | Path, arrays: dict[str, np.ndarray], name: str, n_classes: int) -> Split:
-    if not {f"{name}_x", f"{name}_y"} <= arrays.keys():
-        raise UserError(f"{path}: has no {name}_x and {name}_y; {FIX}")
-    x, y = arrays[f"{name}_x"], arrays[f"{name}_y"]
-    if x.dtype != np.float32 or x.ndim != 2 or y.dtype != np.int64 or y.shape != (len(x),) or 0 in x.shape:
-        raise UserError(
-            f"{path}: {name}_x {x.dtype}{list(x.shape)} and {name}_y {y.dtype}{list(y.shape)} are not "
-            f"a table of float32 features and its int64 labels; {FIX}"
-        )
-    if y.min() < 0 or y.max() >= n_classes:
-        raise UserError(f"{path}: {name}_y holds class {int(y.max())} but the file names {n_classes} classes; {FIX}")
-    return Split(x, y)
+def load_prepared(path: str | Path, share: Callable[[int], slice] = lambda rows: slice(rows)) -> Prepared:
+    """The prepared data, checked: a damaged file or one from another version is a one-line error. Each
+    split holds the rows that `share` gives this process of its row count: all of them by default."""
+    file = PreparedFile(path)
+    train = file.rows("train", share(file.n_rows("train")))
+    test = file.rows("eval", share(file.n_rows("eval"))) if file.has_test else train
+    return Prepared(train, test, file.classes, file.has_test, file.preprocessing, file.sha256)

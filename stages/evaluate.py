@@ -6,43 +6,67 @@ stage that does not spend seconds importing torch)."""
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from stages.classifier import FIX, Classifier, load_classifier, log_probabilities
-from stages.data import Prepared, Split, load_prepared
+from stages.data import PreparedFile, Split
 from stages.plumbing.errors import UserError, listing
 from stages.plumbing.files import StageArguments, float32_text, open_input, sha256, write_outputs
 
 
+class Tally:
+    """What the scores are computed from, added up a block of rows at a time, so that evaluate holds one
+    block, however many rows a split has: rows, correct predictions, the sum of the costs, and per class
+    the rows, the predictions and the right ones."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.rows = self.correct = 0
+        self.cost = 0.0
+        self.actual, self.predicted, self.right = (np.zeros(n_classes, np.int64) for _ in range(3))
+
+    def add(self, model: Classifier, data: Split) -> np.ndarray:
+        """Count the rows of `data`; returns the predicted class of each."""
+        log_p = log_probabilities(model, data.x)
+        predicted = log_p.argmax(axis=1)
+        self.cost += float(-log_p[np.arange(len(data.y)), data.y].sum())
+        self.count(data.y, predicted)
+        return predicted
+
+    def count(self, actual: np.ndarray, predicted: np.ndarray) -> None:
+        self.rows += len(actual)
+        self.correct += int((predicted == actual).sum())
+        for counts, classes in (
+            (self.actual, actual),
+            (self.predicted, predicted),
+            (self.right, actual[actual == predicted]),
+        ):
+            counts += np.bincount(classes, minlength=len(counts))
+
+    def scores(self) -> dict[str, float]:
+        """Accuracy, mean cross-entropy and macro F1 of the rows counted. Macro F1 averages over the classes
+        that occur or are predicted (as scikit-learn's f1_score with average="macro" does); a class never
+        predicted right scores 0."""
+        both = self.actual + self.predicted
+        present = both > 0
+        f1 = float((2 * self.right[present] / both[present]).mean())
+        return {"accuracy": self.correct / self.rows, "cost": self.cost / self.rows, "f1_macro": f1}
+
+
 def scores(model: Classifier, data: Split) -> tuple[dict[str, float], np.ndarray]:
     """Accuracy, mean cross-entropy and macro F1 on `data`, and the predicted class of every row."""
-    log_p = log_probabilities(model, data.x)
-    predicted = log_p.argmax(axis=1)
-    cost = -log_p[np.arange(len(data.y)), data.y].mean()
-    accuracy = float((predicted == data.y).mean())
-    return {
-        "accuracy": accuracy,
-        "cost": float(cost),
-        "f1_macro": macro_f1(data.y, predicted, model.W.shape[1]),
-    }, predicted
+    tally = Tally(model.W.shape[1])
+    predicted = tally.add(model, data)
+    return tally.scores(), predicted
 
 
-def macro_f1(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
-    """F1 averaged over the classes that occur in `actual` or `predicted` (as scikit-learn's f1_score
-    with average="macro" does); a class never predicted right scores 0."""
-    true_positives = np.bincount(actual[actual == predicted], minlength=n_classes)
-    both = np.bincount(actual, minlength=n_classes) + np.bincount(predicted, minlength=n_classes)
-    present = both > 0
-    return float((2 * true_positives[present] / both[present]).mean())
-
-
-def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> str:
+def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str], header: bool = True) -> str:
     """One row per evaluated sample, for DVC's confusion template; rows end in LF, as the other files do."""
     names = [_csv_field(name) for name in classes]
     rows = zip(actual.tolist(), predicted.tolist(), strict=True)
-    return "actual,predicted\n" + "".join(f"{names[a]},{names[p]}\n" for a, p in rows)
+    return "actual,predicted\n" * header + "".join(f"{names[a]},{names[p]}\n" for a, p in rows)
 
 
 def _csv_field(text: str) -> str:
@@ -65,7 +89,7 @@ def float32_values(metrics: dict, prefix: str = "") -> dict:
     return values
 
 
-def load_model(path: str | Path, prepared: Prepared, data_path: str | Path) -> Classifier:
+def load_model(path: str | Path, prepared: PreparedFile, data_path: str | Path) -> Classifier:
     """The trained model, checked against the prepared data: the model records the SHA-256 of the
     prepared file it was trained on (and of the costs it wrote), so that no file of another run
     (another split, standardized or not, another implementation's costs) goes into its metrics."""
@@ -102,16 +126,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("metrics", help="where to write the metrics (JSON), e.g. metrics/low_level.json")
     parser.add_output("confusion", help="where to write actual and predicted classes (CSV)")
     args = parser.parse_args(argv)
-    prepared = load_prepared(args.data)
+    prepared = PreparedFile(args.data)  # read a block of rows at a time: memory does not grow with the rows
     model = load_model(args.model, prepared, args.data)
-    info = model.info
+    classes = list(prepared.classes)
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
     # final_cost is the lesson's last printed number: the training cost before the last update.
-    metrics: dict = {"final_cost": final_cost(args.costs, info["costs_sha256"])}
-    metrics["train"], predicted = scores(model, prepared.train)
+    metrics: dict = {"final_cost": final_cost(args.costs, model.info["costs_sha256"])}
     if prepared.has_test:
-        metrics["test"], predicted = scores(model, prepared.eval)
-    metrics = float32_values(metrics)
-    metrics["device"] = info["device"]  # where it was trained
-    confusion = confusion_csv(prepared.eval.y, predicted, list(prepared.classes))
-    write_outputs({args.metrics: json.dumps(metrics, indent=2, allow_nan=False) + "\n", args.confusion: confusion})
+        train = Tally(prepared.n_classes)
+        for block in prepared.blocks("train"):
+            train.add(model, block)
+        metrics["train"] = train.scores()
+    evaluation = Tally(prepared.n_classes)  # the test split's, or else the training data's
+
+    def confusion() -> Iterator[bytes]:
+        for block in prepared.blocks("eval"):
+            yield confusion_csv(block.y, evaluation.add(model, block), classes, header=block.start == 0).encode()
+
+    def metrics_json() -> Iterator[bytes]:  # written after the confusion rows, once they are all counted
+        metrics["test" if prepared.has_test else "train"] = evaluation.scores()
+        values = float32_values(metrics) | {"device": model.info["device"]}  # where it was trained
+        yield (json.dumps(values, indent=2, allow_nan=False) + "\n").encode()
+
+    write_outputs({args.confusion: confusion(), args.metrics: metrics_json()})

@@ -440,7 +440,7 @@ CHANGES = {
     "prepared under train": (train, "train", replace_prepared, PREPARED),
     "params under train": (train, "train", edit_params, "params.yaml"),
     "params under prepare": (prepare, "prepare_split", edit_params, "params.yaml"),
-    "model under evaluate": (evaluate, "scores", replace_model, MODEL),
+    "model under evaluate": (evaluate, "confusion_csv", replace_model, MODEL),
 }
 
 

@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 from stages import evaluate, prepare, train
 from stages.classifier import Classifier
 from stages.data import Split
-from stages.evaluate import confusion_csv, macro_f1, scores
+from stages.evaluate import Tally, confusion_csv, scores
 from stages.features import Preprocessing
 from stages.models import IMPLEMENTATIONS
 
@@ -32,7 +32,9 @@ def test_macro_f1_matches_scikit_learn(seed):
     predicted[predicted == 3] = 2  # class 3 never predicted: its F1 is 0
     expected = f1_score(actual.numpy(), predicted.numpy(), average="macro")
     # Class 4 occurs nowhere: left out, as by scikit-learn.
-    assert macro_f1(actual.numpy(), predicted.numpy(), 5) == pytest.approx(expected)
+    tally = Tally(5)
+    tally.count(actual.numpy(), predicted.numpy())
+    assert tally.scores()["f1_macro"] == pytest.approx(expected)
 
 
 def test_confusion_rows_name_the_classes():
@@ -65,6 +67,11 @@ def test_stages_with_a_test_split(tmp_path, monkeypatch):
     confusion = (tmp_path / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 30  # the 30 test rows
     assert {row.split(",")[0] for row in confusion[1:]} == {"setosa", "versicolor", "virginica"}
+    # Read two rows at a time (iris has 4 float32 features: 16 bytes a row), evaluate writes the same bytes.
+    monkeypatch.setattr("stages.plumbing.files.BLOCK_BYTES", 40)
+    evaluate.main(["data.safetensors", "model.safetensors", "cost.tsv", "blocks.json", "blocks.csv"])
+    assert (tmp_path / "blocks.json").read_bytes() == (tmp_path / "metrics.json").read_bytes()
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "confusion.csv").read_bytes()
 
 
 @pytest.mark.parametrize("scale", [1.0, 300.0])  # 300: logits where a naive exp() overflows

@@ -17,12 +17,13 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import signal
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
@@ -37,8 +38,9 @@ from stages.plumbing.errors import DATASETS_DIR, UserError, first_line, printabl
 # from the midpoint to the next power on, it rounds to infinity).
 FLOAT32_LIMIT = float(2**128 - 2**103)
 
-# What each output is, keyed by path; bytes or text, written together by write_outputs.
-Outputs = dict[str, bytes | str]
+# What each output is, keyed by path: bytes or text, or blocks of bytes made as they are written (in
+# the order of the keys), so that an output need not be held whole; written together by write_outputs.
+Outputs = dict[str, bytes | str | Iterable[bytes]]
 
 # The inputs this stage opened, and what each was when it was opened.
 inputs_read: dict[str, tuple[int, int, int, int]] = {}
@@ -175,7 +177,7 @@ def _temporary_prefix(path: Path) -> str:
     return f".{name[:100].decode('utf-8', 'ignore')}.{hashlib.sha256(name).hexdigest()[:16]}."
 
 
-def _write_temporary(path: Path, content: bytes) -> Path:
+def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
@@ -194,7 +196,8 @@ def _write_temporary(path: Path, content: bytes) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(content)
+            for block in [content] if isinstance(content, bytes) else content:
+                f.write(block)
     except BaseException:
         tmp.unlink()
         raise
@@ -233,36 +236,111 @@ def _tensors_sha256(arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(_checksum_prefix(name, array.dtype, array.shape))
         digest.update(array.data)
     return digest.hexdigest()
+
+
+def _checksum_prefix(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    return f"{name}\0{dtype.str}\0{shape}\0".encode()
+
+
+# The element types the stages write, by their safetensors names.
+DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8")}
+# What a read of many rows reads at a time: a process holds a block, not the whole file, beyond what it asked for.
+BLOCK_BYTES = 1 << 24
+
+
+class Tensors:
+    """A tensors file written by tensors_bytes, checked and open for reading: its info, the SHA-256 of
+    its bytes, and its tensors, whole or some of their rows at a time (read with pread, not through a
+    memory map: a process holds only the rows it asked for, whatever the file's size)."""
+
+    def __init__(
+        self, file: BinaryIO, layout: dict[str, tuple[np.dtype, tuple[int, ...], int]], info: dict, digest: str
+    ):
+        self.file, self.layout, self.info, self.sha256 = file, layout, info, digest
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.layout[name][1]
+
+    def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows start..stop of a tensor (all of them by default), read from the file."""
+        dtype, shape, offset = self.layout[name]
+        row_bytes = dtype.itemsize * math.prod(shape[1:])
+        if shape:
+            stop = shape[0] if stop is None else min(stop, shape[0])
+        array = np.empty((stop - start, *shape[1:]) if shape else (), dtype)
+        buffer = memoryview(array.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(buffer):
+            read = os.preadv(self.file.fileno(), [buffer[done:]], offset + start * row_bytes + done)
+            if read == 0:
+                raise UserError(f"{self.file.name}: it ended early: it changed while the stage read it; run it again")
+            done += read
+        return array
+
+    def blocks(self, name: str, rows: int) -> Iterator[np.ndarray]:
+        """The tensor `rows` rows at a time."""
+        for start in range(0, self.shape(name)[0], rows):
+            yield self.rows(name, start, start + rows)
+
+    def block_rows(self, name: str) -> int:
+        """How many rows of a tensor make a block of about BLOCK_BYTES."""
+        dtype, shape, _ = self.layout[name]
+        return max(1, BLOCK_BYTES // max(1, dtype.itemsize * math.prod(shape[1:])))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: self.rows(name) for name in self.layout}
+
+
+def open_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> Tensors:
+    """The file written by tensors_bytes at `path`, its info holding `keys`, once its tensors match their
+    checksum and hold no NaN nor infinity (read a block at a time); a UserError naming `what` the file
+    should be and the `fix` when it is missing, damaged or another file."""
+    file = open_input(path, what, fix)
+    digest = hashlib.file_digest(file, "sha256").hexdigest()  # a block at a time
+    try:
+        with safe_open(path, framework="np") as f:  # safetensors checks the header: types, shapes, offsets
+            info = json.loads((f.metadata() or {})["info"])
+            dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118 (not a dict)
+            if other := [f"{name} is {dtype}" for name, dtype in dtypes.items() if dtype not in DTYPES]:
+                raise ValueError(f"{other[0]}, a type no stage writes")
+        file.seek(0)
+        header_bytes = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(header_bytes))  # the tensors' places, which safe_open does not tell
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the {what} ({error.strerror}); {fix}") from None
+    except (SafetensorError, ValueError, KeyError, TypeError, RecursionError) as error:
+        raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
+    if not isinstance(info, dict) or not set(keys) <= info.keys():
+        raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
+    start = 8 + header_bytes
+    layout = {
+        n: (DTYPES[t], tuple(header[n]["shape"]), start + header[n]["data_offsets"][0]) for n, t in dtypes.items()
+    }
+    tensors = Tensors(file, layout, info, digest)
+    checksum, not_finite = hashlib.sha256(), []
+    for name in sorted(layout):
+        checksum.update(_checksum_prefix(name, *layout[name][:2]))
+        for block in tensors.blocks(name, tensors.block_rows(name)) if layout[name][1] else [tensors.rows(name)]:
+            checksum.update(block.data)
+            if block.dtype.kind == "f" and not np.isfinite(block).all() and name not in not_finite:
+                not_finite.append(name)
+    if info.pop("tensors_sha256", None) != checksum.hexdigest():
+        raise UserError(f"{path}: a damaged {what}: its tensors do not match the checksum written with them; {fix}")
+    # No stage writes a NaN or an infinity: one found here was put there by hand or by a fault.
+    if not_finite:
+        raise UserError(f"{path}: {not_finite[0]} holds NaN or infinite values; {fix}")
+    return tensors
 
 
 def read_tensors(
     path: str | Path, what: str, keys: tuple[str, ...], fix: str
 ) -> tuple[dict[str, np.ndarray], dict, str]:
-    """The arrays and the info of a file written by tensors_bytes, its info holding `keys`, and the
-    SHA-256 of its bytes; a UserError naming `what` the file should be and the `fix` when it is
-    missing, damaged or another file."""
-    with open_input(path, what, fix) as f:  # read a block at a time: a prepared file may be gigabytes
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    try:
-        with safe_open(path, framework="np") as f:
-            arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-            info = json.loads((f.metadata() or {})["info"])
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the {what} ({error.strerror}); {fix}") from None
-    except (SafetensorError, ValueError, KeyError, TypeError, RecursionError) as error:  # TypeError: bfloat16
-        raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
-    if not isinstance(info, dict) or not set(keys) <= info.keys():
-        raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
-    if info.pop("tensors_sha256", None) != _tensors_sha256(arrays):
-        raise UserError(f"{path}: a damaged {what}: its tensors do not match the checksum written with them; {fix}")
-    # No stage writes a NaN or an infinity: one found here was put there by hand or by a fault.
-    for name, array in arrays.items():
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise UserError(f"{path}: {name} holds NaN or infinite values; {fix}")
-    return arrays, info, digest
+    """The arrays, the info and the SHA-256 of a small tensors file (a model), as open_tensors checks it."""
+    tensors = open_tensors(path, what, keys, fix)
+    return tensors.arrays(), tensors.info, tensors.sha256
 
 
 def sha256(content: bytes) -> str:
