@@ -275,11 +275,14 @@ class PreparedFile:
         for start in range(0, self.n_rows(split), size):
             yield self.rows(split, slice(start, start + size))
 
+    def load(self, share: Callable[[int], slice] = lambda rows: slice(rows)) -> Prepared:
+        """The prepared data, each split holding the rows that `share` gives this process of its row
+        count: all of them by default."""
+        train = self.rows("train", share(self.n_rows("train")))
+        test = self.rows("eval", share(self.n_rows("eval"))) if self.has_test else train
+        return Prepared(train, test, self.classes, self.has_test, self.preprocessing, self.sha256)
 
-def load_prepared(path: str | Path, share: Callable[[int], slice] = lambda rows: slice(rows)) -> Prepared:
-    """The prepared data, checked: a damaged file or one from another version is a one-line error. Each
-    split holds the rows that `share` gives this process of its row count: all of them by default."""
-    file = PreparedFile(path)
-    train = file.rows("train", share(file.n_rows("train")))
-    test = file.rows("eval", share(file.n_rows("eval"))) if file.has_test else train
-    return Prepared(train, test, file.classes, file.has_test, file.preprocessing, file.sha256)
+
+def load_prepared(path: str | Path) -> Prepared:
+    """The prepared data, checked: a damaged file or one from another version is a one-line error."""
+    return PreparedFile(path).load()

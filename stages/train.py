@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from stages.classifier import model_bytes, onnx_bytes, weights
-from stages.data import Prepared, Split, load_prepared
+from stages.data import Prepared, PreparedFile, Split
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
 from stages.plumbing import distributed
 from stages.plumbing.device import flop, make_deterministic, resolve_device
@@ -75,12 +75,14 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     model = build_model(impl, prepared.n_features, prepared.n_classes, device)
     cost_of = cost_function(impl, params.double_softmax)
     optimizer = make_optimizer(model.parameters(), params)
+    # This process's rows: all of them alone; under torchrun, rows start..stop of the n_rows.
     x, y = torch.as_tensor(data.x, device=device), torch.as_tensor(data.y, device=device)
-    n_rows = len(y)
+    n_rows, start, stop = data.total, data.start, data.start + len(data.y)
     batch_size = params.batch_size if 0 < params.batch_size < n_rows else n_rows
     shuffle = torch.Generator().manual_seed(params.seed)
     test = prepared.eval if prepared.has_test else None
     if test is not None:
+        test_share = len(test.y) / test.total
         test = Split(torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device))
     # Costs stay on the device and are read back only when printed: no host sync on every epoch.
     costs = torch.empty(params.epochs + 1, device=device)
@@ -90,14 +92,15 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     for epoch in range(params.epochs + 1):
         if test is not None and epoch % params.log_every == 0:
             with torch.no_grad():
-                test_costs.append((epoch, F.cross_entropy(model(test.x), test.y)))
+                test_costs.append((epoch, test_cost(model, test, test_share)))
         try:
             if batch_size == n_rows:
-                costs[epoch] = step(model, cost_of, optimizer, x, y)
+                costs[epoch] = step(model, cost_of, optimizer, x, y, n_rows)
             else:
                 total = torch.zeros((), device=device)
                 for rows in batches(n_rows, batch_size, shuffle, device):
-                    total += step(model, cost_of, optimizer, x[rows], y[rows]) * len(rows)
+                    mine = rows if len(y) == n_rows else rows[(rows >= start) & (rows < stop)] - start
+                    total += step(model, cost_of, optimizer, x[mine], y[mine], len(rows)) * len(rows)
                 costs[epoch] = total / n_rows
         except RuntimeError as error:  # an update beyond float32's range (Adam's step at a huge lr)
             if "overflow" not in str(error):
@@ -125,26 +128,29 @@ def batches(n_rows: int, batch_size: int, shuffle: torch.Generator, device: torc
         yield order[start : start + batch_size]
 
 
-def step(model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One update on the batch x, y; returns the batch's cost before it. Under torchrun each process
-    computes the gradient of its share of the batch, and the shares are summed before the update."""
-    if distributed.world_size() == 1:
-        cost = cost_of(model(x), y)
-        optimizer.zero_grad()
-        cost.backward()
-        optimizer.step()
-        return cost.detach()
-    rows = distributed.share(len(y))
+def step(
+    model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_rows: int
+) -> torch.Tensor:
+    """One update on a batch of batch_rows rows, of which x, y are this process's (all of them alone);
+    returns the batch's cost before the update. Under torchrun each process computes the gradient of its
+    rows of the batch, and the processes' gradients are summed before the update."""
     optimizer.zero_grad()
-    if rows.stop > rows.start:  # the mean over no rows would be nan
-        cost = cost_of(model(x[rows]), y[rows])
+    if len(y):  # the mean over no rows would be nan
+        cost = cost_of(model(x), y)
         cost.backward()
         cost = cost.detach()
     else:
         cost = torch.zeros((), device=x.device)
-    cost = distributed.sum_gradients(model.parameters(), cost, (rows.stop - rows.start) / len(y))
+    if distributed.world() > 1:
+        cost = distributed.sum_gradients(model.parameters(), cost, len(y) / batch_rows)
     optimizer.step()
     return cost
+
+
+def test_cost(model: Model, test: Split, share: float) -> torch.Tensor:
+    """The cross-entropy on the test split, of which `test` holds this process's `share` of the rows."""
+    cost = F.cross_entropy(model(test.x), test.y) if len(test.y) else torch.zeros((), device=test.x.device)
+    return distributed.mean(cost, share) if distributed.world() > 1 else cost
 
 
 def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> UserError:
@@ -179,12 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("onnx", help="where to write the model as ONNX, e.g. models/low_level.onnx")
     args = parser.parse_args(argv)
     params = train_params(load_params())
-    prepared = load_prepared(args.data)
-    run_flop = flop(len(prepared.train.y), prepared.n_features, prepared.n_classes, params.epochs)
+    data = PreparedFile(args.data)  # checked; its rows are read once this process knows its share
+    if params.processes > 1 and not distributed.launched():
+        distributed.launch(params.processes, ["train", *(sys.argv[1:] if argv is None else argv)])
+    run_flop = flop(data.n_rows("train"), data.n_features, data.n_classes, params.epochs)
     device = resolve_device(params.device, run_flop)
     make_deterministic(device)
     rank = distributed.start(device)
     try:
+        prepared = data.load(distributed.share)
         model, costs, test_costs = train(args.impl, prepared, params, device)
     finally:
         distributed.stop()

@@ -2,12 +2,18 @@
 holds the whole model, takes its share of each batch, and the gradients are summed across processes
 (all-reduce; gloo on the CPU, NCCL on GPUs) before each update, so every process makes the same update.
 
-Launch the train stage under torchrun, which sets RANK, WORLD_SIZE and the rendezvous address:
-    torchrun --nproc-per-node=2 -m stages.train functional data/prepared.safetensors ...
+Each process reads only its rows of the prepared file (stages/data.py's PreparedFile): its contiguous
+share of the training rows, and of the test rows. A batch's rows are then those of its processes.
+
+train.processes > 1 makes the train stage launch itself under torchrun on this machine (launch, below);
+torchrun by hand does the same, on one machine or several, and sets RANK, WORLD_SIZE and the rendezvous:
+    torchrun --nproc-per-node=2 -m stages train functional data/prepared.safetensors ...
 Without torchrun (WORLD_SIZE unset) training is the plain single-process loop.
 """
 
+import logging
 import os
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -29,7 +35,7 @@ def start(device: torch.device) -> int:
     otherwise wait half an hour for processes that never come."""
     if world_size() == 1:
         return 0
-    if "TORCHELASTIC_RUN_ID" not in os.environ:  # set by torchrun for every process it starts
+    if not launched():
         raise UserError(
             f"WORLD_SIZE={world_size()} is set, but torchrun did not start this process; unset WORLD_SIZE "
             "(and RANK, MASTER_ADDR, MASTER_PORT), or launch the stage with torchrun"
@@ -51,6 +57,34 @@ def start(device: torch.device) -> int:
     return dist.get_rank()
 
 
+def launched() -> bool:
+    """Whether torchrun started this process (it sets TORCHELASTIC_RUN_ID for every process it starts)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def launch(processes: int, stage_args: list[str]) -> NoReturn:
+    """Run the stage as `processes` processes on this machine: torchrun's own code (`torchrun --standalone
+    --nproc-per-node=N -m stages STAGE_ARGS`), in this process. The first process prints the run's lines
+    and its one line if it fails; torchrun's log and its report of the failed processes, a screenful, are
+    left out. Ends the process with the status of the first process that failed (0 when none did)."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    quiet = logging.getLogger("torch.distributed.elastic")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    options = ["--standalone", f"--nproc-per-node={processes}", "--monitor-interval=0.1"]
+    try:
+        torchrun.run(torchrun.parse_args([*options, "-m", "stages", *stage_args]))
+    except ChildFailedError as failed:
+        code = failed.get_first_failure()[1].exitcode
+        raise SystemExit(code if code > 0 else 128 - code) from None  # -N: ended by signal N
+    except SignalException as stopped:  # Ctrl-C or SIGTERM: torchrun stopped its processes, whose first said so
+        raise SystemExit(128 + stopped.sigval) from None
+    raise SystemExit(0)
+
+
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -60,26 +94,40 @@ def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
+def world() -> int:
+    """The processes training together: 1 alone."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def share(n_rows: int) -> slice:
-    """This process's contiguous share of a batch of n_rows: empty when there are more processes than
-    rows (a short last batch), and then the process adds zero gradients, weighted by its 0 rows."""
-    world, me = dist.get_world_size(), dist.get_rank()
+    """This process's contiguous share of n_rows rows (all of them alone): empty when there are more
+    processes than rows, and then the process adds zero gradients, weighted by its 0 rows."""
+    world, me = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     return slice(n_rows * me // world, n_rows * (me + 1) // world)
 
 
 def sum_gradients(parameters, cost: torch.Tensor, fraction: float) -> torch.Tensor:
     """Turn this process's gradients (of the mean cost over its rows, a `fraction` of the batch) into
     those of the mean cost over the whole batch, in every process; returns the whole batch's cost."""
+    for parameter in parameters:
+        if parameter.grad is None:  # this process had no rows of the batch: it adds nothing
+            parameter.grad = torch.zeros_like(parameter)
+        parameter.grad.mul_(fraction)
+        _all_reduce(parameter.grad)
+    return mean(cost, fraction)
+
+
+def mean(cost: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The mean over all processes' rows, from this process's mean over its rows, a `fraction` of them."""
     cost = cost * fraction
+    _all_reduce(cost)
+    return cost
+
+
+def _all_reduce(tensor: torch.Tensor) -> None:
     try:
-        for parameter in parameters:
-            if parameter.grad is None:  # this process had no rows of the batch: it adds nothing
-                parameter.grad = torch.zeros_like(parameter)
-            parameter.grad.mul_(fraction)
-            dist.all_reduce(parameter.grad)
-        dist.all_reduce(cost)
+        dist.all_reduce(tensor)
     except RuntimeError as error:  # gloo's or NCCL's (DistBackendError): another process is gone
         raise UserError(
-            f"another process of the group stopped ({first_line(error)[:120]}); torchrun's report says which and why"
+            f"another process of the group stopped ({first_line(error)[:120]}); train.processes: 1 shows its error"
         ) from None
-    return cost

@@ -93,6 +93,7 @@ class TrainParams:
     momentum: Fraction = 0.0  # sgd only
     betas: Annotated[tuple[Fraction, Fraction], Field(strict=False), BeforeValidator(_listed)] = (0.9, 0.999)  # adam
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    processes: Annotated[Int, Field(ge=1, le=1024)] = 1  # 1: one plain process; more: torchrun on this machine
 
 
 SECTIONS = {"data": DataParams, "train": TrainParams}
