@@ -1,11 +1,13 @@
-"""Data-parallel training under torchrun with two processes (gloo on the CPU) gives the single-process
-result to 1e-6: the same costs at every epoch and the same trained weights, with full batches and
-with a last batch that has fewer rows than processes."""
+"""Data-parallel training with two processes (gloo on the CPU), each reading only its rows, gives the
+single-process result to 1e-6: the same costs at every epoch, test costs and trained weights, with
+full batches and mini-batches, launched by `train.processes: 2` or by two torchrun launchers as two
+machines would. No process outlives the one that started it."""
 
 import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,70 +18,102 @@ import pytest
 import torch
 
 from stages import train
+from stages.data import PreparedFile, load_prepared
 from stages.plumbing import distributed
 from stages.plumbing.errors import UserError
 from stages.plumbing.files import read_tensors
 from tests.waiting import importing_torch, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 TRAIN = {"epochs": 300, "lr": 0.1, "seed": 1, "device": "auto", "log_every": 100, "double_softmax": "false"}
+SYNTHETIC = "data:\n  source: synthetic\n  n_samples: 1000\n  n_features: 20\n  n_classes: 4\n  test_size: 0.2\n"
 DATA = {
     # Batches of 7 of the 8 rows: every epoch ends with a batch of one row, fewer rows than processes.
     # (A smaller step: at lr 0.1 one-row updates make the cost jump about, amplifying rounding.)
     "toy-short-last-batch": ("data:\n  source: toy\n", {"batch_size": 7, "lr": 0.02}),
-    "synthetic": (
-        "data:\n  source: synthetic\n  n_samples: 1000\n  n_features: 20\n  n_classes: 4\n  test_size: 0.2\n",
-        {},
-    ),
+    "synthetic": (SYNTHETIC, {}),
+    "synthetic-mini-batches": (SYNTHETIC, {"batch_size": 64}),
 }
+STAGE_ARGS = ["prepared.safetensors", "model.safetensors", "costs.tsv", "test_costs.tsv", "model.onnx"]
 
 
-def train_stage(workdir: Path, impl: str, name: str, processes: int) -> tuple[list[float], dict]:
-    """The train stage's results: in this process alone (as the stage runs, one thread), else under torchrun."""
-    args = [impl, "prepared.safetensors", f"{name}.safetensors", f"{name}.tsv", f"{name}_test.tsv", f"{name}.onnx"]
-    if processes == 1:
-        with contextlib.chdir(workdir), contextlib.redirect_stdout(io.StringIO()):
-            train.main(args)
-    else:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        command = [*launcher, "-m", "stages", "train", *args]
-        result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        assert result.stderr.count("device: ") == 1, result.stderr  # the first process's note alone
-    costs = [float(line.split("\t")[1]) for line in (workdir / f"{name}.tsv").read_text().splitlines()[1:]]
-    return costs, read_tensors(workdir / f"{name}.safetensors", "trained model", (), "")[0]
+def write_params(workdir: Path, name: str, **train_changes: object) -> None:
+    data, changes = DATA[name]
+    train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, **changes, **train_changes}.items())
+    (workdir / "params.yaml").write_text(f"{data}train:\n{train}")
 
 
 def prepare(workdir: Path, name: str) -> Path:
-    data, train_changes = DATA[name]
-    train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, **train_changes}.items())
-    (workdir / "params.yaml").write_text(f"{data}train:\n{train}")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run(
-        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"],
-        cwd=workdir,
-        env=env,
-        check=True,
-    )
+    write_params(workdir, name)
+    prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"]
+    subprocess.run(prepare, cwd=workdir, env=ENV, check=True, capture_output=True)
     return workdir
 
 
-# Each implementation once: full batches, and a last batch with fewer rows than processes, which is
-# the training step's to handle, the same for every implementation.
-CASES = [("synthetic", "low_level"), ("synthetic", "high_level"), ("toy-short-last-batch", "functional")]
+def results(workdir: Path) -> tuple[list[float], list[float], dict]:
+    """The costs of every epoch, the test costs and the model's tensors that a train stage wrote."""
+
+    def column(name: str) -> list[float]:
+        return [float(line.split("\t")[1]) for line in (workdir / name).read_text().splitlines()[1:]]
+
+    return column("costs.tsv"), column("test_costs.tsv"), read_tensors(workdir / "model.safetensors", "", (), "")[0]
+
+
+def train_stage(workdir: Path, impl: str, processes: int) -> subprocess.CompletedProcess:
+    """The train stage as `dvc repro` runs it, with train.processes set."""
+    params = (workdir / "params.yaml").read_text()
+    (workdir / "params.yaml").write_text(params.replace("train:\n", f"train:\n  processes: {processes}\n", 1))
+    command = [sys.executable, "-m", "stages", "train", impl, *STAGE_ARGS]
+    return subprocess.run(command, cwd=workdir, env=ENV, capture_output=True, text=True)
+
+
+def assert_equal_within_1e_6(alone: tuple, shared: tuple) -> None:
+    for one, other in zip(alone[:2], shared[:2], strict=True):
+        assert len(one) == len(other) and max((abs(a - b) for a, b in zip(one, other, strict=True)), default=0) < 1e-6
+    for name, value in alone[2].items():
+        np.testing.assert_allclose(shared[2][name], value, rtol=0, atol=1e-6)
+
+
+# Each implementation once, full batches and mini-batches: a batch's rows are those its processes hold,
+# the same for every implementation.
+CASES = [("synthetic", "low_level"), ("synthetic-mini-batches", "high_level"), ("toy-short-last-batch", "functional")]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("data", "impl"), CASES)
 def test_two_processes_equal_one(tmp_path, data, impl):
-    prepared = prepare(tmp_path, data)
-    alone, alone_state = train_stage(prepared, impl, "alone", processes=1)
-    shared, shared_state = train_stage(prepared, impl, "shared", processes=2)
-    assert len(alone) == len(shared) == 301
-    assert max(abs(a - b) for a, b in zip(alone, shared, strict=True)) < 1e-6
-    for name, value in alone_state.items():
-        np.testing.assert_allclose(shared_state[name], value, rtol=0, atol=1e-6)
+    alone, shared = tmp_path / "alone", tmp_path / "shared"
+    for workdir in (alone, shared):
+        workdir.mkdir()
+        prepare(workdir, data)
+    with contextlib.chdir(alone), contextlib.redirect_stdout(io.StringIO()):
+        train.main([impl, *STAGE_ARGS])  # one process, as the stage runs: in this one
+    result = train_stage(shared, impl, processes=2)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Epoch    0/300") == 1  # the first process's lines alone
+    assert_equal_within_1e_6(results(alone), results(shared))
+    if data != "toy-short-last-batch":
+        assert len(results(alone)[1]) == 4  # test costs at epochs 0, 100, 200, 300
+
+
+def test_each_process_reads_only_its_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(prepare(tmp_path, "synthetic"))
+    whole = load_prepared("prepared.safetensors")
+    read = []
+    monkeypatch.setattr(
+        os, "preadv", lambda fd, buffers, offset: read.append(len(buffers[0])) or _preadv(fd, buffers, offset)
+    )
+    file = PreparedFile("prepared.safetensors")
+    read.clear()
+    mine = file.load(lambda rows: slice(rows // 2, rows))  # the second of two processes
+    assert (mine.train.start, mine.train.total, mine.eval.start, mine.eval.total) == (400, 800, 100, 200)
+    np.testing.assert_array_equal(mine.train.x, whole.train.x[400:])
+    np.testing.assert_array_equal(mine.eval.y, whole.eval.y[100:])
+    assert sum(read) == (400 + 100) * (20 * 4 + 8)  # its rows' features (float32) and labels (int64)
+
+
+_preadv = os.preadv
 
 
 def test_more_processes_than_gpus_is_one_line(monkeypatch):
@@ -92,69 +126,116 @@ def test_more_processes_than_gpus_is_one_line(monkeypatch):
         distributed.start(torch.device("cuda"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kill", ["torchrun alone", "torchrun's process group"])
-def test_no_worker_outlives_torchrun(tmp_path, kill):
-    """torchrun starts each worker in a session of its own, so neither kill reaches them: the kernel's
-    signal on their parent's death does (stages/plumbing/process.py), and they end without writing anything."""
-    train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, "epochs": 10**6}.items())
-    (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run(
-        [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"],
-        cwd=tmp_path,
-        env=env,
-        check=True,
-    )
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv", "model.onnx"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    command = [*launcher, "-m", "stages", "train", *args]
-    torchrun = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, **quiet)
+def workers_of(launcher: subprocess.Popen, count: int) -> list[psutil.Process]:
+    """The `count` train processes a launcher started, once they are all there and importing torch."""
 
-    def two_workers() -> list[psutil.Process]:
-        workers = [p for p in psutil.Process(torchrun.pid).children() if "-m stages train " in " ".join(p.cmdline())]
-        return workers if len(workers) == 2 else []
+    def started() -> list[psutil.Process]:
+        workers = [p for p in psutil.Process(launcher.pid).children() if "-m stages train " in " ".join(p.cmdline())]
+        return workers if len(workers) == count else []
 
-    workers = wait_for(two_workers, "torchrun to start two workers")
+    workers = wait_for(started, f"{count} train processes")
     for worker in workers:
-        wait_for(lambda worker=worker: importing_torch(worker.pid), "the workers to import torch")
-    if kill == "torchrun alone":
-        torchrun.send_signal(signal.SIGKILL)
+        wait_for(lambda worker=worker: importing_torch(worker.pid), "the train processes to import torch")
+    return workers
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+KILLS = {
+    # DVC's child: the stage, which launches torchrun's processes in itself (train.processes: 2).
+    "the stage with train.processes: 2": ([sys.executable, "-m", "stages", "train"], False),
+    # torchrun by hand, in a session of its own, with its whole process group killed: its processes are
+    # in sessions of their own, so the kill does not reach them.
+    "torchrun's process group": ([*TORCHRUN, "--standalone", "--nproc-per-node=2", "-m", "stages", "train"], True),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", KILLS)
+def test_no_process_outlives_its_launcher(tmp_path, kill):
+    """The kernel's signal on their parent's death (stages/plumbing/process.py) ends the processes,
+    without writing anything, however their launcher was killed."""
+    prepare(tmp_path, "toy-short-last-batch")
+    write_params(tmp_path, "toy-short-last-batch", epochs=10**6, processes=2)
+    command, group = KILLS[kill]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    launcher = subprocess.Popen(
+        [*command, "functional", *STAGE_ARGS], cwd=tmp_path, env=ENV, start_new_session=True, **quiet
+    )
+    workers = workers_of(launcher, 2)
+    if group:
+        os.killpg(launcher.pid, signal.SIGKILL)
     else:
-        os.killpg(torchrun.pid, signal.SIGKILL)
-    torchrun.wait()
+        launcher.kill()
+    launcher.wait()
     _, alive = psutil.wait_procs(workers, timeout=60)
-    assert alive == [], "a worker lives on"
+    assert alive == [], "a process lives on"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["new_rows.csv", "params.yaml", "prepared.safetensors"]
 
 
 @pytest.mark.slow
-def test_a_worker_killed_leaves_one_line_from_the_first(tmp_path):
-    """The others' collective fails (or torchrun's SIGTERM comes first): one line either way, and nothing
-    after it (no atexit traceback, no second line for the signal)."""
-    train = "".join(f"  {key}: {value}\n" for key, value in {**TRAIN, "epochs": 10**6}.items())
-    (tmp_path / "params.yaml").write_text(f"data:\n  source: toy\ntrain:\n{train}")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"]
-    subprocess.run(prepare, cwd=tmp_path, env=env, check=True, capture_output=True)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    logs = ["--log-dir", str(tmp_path / "logs"), "--redirects", "3"]  # each worker's streams in its own files
-    args = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv", "model.onnx"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    torchrun = subprocess.Popen([*launcher, *logs, "-m", "stages", "train", *args], cwd=tmp_path, env=env, **quiet)
-
-    def training() -> list[Path]:
-        return [log for log in (tmp_path / "logs").rglob("0/stdout.log") if "Epoch  100/" in log.read_text()]
-
-    (stdout,) = wait_for(training, "the first worker to train")
-    second = wait_for(
-        lambda: [p for p in psutil.Process(torchrun.pid).children() if p.environ().get("RANK") == "1"],
-        "the second worker",
-    )[0]
+def test_a_process_killed_leaves_one_line(tmp_path):
+    """The other's collective fails (or torchrun's SIGTERM comes first): the stage ends in one line from
+    the first process, with nothing after it (no atexit traceback, no line for the signal, no torchrun report)."""
+    prepare(tmp_path, "toy-short-last-batch")
+    write_params(tmp_path, "toy-short-last-batch", epochs=10**6, processes=2)
+    command = [sys.executable, "-m", "stages", "train", "functional", *STAGE_ARGS]
+    stage = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert stage.stdout.readline().startswith("Epoch    0/")  # training
+    second = wait_for(lambda: [p for p in workers_of(stage, 2) if p.environ().get("RANK") == "1"], "the second")[0]
     second.kill()
-    assert torchrun.wait(timeout=120) != 0
-    device, line = (stdout.parent / "stderr.log").read_text().splitlines()  # the device note, and one line
+    assert stage.wait(timeout=120) in (1, 128 + signal.SIGKILL)  # the first failure seen: its status
+    device, line = stage.stderr.read().splitlines()  # the device note, and one line
     ends = ("train: error: another process of the group stopped", "train: terminated")
     assert device.startswith("device: ") and line.startswith(ends)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, subprocess.Popen]]:
+    """Two torchrun launchers, as on two machines (docs/distributed.md): --nnodes=2, one process each, the
+    first machine's address 127.0.0.1, each in a copy of the repository's prepared data."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    nodes = []
+    for node in (0, 1):
+        workdir = tmp_path / f"machine{node}"
+        workdir.mkdir()
+        prepare(workdir, "synthetic")
+        write_params(workdir, "synthetic", **train_changes)
+        options = ["--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1", "--master-addr=127.0.0.1"]
+        logs = ["--log-dir", str(workdir / "logs"), "--redirects", "3"]  # the process's streams in files
+        command = [*TORCHRUN, *options, f"--master-port={port}", *logs, "-m", "stages", "train", "functional"]
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        nodes.append((workdir, subprocess.Popen([*command, *STAGE_ARGS], cwd=workdir, env=ENV, **quiet)))
+    return nodes
+
+
+@pytest.mark.slow
+def test_two_machines_equal_one(tmp_path):
+    (first, node0), (second, node1) = two_machines(tmp_path)
+    assert node0.wait(timeout=300) == 0 and node1.wait(timeout=300) == 0
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    prepare(alone, "synthetic")
+    with contextlib.chdir(alone), contextlib.redirect_stdout(io.StringIO()):
+        train.main(["functional", *STAGE_ARGS])
+    assert_equal_within_1e_6(results(alone), results(first))
+    assert not (second / "model.safetensors").exists()  # only the first machine's first process writes
+
+
+@pytest.mark.slow
+def test_a_machine_lost_ends_the_other_in_one_line(tmp_path):
+    (first, node0), (_, node1) = two_machines(tmp_path, epochs=10**6)
+
+    def training() -> list[Path]:
+        return [log for log in (first / "logs").rglob("0/stdout.log") if "Epoch  100/" in log.read_text()]
+
+    (stdout,) = wait_for(training, "the first machine to train")
+    others = workers_of(node1, 1)
+    node1.kill()
+    assert node0.wait(timeout=120) != 0
+    _, alive = psutil.wait_procs(others, timeout=60)
+    assert alive == [], "the lost machine's process lives on"
+    device, line = (stdout.parent / "stderr.log").read_text().splitlines()  # the device note, and one line
+    assert device.startswith("device: ") and line.startswith("train: error: another process of the group stopped")
+    assert not (first / "model.safetensors").exists()

@@ -329,6 +329,17 @@ def test_experiment_with_another_lr_changes_the_metrics(clone):
     assert '"lr": 0.05' in experiments
 
 
+def test_train_processes_is_a_parameter(clone):
+    """`-S train.processes=2`: DVC reruns train under torchrun, two processes, with nothing else edited,
+    and the metrics are the one-process run's to float32's precision."""
+    dvc(clone, "exp", "run", "-S", "train.processes=2", "evaluate@functional")
+    two = json.loads((clone / "metrics/functional.json").read_text())
+    one = json.loads((REPO / "metrics/functional.json").read_text())
+    assert two.keys() == one.keys() and two["final_cost"] == pytest.approx(one["final_cost"], abs=1e-6)
+    assert two["train"] == pytest.approx(one["train"], abs=1e-6)
+    assert sh(clone, "git", "status", "--porcelain", "dvc.yaml") == ""
+
+
 def test_iris_with_a_test_split_and_standardization(clone):
     dvc(clone, "exp", "run", "-S", "data.source=iris", "-S", "data.test_size=0.2", "-S", "data.standardize=true")
     results = metrics(clone)
