@@ -10,7 +10,10 @@
    and on a large synthetic set, the time each takes to reach the test accuracy scikit-learn reaches
    (ours with mini-batches; scikit-learn on as many BLAS threads as torch).
 4. Ingestion: prepare's CSV reader against numpy.loadtxt on a generated 1,000,000 x 20 table: time and
-   peak memory of each, in processes of their own.
+   peak memory of each, in processes of their own; and predict on it against pyarrow's I/O floor.
+5. Processes: the train stage with train.processes 2 against 1 on synthetic 400,000 x 100 x 10, full
+   batches: epochs per second, and the largest process's peak memory beyond its start-up.
+6. evaluate's peak memory beyond its start-up at 1,000,000 and 4,000,000 rows: it reads a block at a time.
 
     python bench/run.py                    # the full sizes; about ten minutes on 2 cores
     python bench/run.py --tiny             # the same code at toy sizes, in seconds (the test suite runs it)
@@ -40,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from scripts.pipeline_copy import copy_pipeline, params_for_device  # noqa: E402
 from stages.classifier import Classifier, model_bytes, weights  # noqa: E402
-from stages.data import Split, load_table, prepare_table  # noqa: E402
+from stages.data import Split, load_table, prepare_table, prepared_bytes  # noqa: E402
 from stages.evaluate import scores  # noqa: E402
 from stages.features import Preprocessing  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
@@ -262,7 +265,7 @@ def time_to_accuracy(
         synchronize(device)
         start = time.perf_counter()
         for rows in batches(n_rows, batch_size, shuffle, device):
-            step(model, cost_of, optimizer, x[rows], y[rows])
+            step(model, cost_of, optimizer, x[rows], y[rows], len(rows))
             updates += 1
             if updates % check_every == 0:
                 synchronize(device)
@@ -369,6 +372,74 @@ def ingestion(n_rows: int) -> dict:
             "predict": scored, "io_floor": floor, "predict_ratio": scored["seconds"] / floor["seconds"]}  # fmt: skip
 
 
+# 5. Processes and memory ------------------------------------------------------------------------------
+
+# The command after it in a process of its own; prints the largest peak memory (ru_maxrss, KB) of the
+# processes it started (the stage, and under train.processes > 1 the processes torchrun started).
+PEAK = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+TRAIN_ARGS = ["functional", "prepared.safetensors", "model.safetensors", "costs.tsv", "test_costs.tsv", "model.onnx"]
+
+
+def prepared_synthetic(workdir: Path, n_rows: int, n_features: int, n_classes: int) -> Path:
+    """A directory holding the prepared file of seeded synthetic data, as prepare writes it."""
+    workdir.mkdir()
+    data = DataParams(source="synthetic", n_samples=n_rows, n_features=n_features, n_classes=n_classes)
+    (workdir / "prepared.safetensors").write_bytes(prepared_bytes(prepare_table(load_table(data), data)))
+    return workdir
+
+
+def stage_run(workdir: Path, stage_args: list[str], epochs: int = 1, processes: int = 1) -> tuple[float, float]:
+    """A stage run as DVC runs it, in `workdir`: its seconds, and the peak memory of its largest process (MB)."""
+    train = f"  epochs: {epochs}\n  lr: 0.1\n  seed: 1\n  device: cpu\n  log_every: 1000000\n  double_softmax: false\n"
+    (workdir / "params.yaml").write_text(f"data:\n  source: synthetic\ntrain:\n{train}  processes: {processes}\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    command = [sys.executable, "-c", PEAK, sys.executable, "-m", "stages", *stage_args]
+    peak_kb = subprocess.run(command, cwd=workdir, env=env, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - start, int(peak_kb) / 1024
+
+
+def processes(shape: tuple[int, int, int], epochs: tuple[int, int]) -> dict:
+    """train.processes 1 and 2, full batches: epochs per second, from two runs of different lengths (the
+    start-up, the reading and the writing cancel out), and the largest process's peak memory beyond its
+    start-up baseline (the same run on 100 rows)."""
+    short, long = epochs
+    with tempfile.TemporaryDirectory() as tmp:
+        big, small = (
+            prepared_synthetic(Path(tmp) / "big", *shape),
+            prepared_synthetic(Path(tmp) / "small", 100, *shape[1:]),
+        )
+        runs = {}
+        for count in (1, 2):
+            short_s, peak = stage_run(big, ["train", *TRAIN_ARGS], short, count)
+            long_s, _ = stage_run(big, ["train", *TRAIN_ARGS], long, count)
+            _, baseline = stage_run(small, ["train", *TRAIN_ARGS], short, count)
+            runs[count] = {"epochs_per_s": (long - short) / (long_s - short_s), "peak_mb": peak,
+                           "baseline_mb": baseline, "beyond_baseline_mb": peak - baseline}  # fmt: skip
+    return {"shape": list(shape), "one": runs[1], "two": runs[2],
+            "speedup": runs[2]["epochs_per_s"] / runs[1]["epochs_per_s"],
+            "memory_ratio": runs[2]["beyond_baseline_mb"] / runs[1]["beyond_baseline_mb"]}  # fmt: skip
+
+
+def evaluate_memory(row_counts: list[int], n_features: int, n_classes: int) -> dict:
+    """evaluate's peak memory beyond its start-up baseline (the same stage on 100 rows), by rows."""
+    evaluate_args = ["evaluate", "prepared.safetensors", "model.safetensors", "costs.tsv", "metrics.json", "c.csv"]
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in [100, *row_counts]:
+            workdir = prepared_synthetic(Path(tmp) / str(rows), rows, n_features, n_classes)
+            stage_run(workdir, ["train", *TRAIN_ARGS])  # a model of one epoch
+            seconds, peak = stage_run(workdir, evaluate_args)
+            figures[rows] = {"seconds": seconds, "peak_mb": peak, "data_mb": rows * (n_features * 4 + 8) / 2**20}
+    baseline = figures.pop(100)["peak_mb"]
+    for figure in figures.values():
+        figure["beyond_baseline_mb"] = figure["peak_mb"] - baseline
+    return {"features": n_features, "baseline_mb": baseline, "by_rows": {str(rows): f for rows, f in figures.items()}}
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -404,6 +475,8 @@ def main() -> None:
             "synthetic": against_sklearn(synthetic, synthetic_recipe, 20, device),
         },
         "ingestion": ingestion(2000 if args.tiny else 1_000_000),
+        "processes": processes((2000, 20, 4) if args.tiny else (400_000, 100, 10), (2, 4) if args.tiny else (5, 25)),
+        "evaluate_memory": evaluate_memory([1000, 4000] if args.tiny else [1_000_000, 4_000_000], 20, 10),
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
@@ -484,6 +557,22 @@ def report(results: dict) -> str:
     lines.append(
         f"   time: {ing['predict_ratio']:.2f}x the I/O floor (pyarrow reads the CSV, writes one of the output's shape)"
     )
+    pro = results["processes"]
+    lines += ["", f"6. train.processes 2 against 1, full batches, synthetic {' x '.join(map(str, pro['shape']))}"]
+    for name in ("one", "two"):
+        r = pro[name]
+        lines.append(f"   {name} {r['epochs_per_s']:7.2f} epochs/s, largest process's peak {r['peak_mb']:.0f} MB, "
+                     f"{r['beyond_baseline_mb']:.0f} MB beyond its start-up's {r['baseline_mb']:.0f} MB")  # fmt: skip
+    lines.append(f"   two processes: {pro['speedup']:.2f}x the epochs per second, {100 * pro['memory_ratio']:.0f} % "
+                 "of the memory beyond start-up, per process")  # fmt: skip
+    mem = results["evaluate_memory"]
+    lines += [
+        "",
+        f"7. evaluate's peak memory by rows ({mem['features']} features; start-up {mem['baseline_mb']:.0f} MB)",
+    ]
+    for rows, r in mem["by_rows"].items():
+        lines.append(f"   {int(rows):>9,} rows ({r['data_mb']:5.0f} MB of data): +{r['beyond_baseline_mb']:.0f} MB "
+                     f"beyond start-up, {r['seconds']:.1f} s")  # fmt: skip
     return "\n".join(lines)
 
 

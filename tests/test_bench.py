@@ -48,6 +48,16 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     assert ingestion["time_ratio"] == pytest.approx(
         ingestion["ours"]["seconds"] / ingestion["numpy_loadtxt"]["seconds"]
     )
+    pro = figures["processes"]
+    for count in ("one", "two"):
+        run = pro[count]
+        assert run["peak_mb"] > 0 and run["beyond_baseline_mb"] == pytest.approx(run["peak_mb"] - run["baseline_mb"])
+    assert pro["speedup"] == pytest.approx(pro["two"]["epochs_per_s"] / pro["one"]["epochs_per_s"])
+    assert pro["memory_ratio"] == pytest.approx(pro["two"]["beyond_baseline_mb"] / pro["one"]["beyond_baseline_mb"])
+    memory = figures["evaluate_memory"]
+    assert list(memory["by_rows"]) == ["1000", "4000"] and memory["baseline_mb"] > 0
+    for run in memory["by_rows"].values():
+        assert run["seconds"] > 0 and run["beyond_baseline_mb"] == pytest.approx(run["peak_mb"] - memory["baseline_mb"])
     for data in ("digits", "synthetic"):
         race = figures["time_to_accuracy"][data]
         assert 0 < race["target_accuracy"] <= 1 and race["sklearn_iterations"] > 0
