@@ -48,6 +48,7 @@ from stages.evaluate import scores  # noqa: E402
 from stages.features import Preprocessing  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
 from stages.plumbing.device import make_deterministic  # noqa: E402
+from stages.plumbing.files import sha256  # noqa: E402
 from stages.plumbing.params import DataParams, TrainParams  # noqa: E402
 from stages.train import batches, make_optimizer, numpy_state, step, train  # noqa: E402
 
@@ -404,22 +405,22 @@ def stage_run(workdir: Path, stage_args: list[str], epochs: int = 1, processes: 
 
 def processes(shape: tuple[int, int, int], epochs: tuple[int, int]) -> dict:
     """train.processes 1 and 2, full batches: epochs per second, from two runs of different lengths (the
-    start-up, the reading and the writing cancel out), and the largest process's peak memory beyond its
-    start-up baseline (the same run on 100 rows)."""
+    start-up, the reading and the writing cancel out), and the largest process's peak memory beyond the
+    start-up baseline: a run on 100 rows (each process of either run imports the same)."""
     short, long = epochs
     with tempfile.TemporaryDirectory() as tmp:
         big, small = (
             prepared_synthetic(Path(tmp) / "big", *shape),
             prepared_synthetic(Path(tmp) / "small", 100, *shape[1:]),
         )
+        _, baseline = stage_run(small, ["train", *TRAIN_ARGS], short)
         runs = {}
         for count in (1, 2):
             short_s, peak = stage_run(big, ["train", *TRAIN_ARGS], short, count)
             long_s, _ = stage_run(big, ["train", *TRAIN_ARGS], long, count)
-            _, baseline = stage_run(small, ["train", *TRAIN_ARGS], short, count)
             runs[count] = {"epochs_per_s": (long - short) / (long_s - short_s), "peak_mb": peak,
-                           "baseline_mb": baseline, "beyond_baseline_mb": peak - baseline}  # fmt: skip
-    return {"shape": list(shape), "one": runs[1], "two": runs[2],
+                           "beyond_baseline_mb": peak - baseline}  # fmt: skip
+    return {"shape": list(shape), "baseline_mb": baseline, "one": runs[1], "two": runs[2],
             "speedup": runs[2]["epochs_per_s"] / runs[1]["epochs_per_s"],
             "memory_ratio": runs[2]["beyond_baseline_mb"] / runs[1]["beyond_baseline_mb"]}  # fmt: skip
 
@@ -427,11 +428,20 @@ def processes(shape: tuple[int, int, int], epochs: tuple[int, int]) -> dict:
 def evaluate_memory(row_counts: list[int], n_features: int, n_classes: int) -> dict:
     """evaluate's peak memory beyond its start-up baseline (the same stage on 100 rows), by rows."""
     evaluate_args = ["evaluate", "prepared.safetensors", "model.safetensors", "costs.tsv", "metrics.json", "c.csv"]
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(n_features, n_classes)).astype(np.float32), np.zeros(n_classes, np.float32)
+    costs = "epoch\tcost\n0\t1.0\n"
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rows in [100, *row_counts]:
             workdir = prepared_synthetic(Path(tmp) / str(rows), rows, n_features, n_classes)
-            stage_run(workdir, ["train", *TRAIN_ARGS])  # a model of one epoch
+            # A model as train writes one for this data and these costs (evaluate checks both).
+            (workdir / "costs.tsv").write_text(costs)
+            prepared = (workdir / "prepared.safetensors").read_bytes()
+            info = {"impl": "functional", "classes": [str(c) for c in range(n_classes)], "device": "cpu"}
+            info |= {"data_sha256": sha256(prepared), "costs_sha256": sha256(costs.encode())}
+            preprocessing = Preprocessing(tuple(f"x{i}" for i in range(1, n_features + 1)))
+            (workdir / "model.safetensors").write_bytes(model_bytes({"W": W, "b": b}, preprocessing, info))
             seconds, peak = stage_run(workdir, evaluate_args)
             figures[rows] = {"seconds": seconds, "peak_mb": peak, "data_mb": rows * (n_features * 4 + 8) / 2**20}
     baseline = figures.pop(100)["peak_mb"]
@@ -475,7 +485,7 @@ def main() -> None:
             "synthetic": against_sklearn(synthetic, synthetic_recipe, 20, device),
         },
         "ingestion": ingestion(2000 if args.tiny else 1_000_000),
-        "processes": processes((2000, 20, 4) if args.tiny else (400_000, 100, 10), (2, 4) if args.tiny else (5, 25)),
+        "processes": processes((2000, 20, 4) if args.tiny else (400_000, 100, 10), (1, 2) if args.tiny else (5, 25)),
         "evaluate_memory": evaluate_memory([1000, 4000] if args.tiny else [1_000_000, 4_000_000], 20, 10),
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -562,7 +572,7 @@ def report(results: dict) -> str:
     for name in ("one", "two"):
         r = pro[name]
         lines.append(f"   {name} {r['epochs_per_s']:7.2f} epochs/s, largest process's peak {r['peak_mb']:.0f} MB, "
-                     f"{r['beyond_baseline_mb']:.0f} MB beyond its start-up's {r['baseline_mb']:.0f} MB")  # fmt: skip
+                     f"{r['beyond_baseline_mb']:.0f} MB beyond a process's start-up ({pro['baseline_mb']:.0f} MB)")  # fmt: skip
     lines.append(f"   two processes: {pro['speedup']:.2f}x the epochs per second, {100 * pro['memory_ratio']:.0f} % "
                  "of the memory beyond start-up, per process")  # fmt: skip
     mem = results["evaluate_memory"]

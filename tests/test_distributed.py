@@ -6,6 +6,7 @@ machines would. No process outlives the one that started it."""
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ DATA = {
     # (A smaller step: at lr 0.1 one-row updates make the cost jump about, amplifying rounding.)
     "toy-short-last-batch": ("data:\n  source: toy\n", {"batch_size": 7, "lr": 0.02}),
     "synthetic": (SYNTHETIC, {}),
-    "synthetic-mini-batches": (SYNTHETIC, {"batch_size": 64}),
+    "synthetic-mini-batches": (SYNTHETIC, {"batch_size": 300}),  # 3 batches, the last of 200 rows
 }
 STAGE_ARGS = ["prepared.safetensors", "model.safetensors", "costs.tsv", "test_costs.tsv", "model.onnx"]
 
@@ -44,11 +45,18 @@ def write_params(workdir: Path, name: str, **train_changes: object) -> None:
     (workdir / "params.yaml").write_text(f"{data}train:\n{train}")
 
 
-def prepare(workdir: Path, name: str) -> Path:
-    write_params(workdir, name)
+def prepare(workdir: Path, name: str, copies: int = 1) -> list[Path]:
+    """`copies` directories under `workdir` (as many machines), each with params.yaml and the prepared data."""
+    dirs = [workdir / f"copy{n}" for n in range(copies)]
+    for copy in dirs:
+        copy.mkdir(parents=True)
+        write_params(copy, name)
     prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"]
-    subprocess.run(prepare, cwd=workdir, env=ENV, check=True, capture_output=True)
-    return workdir
+    subprocess.run(prepare, cwd=dirs[0], env=ENV, check=True, capture_output=True)
+    for copy in dirs[1:]:
+        for name in ("prepared.safetensors", "new_rows.csv"):
+            shutil.copy(dirs[0] / name, copy / name)
+    return dirs
 
 
 def results(workdir: Path) -> tuple[list[float], list[float], dict]:
@@ -83,10 +91,7 @@ CASES = [("synthetic", "low_level"), ("synthetic-mini-batches", "high_level"), (
 @pytest.mark.slow
 @pytest.mark.parametrize(("data", "impl"), CASES)
 def test_two_processes_equal_one(tmp_path, data, impl):
-    alone, shared = tmp_path / "alone", tmp_path / "shared"
-    for workdir in (alone, shared):
-        workdir.mkdir()
-        prepare(workdir, data)
+    alone, shared = prepare(tmp_path, data, copies=2)
     with contextlib.chdir(alone), contextlib.redirect_stdout(io.StringIO()):
         train.main([impl, *STAGE_ARGS])  # one process, as the stage runs: in this one
     result = train_stage(shared, impl, processes=2)
@@ -98,7 +103,7 @@ def test_two_processes_equal_one(tmp_path, data, impl):
 
 
 def test_each_process_reads_only_its_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(prepare(tmp_path, "synthetic"))
+    monkeypatch.chdir(prepare(tmp_path, "synthetic")[0])
     whole = load_prepared("prepared.safetensors")
     read = []
     monkeypatch.setattr(
@@ -154,12 +159,12 @@ KILLS = {
 def test_no_process_outlives_its_launcher(tmp_path, kill):
     """The kernel's signal on their parent's death (stages/plumbing/process.py) ends the processes,
     without writing anything, however their launcher was killed."""
-    prepare(tmp_path, "toy-short-last-batch")
-    write_params(tmp_path, "toy-short-last-batch", epochs=10**6, processes=2)
+    (workdir,) = prepare(tmp_path, "toy-short-last-batch")
+    write_params(workdir, "toy-short-last-batch", epochs=10**6, processes=2)
     command, group = KILLS[kill]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     launcher = subprocess.Popen(
-        [*command, "functional", *STAGE_ARGS], cwd=tmp_path, env=ENV, start_new_session=True, **quiet
+        [*command, "functional", *STAGE_ARGS], cwd=workdir, env=ENV, start_new_session=True, **quiet
     )
     workers = workers_of(launcher, 2)
     if group:
@@ -169,17 +174,17 @@ def test_no_process_outlives_its_launcher(tmp_path, kill):
     launcher.wait()
     _, alive = psutil.wait_procs(workers, timeout=60)
     assert alive == [], "a process lives on"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["new_rows.csv", "params.yaml", "prepared.safetensors"]
+    assert sorted(path.name for path in workdir.iterdir()) == ["new_rows.csv", "params.yaml", "prepared.safetensors"]
 
 
 @pytest.mark.slow
 def test_a_process_killed_leaves_one_line(tmp_path):
     """The other's collective fails (or torchrun's SIGTERM comes first): the stage ends in one line from
     the first process, with nothing after it (no atexit traceback, no line for the signal, no torchrun report)."""
-    prepare(tmp_path, "toy-short-last-batch")
-    write_params(tmp_path, "toy-short-last-batch", epochs=10**6, processes=2)
+    (workdir,) = prepare(tmp_path, "toy-short-last-batch")
+    write_params(workdir, "toy-short-last-batch", epochs=10**6, processes=2)
     command = [sys.executable, "-m", "stages", "train", "functional", *STAGE_ARGS]
-    stage = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stage = subprocess.Popen(command, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert stage.stdout.readline().startswith("Epoch    0/")  # training
     second = wait_for(lambda: [p for p in workers_of(stage, 2) if p.environ().get("RANK") == "1"], "the second")[0]
     second.kill()
@@ -187,7 +192,7 @@ def test_a_process_killed_leaves_one_line(tmp_path):
     device, line = stage.stderr.read().splitlines()  # the device note, and one line
     ends = ("train: error: another process of the group stopped", "train: terminated")
     assert device.startswith("device: ") and line.startswith(ends)
-    assert not (tmp_path / "model.safetensors").exists()
+    assert not (workdir / "model.safetensors").exists()
 
 
 def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, subprocess.Popen]]:
@@ -197,10 +202,7 @@ def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, su
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     nodes = []
-    for node in (0, 1):
-        workdir = tmp_path / f"machine{node}"
-        workdir.mkdir()
-        prepare(workdir, "synthetic")
+    for node, workdir in enumerate(prepare(tmp_path, "synthetic", copies=3)[:2]):
         write_params(workdir, "synthetic", **train_changes)
         options = ["--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1", "--master-addr=127.0.0.1"]
         logs = ["--log-dir", str(workdir / "logs"), "--redirects", "3"]  # the process's streams in files
@@ -214,9 +216,7 @@ def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, su
 def test_two_machines_equal_one(tmp_path):
     (first, node0), (second, node1) = two_machines(tmp_path)
     assert node0.wait(timeout=300) == 0 and node1.wait(timeout=300) == 0
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    prepare(alone, "synthetic")
+    alone = tmp_path / "copy2"
     with contextlib.chdir(alone), contextlib.redirect_stdout(io.StringIO()):
         train.main(["functional", *STAGE_ARGS])
     assert_equal_within_1e_6(results(alone), results(first))
