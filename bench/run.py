@@ -572,7 +572,7 @@ def report(results: dict) -> str:
     for name in ("one", "two"):
         r = pro[name]
         lines.append(f"   {name} {r['epochs_per_s']:7.2f} epochs/s, largest process's peak {r['peak_mb']:.0f} MB, "
-                     f"{r['beyond_baseline_mb']:.0f} MB beyond a process's start-up ({pro['baseline_mb']:.0f} MB)")  # fmt: skip
+                     f"{r['beyond_baseline_mb']:.0f} MB beyond start-up ({pro['baseline_mb']:.0f} MB)")  # fmt: skip
     lines.append(f"   two processes: {pro['speedup']:.2f}x the epochs per second, {100 * pro['memory_ratio']:.0f} % "
                  "of the memory beyond start-up, per process")  # fmt: skip
     mem = results["evaluate_memory"]
