@@ -78,9 +78,14 @@ def main(argv: list[str]) -> int:
     }
     print(f"verify: rerunning every stage (dvc repro -f) in {scratch}", flush=True)
     start = time.monotonic()
-    rerun = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro", "-f"], cwd=scratch, env=env, capture_output=True, text=True
-    )
+    try:
+        rerun = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "-f"], cwd=scratch, env=env, capture_output=True, text=True
+        )
+    except KeyboardInterrupt:  # DVC, in the same process group, had it too; subprocess has ended it
+        shutil.rmtree(scratch, ignore_errors=True)
+        print("verify: interrupted; nothing was checked")
+        return 130
     if rerun.returncode != 0:
         print(rerun.stdout + rerun.stderr, end="")
         print(f"verify: error: the rerun failed (dvc repro -f exited {rerun.returncode}); {scratch} is kept")
