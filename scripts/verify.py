@@ -9,6 +9,7 @@ copy is then kept for a look), 2 when the rerun itself fails.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # scripts/ run as a file: the project's root
 from scripts.pipeline_copy import copy_pipeline
@@ -25,7 +27,7 @@ Lock = dict[str, dict]
 
 def read_lock(path: Path) -> Lock:
     """dvc.lock's stages: {stage: {"deps": {path: md5}, "params": {...}, "outs": {path: md5}}}."""
-    stages = YAML(typ="safe").load(path.read_text())["stages"]
+    stages = YAML(typ="safe").load(path.read_text())["stages"]  # KeyError, TypeError: not a lock file
     return {
         name: {
             "deps": {item["path"]: item["md5"] for item in stage.get("deps", [])},
@@ -63,32 +65,54 @@ def compare(recorded: Lock, rerun: Lock) -> tuple[list[str], list[str]]:
     return lines, differ
 
 
+def stopped(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signum)
+
+
 def main(argv: list[str]) -> int:
     repository = Path(argv[0] if argv else ".").resolve()
-    if not (repository / "dvc.lock").is_file():
-        print(f"verify: error: {repository}/dvc.lock not found; run it in the repository, after `dvc repro`")
+    problem = None
+    if not (repository / "dvc.yaml").is_file():
+        problem = "no dvc.yaml here; run it in the repository (or name it: python scripts/verify.py REPOSITORY)"
+    elif not (repository / "dvc.lock").is_file():
+        problem = "no dvc.lock here; run `dvc repro` first, and commit dvc.lock"
+    else:
+        try:
+            recorded = read_lock(repository / "dvc.lock")
+        except (OSError, YAMLError, KeyError, TypeError, AttributeError) as error:
+            detail = (
+                f"{type(error).__name__}: {str(error).splitlines()[0][:80]}" if str(error) else type(error).__name__
+            )
+            problem = f"dvc.lock is not a lock file DVC wrote ({detail}); `git checkout dvc.lock` restores it"
+    if problem:
+        print(f"verify: error: {repository}: {problem}", file=sys.stderr)
         return 2
-    recorded = read_lock(repository / "dvc.lock")
     scratch = Path(tempfile.mkdtemp(prefix="verify-"))
-    copy_pipeline(scratch, repository)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-    }
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     print(f"verify: rerunning every stage (dvc repro -f) in {scratch}", flush=True)
     start = time.monotonic()
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: DVC stopped, the scratch copy removed
+        signal.signal(stop, stopped)
+    dvc = None
     try:
-        rerun = subprocess.run(
-            [sys.executable, "-m", "dvc", "repro", "-f"], cwd=scratch, env=env, capture_output=True, text=True
-        )
-    except KeyboardInterrupt:  # DVC, in the same process group, had it too; subprocess has ended it
+        copy_pipeline(scratch, repository)
+        command = [sys.executable, "-m", "dvc", "repro", "-f"]
+        dvc = subprocess.Popen(command, cwd=scratch, env=env | {"DVC_NO_ANALYTICS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        output, _ = dvc.communicate()
+    except KeyboardInterrupt as interrupt:
+        if dvc is not None and dvc.poll() is None:
+            dvc.terminate()  # its stage ends with it (stages/plumbing/process.py)
+            dvc.wait()
         shutil.rmtree(scratch, ignore_errors=True)
-        print("verify: interrupted; nothing was checked")
-        return 130
-    if rerun.returncode != 0:
-        print(rerun.stdout + rerun.stderr, end="")
-        print(f"verify: error: the rerun failed (dvc repro -f exited {rerun.returncode}); {scratch} is kept")
+        print("verify: interrupted; nothing was checked", file=sys.stderr)
+        return 128 + (interrupt.args[0] if interrupt.args else signal.SIGINT)
+    if dvc.returncode != 0:
+        print(output, end="")
+        print(
+            f"verify: error: the rerun failed (dvc repro -f exited {dvc.returncode}); {scratch} is kept",
+            file=sys.stderr,
+        )
         return 2
     lines, differ = compare(recorded, read_lock(scratch / "dvc.lock"))
     print("\n".join(lines))

@@ -177,22 +177,54 @@ def test_no_process_outlives_its_launcher(tmp_path, kill):
     assert sorted(path.name for path in workdir.iterdir()) == ["new_rows.csv", "params.yaml", "prepared.safetensors"]
 
 
+# Which process is killed, and the stage's one line then: the first process's, or, when the first process
+# is the one killed (out of memory), the stage's own.
+KILLED = {
+    "the second": ("1", ("train: error: another process of the group stopped", "train: terminated")),
+    "the first": ("0", ("train: error: the first of 2 processes was killed (SIGKILL: out of memory, or by hand)",)),
+}
+
+
 @pytest.mark.slow
-def test_a_process_killed_leaves_one_line(tmp_path):
-    """The other's collective fails (or torchrun's SIGTERM comes first): the stage ends in one line from
-    the first process, with nothing after it (no atexit traceback, no line for the signal, no torchrun report)."""
+@pytest.mark.parametrize("which", KILLED)
+def test_a_process_killed_leaves_one_line(tmp_path, which):
+    """The other's collective fails (or torchrun's SIGTERM comes first): the stage ends in one line, with
+    nothing after it (no atexit traceback, no line for the signal, no torchrun report)."""
+    rank, ends = KILLED[which]
     (workdir,) = prepare(tmp_path, "toy-short-last-batch")
     write_params(workdir, "toy-short-last-batch", epochs=10**6, processes=2)
     command = [sys.executable, "-m", "stages", "train", "functional", *STAGE_ARGS]
     stage = subprocess.Popen(command, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert stage.stdout.readline().startswith("Epoch    0/")  # training
-    second = wait_for(lambda: [p for p in workers_of(stage, 2) if p.environ().get("RANK") == "1"], "the second")[0]
-    second.kill()
+    killed = wait_for(lambda: [p for p in workers_of(stage, 2) if p.environ().get("RANK") == rank], "the process")
+    killed[0].kill()
     assert stage.wait(timeout=120) in (1, 128 + signal.SIGKILL)  # the first failure seen: its status
     device, line = stage.stderr.read().splitlines()  # the device note, and one line
-    ends = ("train: error: another process of the group stopped", "train: terminated")
     assert device.startswith("device: ") and line.startswith(ends)
     assert not (workdir / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_hangup_ignored_before_the_stage_stays_ignored(tmp_path):
+    """`nohup dvc repro &`: torchrun's handlers leave alone what the stage inherited as ignored."""
+    (workdir,) = prepare(tmp_path, "toy-short-last-batch")
+    write_params(workdir, "toy-short-last-batch", epochs=10**6, processes=2)
+    command = ["nohup", sys.executable, "-m", "stages", "train", "functional", *STAGE_ARGS]
+    stage = subprocess.Popen(
+        command, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert stage.stdout.readline().startswith("Epoch    0/")
+    workers_of(stage, 2)
+    stage.send_signal(signal.SIGHUP)
+    assert stage.stdout.readline().startswith("Epoch  100/")  # still training
+    stage.terminate()
+    assert stage.wait(timeout=60) == 128 + signal.SIGTERM
+
+
+def test_more_processes_than_cpus_is_one_line(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    with pytest.raises(UserError, match=r"^train.processes=3, but this machine gives the stage 2 CPU\(s\); at most 2$"):
+        distributed.launch(3, ["train"])
 
 
 def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, subprocess.Popen]]:

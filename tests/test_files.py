@@ -18,6 +18,7 @@ from stages.plumbing.files import (
     _temporary_prefix,
     _tensors_sha256,
     float32_text,
+    open_tensors,
     read_tensors,
     tensors_bytes,
     write_outputs,
@@ -138,6 +139,14 @@ def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
     (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"impl": "low_level"}'}))
     with pytest.raises(UserError, match=r"m.safetensors: a damaged trained model: its tensors do not match the"):
         read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")  # no checksum: not ours
+
+
+def test_a_tensor_file_cut_short_while_read_is_named(tmp_path):
+    (tmp_path / "m.safetensors").write_bytes(tensors_bytes({"W": np.ones((50, 3), np.float32)}, {"impl": "x"}))
+    tensors = open_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+    os.truncate(tmp_path / "m.safetensors", 100)  # another program, after the checks
+    with pytest.raises(UserError, match=rf"^{tmp_path}/m.safetensors: it ended early: it changed while the stage read"):
+        tensors.rows("W")
 
 
 def test_a_directory_in_place_of_an_input(tmp_path):

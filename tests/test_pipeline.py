@@ -163,6 +163,29 @@ def test_verify_names_an_output_that_differs_from_dvc_lock(clone):
     shutil.rmtree(scratch)
 
 
+# What verify is pointed at, and its one line on stderr (exit status 2).
+VERIFY_MISTAKES = {
+    "no repository": ({}, "no dvc.yaml here; run it in the repository"),
+    "no dvc.lock": ({"dvc.yaml": "stages: {}\n"}, "no dvc.lock here; run `dvc repro` first"),
+    "a broken dvc.lock": (
+        {"dvc.yaml": "", "dvc.lock": "stages: ["},
+        "dvc.lock is not a lock file DVC wrote (ParserError",
+    ),
+    "another YAML file": ({"dvc.yaml": "", "dvc.lock": "x: 1\n"}, "dvc.lock is not a lock file DVC wrote (KeyError"),
+}
+
+
+@pytest.mark.parametrize("case", VERIFY_MISTAKES)
+def test_verify_of_what_is_no_pipeline_is_one_line(tmp_path, capsys, case):
+    files, message = VERIFY_MISTAKES[case]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert verify.main([str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"verify: error: {tmp_path}: ") and message in err
+    assert len(err.splitlines()) == 1
+
+
 STAGE = {"deps": {"stages/train.py": "a"}, "params": {"train": {"lr": 0.1}}, "outs": {"model": "b", "costs": "c"}}
 # How a recorded dvc.lock can disagree with the rerun's, and the line verify prints for the stage.
 LOCK_CASES = {

@@ -13,13 +13,15 @@ Without torchrun (WORLD_SIZE unset) training is the plain single-process loop.
 
 import logging
 import os
+import re
+import signal
 from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
 from stages.plumbing import process
-from stages.plumbing.errors import UserError, abbreviate, first_line
+from stages.plumbing.errors import UserError, abbreviate, first_line, say
 
 
 def world_size() -> int:
@@ -58,15 +60,19 @@ def start(device: torch.device) -> int:
 
 
 def launched() -> bool:
-    """Whether torchrun started this process (it sets TORCHELASTIC_RUN_ID for every process it starts)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ
+    """Whether torchrun started this process (it sets TORCHELASTIC_RUN_ID and WORLD_SIZE in every process)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def launch(processes: int, stage_args: list[str]) -> NoReturn:
     """Run the stage as `processes` processes on this machine: torchrun's own code (`torchrun --standalone
     --nproc-per-node=N -m stages STAGE_ARGS`), in this process. The first process prints the run's lines
     and its one line if it fails; torchrun's log and its report of the failed processes, a screenful, are
-    left out. Ends the process with the status of the first process that failed (0 when none did)."""
+    left out, and a line is printed here only when the first process was killed (then it printed none).
+    Ends the process with the status of the first process that failed (0 when none did)."""
+    cpus = len(os.sched_getaffinity(0))
+    if processes > cpus:
+        raise UserError(f"train.processes={processes}, but this machine gives the stage {cpus} CPU(s); at most {cpus}")
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -74,10 +80,24 @@ def launch(processes: int, stage_args: list[str]) -> NoReturn:
     quiet = logging.getLogger("torch.distributed.elastic")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
-    options = ["--standalone", f"--nproc-per-node={processes}", "--monitor-interval=0.1"]
+    # torchrun handles these signals and passes them on; one the stage inherited as ignored (nohup) stays so.
+    handled = ",".join(stop.name for stop in (*process.STOP_SIGNALS, signal.SIGQUIT) if process.handled(stop))
+    options = [
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "--monitor-interval=0.1",
+        f"--signals-to-handle={handled}",
+    ]
     try:
         torchrun.run(torchrun.parse_args([*options, "-m", "stages", *stage_args]))
     except ChildFailedError as failed:
+        first = failed.failures.get(0)
+        if first is not None and first.exitcode < 0:  # the first process was killed: it printed nothing
+            killed = signal.Signals(-first.exitcode).name
+            say(
+                f"{stage_args[0]}: error: the first of {processes} processes was killed ({killed}: out of memory, or "
+                "by hand); nothing was written"
+            )
         code = failed.get_first_failure()[1].exitcode
         raise SystemExit(code if code > 0 else 128 - code) from None  # -N: ended by signal N
     except SignalException as stopped:  # Ctrl-C or SIGTERM: torchrun stopped its processes, whose first said so
@@ -128,6 +148,5 @@ def _all_reduce(tensor: torch.Tensor) -> None:
     try:
         dist.all_reduce(tensor)
     except RuntimeError as error:  # gloo's or NCCL's (DistBackendError): another process is gone
-        raise UserError(
-            f"another process of the group stopped ({first_line(error)[:120]}); train.processes: 1 shows its error"
-        ) from None
+        cause = re.sub(r"^\[[^]]*\] ", "", first_line(error))[:120]  # without the source file of torch's build
+        raise UserError(f"another process of the group stopped ({cause}); train.processes: 1 shows its error") from None

@@ -256,10 +256,9 @@ class Tensors:
     its bytes, and its tensors, whole or some of their rows at a time (read with pread, not through a
     memory map: a process holds only the rows it asked for, whatever the file's size)."""
 
-    def __init__(
-        self, file: BinaryIO, layout: dict[str, tuple[np.dtype, tuple[int, ...], int]], info: dict, digest: str
-    ):
-        self.file, self.layout, self.info, self.sha256 = file, layout, info, digest
+    def __init__(self, path: str | Path, file: BinaryIO, layout: dict[str, tuple], info: dict, digest: str) -> None:
+        self.path, self.file, self.info, self.sha256 = path, file, info, digest
+        self.layout: dict[str, tuple[np.dtype, tuple[int, ...], int]] = layout  # name: type, shape, offset
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.layout[name][1]
@@ -276,7 +275,7 @@ class Tensors:
         while done < len(buffer):
             read = os.preadv(self.file.fileno(), [buffer[done:]], offset + start * row_bytes + done)
             if read == 0:
-                raise UserError(f"{self.file.name}: it ended early: it changed while the stage read it; run it again")
+                raise UserError(f"{self.path}: it ended early: it changed while the stage read it; run the stage again")
             done += read
         return array
 
@@ -301,7 +300,9 @@ def open_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -
     file = open_input(path, what, fix)
     digest = hashlib.file_digest(file, "sha256").hexdigest()  # a block at a time
     try:
-        with safe_open(path, framework="np") as f:  # safetensors checks the header: types, shapes, offsets
+        # safetensors checks the header (types, shapes, offsets) of the file opened above, not of another
+        # one renamed into its place since: the same file through its descriptor.
+        with safe_open(f"/dev/fd/{file.fileno()}", framework="np") as f:
             info = json.loads((f.metadata() or {})["info"])
             dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118 (not a dict)
             if other := [f"{name} is {dtype}" for name, dtype in dtypes.items() if dtype not in DTYPES]:
@@ -319,7 +320,7 @@ def open_tensors(path: str | Path, what: str, keys: tuple[str, ...], fix: str) -
     layout = {
         n: (DTYPES[t], tuple(header[n]["shape"]), start + header[n]["data_offsets"][0]) for n, t in dtypes.items()
     }
-    tensors = Tensors(file, layout, info, digest)
+    tensors = Tensors(path, file, layout, info, digest)
     checksum, not_finite = hashlib.sha256(), []
     for name in sorted(layout):
         checksum.update(_checksum_prefix(name, *layout[name][:2]))

@@ -51,7 +51,7 @@ def finishing() -> None:
     _ending = True
 
 
-def _handled(stop: signal.Signals) -> bool:
+def handled(stop: signal.Signals) -> bool:
     """Whether the stage handles `stop`: not when it was ignored before the stage began (`nohup`)."""
     return signal.getsignal(stop) != signal.SIG_IGN
 
@@ -61,7 +61,7 @@ def signals_end_at_once() -> Iterator[None]:
     """Around a native call that waits and does not return to Python (joining torchrun's processes),
     where a Python handler would never run: Ctrl-C, SIGTERM and SIGHUP end the process at once, as
     they end any program. Nothing is written before that point."""
-    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in (*STOP_SIGNALS, PARENT_GONE) if _handled(stop)}
+    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in (*STOP_SIGNALS, PARENT_GONE) if handled(stop)}
     try:
         yield
     finally:
@@ -145,7 +145,7 @@ def run_stage(argv: list[str]) -> NoReturn:
         os._exit(2)
     _stage = argv[0]
     for stop in STOP_SIGNALS:
-        if _handled(stop):
+        if handled(stop):
             signal.signal(stop, _stopped)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if sys.platform == "linux":
