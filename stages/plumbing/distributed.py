@@ -122,8 +122,7 @@ def world() -> int:
 def share(n_rows: int) -> slice:
     """This process's contiguous share of n_rows rows (all of them alone): empty when there are more
     processes than rows, and then the process adds zero gradients, weighted by its 0 rows."""
-    world, me = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
-    return slice(n_rows * me // world, n_rows * (me + 1) // world)
+    return slice(n_rows * rank() // world(), n_rows * (rank() + 1) // world())
 
 
 def sum_gradients(parameters, cost: torch.Tensor, fraction: float) -> torch.Tensor:
