@@ -14,7 +14,7 @@ from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import read_tensors, tensors_bytes
 
 # Written into every model file; a file without it, or with another, is not one this code can read.
-FORMAT = "softmax-three-ways model 1"
+FORMAT = "softmax-three-ways model 2"
 IMPLEMENTATIONS = ("low_level", "functional", "high_level")  # stages/models.py's (which imports torch)
 FIX = "run `dvc repro` to train it"
 
@@ -81,11 +81,13 @@ def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
 
 
 def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: Preprocessing) -> bytes:
-    """The model as ONNX, for every other runtime: input `inputs`, float32 (rows, inputs) as
-    Preprocessing.inputs makes them (NaN where a value is missing, one-hot entries 0/1); the filling in,
-    the scaling and the linear map inside the graph, in float64 as predict computes them; output
-    `probabilities`, float32 (rows, classes). Built with onnx's own helpers: a few nodes, the same bytes
-    on every run (docs/models.md says why not torch.onnx)."""
+    """The model as ONNX, for every other runtime, taking the table's columns by name, as scikit-learn
+    pipelines exported by skl2onnx do: one input per column, (rows, 1), float32 for a numeric column
+    (NaN where missing), string for a text column (empty where missing). Inside the graph, in float64
+    as predict computes them: the one-hot entries (`Equal` on strings), the filling in, the scaling and
+    the linear map; output `probabilities`, float32 (rows, classes). Built with onnx's own helpers: a few
+    nodes, the same bytes on every run (docs/models.md says why not torch.onnx). The graph's own names
+    begin with "/", so that no column's name can clash with one."""
     import json
 
     import onnx
@@ -94,30 +96,38 @@ def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: 
     nodes, constants = [], []
 
     def node(op: str, *inputs: str, **attributes: Any) -> str:
-        nodes.append(helper.make_node(op, list(inputs), [f"{op.lower()}{len(nodes)}"], **attributes))
+        nodes.append(helper.make_node(op, list(inputs), [f"/{op}_{len(nodes)}"], **attributes))
         return nodes[-1].output[0]
 
-    def constant(name: str, value: np.ndarray) -> str:
-        constants.append(numpy_helper.from_array(value.astype(np.float64), name))
-        return name
+    def constant(value: np.ndarray) -> str:
+        constants.append(numpy_helper.from_array(value, f"/constant_{len(constants)}"))
+        return constants[-1].name
 
-    x = node("Cast", "inputs", to=TensorProto.DOUBLE)
+    def column(name: str, kind: int) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, kind, ["rows", 1])
+
+    parts = [node("Cast", name, to=TensorProto.DOUBLE) for name in preprocessing.numeric]
+    for name, categories in preprocessing.categories:  # 0/1 per category, all NaN where missing
+        one_hot = node(
+            "Cast", node("Equal", name, constant(np.array([categories], dtype=object))), to=TensorProto.DOUBLE
+        )
+        missing = node("Equal", name, constant(np.array([[""]], dtype=object)))
+        parts.append(node("Where", missing, constant(np.array(np.nan)), one_hot))
+    x = node("Concat", *parts, axis=1)
     if preprocessing.fill is not None:
-        x = node("Where", node("IsNaN", x), constant("fill", preprocessing.fill), x)
+        x = node("Where", node("IsNaN", x), constant(preprocessing.fill.astype(np.float64)), x)
     if preprocessing.mean is not None:
-        x = node("Div", node("Sub", x, constant("mean", preprocessing.mean)), constant("std", preprocessing.std))
-        x = node("Cast", node("Cast", x, to=TensorProto.FLOAT), to=TensorProto.DOUBLE)  # float32, as predict's
-    logits = node("Add", node("MatMul", x, constant("W", W)), constant("b", b))
+        mean, std = (constant(v.astype(np.float64)) for v in (preprocessing.mean, preprocessing.std))
+        x = node(
+            "Cast", node("Cast", node("Div", node("Sub", x, mean), std), to=TensorProto.FLOAT), to=TensorProto.DOUBLE
+        )
+    logits = node("Add", node("MatMul", x, constant(W.astype(np.float64))), constant(b.astype(np.float64)))
     nodes.append(helper.make_node("Cast", [node("Softmax", logits, axis=1)], ["probabilities"], to=TensorProto.FLOAT))
-    n_inputs, n_classes = len(preprocessing.features), len(classes)
-    graph = helper.make_graph(
-        nodes,
-        "softmax_classifier",
-        [helper.make_tensor_value_info("inputs", TensorProto.FLOAT, ["rows", n_inputs])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["rows", n_classes])],
-        constants,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="softmax-three-ways")
-    helper.set_model_props(model, {"inputs": json.dumps(preprocessing.features), "classes": json.dumps(classes)})
+    inputs = [column(name, TensorProto.FLOAT) for name in preprocessing.numeric]
+    inputs += [column(name, TensorProto.STRING) for name in preprocessing.text_columns]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["rows", len(classes)])]
+    graph = helper.make_graph(nodes, "softmax_classifier", inputs, outputs, constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], producer_name="softmax-three-ways")
+    helper.set_model_props(model, {"classes": json.dumps(classes)})
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)

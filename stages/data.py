@@ -9,7 +9,7 @@ torch is imported only for the synthetic data, which it draws (the same data as 
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -92,13 +92,15 @@ def load_table(params: DataParams) -> Table:
     if params.source in ("iris", "digits"):
         return scikit_learn(params.source)
     features, categorical = params.features and tuple(params.features), tuple(params.categorical)
-    missing = MISSING_FIX if params.missing == "error" else None
+    missing, exclude = MISSING_FIX if params.missing == "error" else None, tuple(params.exclude)
     if params.source in ("csv", "parquet"):
         check_dataset_path(params.path)
     if params.source == "csv":
-        return read_csv(params.path, params.label, features, params.delimiter, params.encoding, categorical, missing)
+        return read_csv(
+            params.path, params.label, features, params.delimiter, params.encoding, categorical, missing, exclude
+        )
     if params.source == "parquet":
-        return read_parquet(params.path, params.label, features, categorical, missing)
+        return read_parquet(params.path, params.label, features, categorical, missing, exclude)
     return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
 
 
@@ -115,12 +117,12 @@ def without_missing(table: Table, missing: str) -> tuple[Table, int]:
     present = np.unique(table.y[keep])  # the classes that still have rows, in their order
     kept = subset(table, np.flatnonzero(keep))
     classes = tuple(table.classes[c] for c in present)
-    return Table(kept.x, np.searchsorted(present, kept.y), classes, kept.columns, kept.categorical), int((~keep).sum())
+    return replace(kept, y=np.searchsorted(present, kept.y), classes=classes), int((~keep).sum())
 
 
 def subset(table: Table, index: np.ndarray) -> Table:
     categorical = {column: values[index] for column, values in table.categorical.items()}
-    return Table(table.x[index], table.y[index], table.classes, table.columns, categorical)
+    return replace(table, x=table.x[index], y=table.y[index], categorical=categorical)
 
 
 def check_table(table: Table, name: str, label: str | None = None, left_out: int = 0) -> None:
@@ -189,7 +191,7 @@ def prepare_table(table: Table, params: DataParams) -> Prepared:
 def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
     """Fit the preprocessing on the training rows and apply it to both."""
     has_test = params.test_size > 0
-    preprocessing = fit(train, params.missing, params.standardize)
+    preprocessing = fit(train, params.missing, params.scaled)
     train_split = Split(preprocessing.apply(preprocessing.inputs(train)[0]), train.y)
     test_split = Split(preprocessing.apply(preprocessing.inputs(test)[0]), test.y) if has_test else train_split
     return Prepared(train_split, test_split, train.classes, has_test, preprocessing)

@@ -3,16 +3,17 @@ fits it, the prepared file and every model file carry it, predict applies it to 
 graph holds it.
 
 The input vector of a row, before filling in and scaling, is its numeric columns as they are (NaN where
-a value is missing), then for each categorical column one 0/1 entry per category of the training split,
-sorted (all 0 for a category the training split never had, all NaN where the value is missing: filled
-in with the training means, that is each category's share). Then, with data.missing: mean, each NaN
-becomes its input's mean over the training split (scikit-learn's SimpleImputer), and with
-data.standardize each input is scaled by the training split's mean and standard deviation.
+a value is missing), then for each categorical column, in data.categorical's order, one 0/1 entry per
+category of the training split, sorted (all 0 for a category the training split never had, all NaN
+where the value is missing: filled in with the training means, that is each category's share). Then,
+with data.missing: mean, each NaN becomes its input's mean over the training split (scikit-learn's
+SimpleImputer), and with data.standardize each input is scaled by the training split's mean and
+standard deviation.
 """
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ MAX_NAMES_BYTES = 50_000_000  # the categories' names in a file's header: half s
 @dataclass(frozen=True)
 class Preprocessing:
     numeric: tuple[str, ...]  # the numeric columns, in the order of the input vector
-    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)  # categorical column -> categories
+    # (categorical column, its categories), in the order of the input vector: a list, as stored, since
+    # the order of the entries is the order of the weights' rows.
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
     missing: str = "error"  # data.missing: "mean" fills in, the others refuse a missing value
     fill: np.ndarray | None = None  # per input: its training mean (data.missing: mean)
     mean: np.ndarray | None = None  # per input: the standardization (data.standardize)
@@ -37,13 +40,17 @@ class Preprocessing:
     @property
     def features(self) -> list[str]:
         """The input vector's entries by name: a one-hot entry is `column=category`."""
-        return [*self.numeric, *(f"{c}={k}" for c, categories in self.categories.items() for k in categories)]
+        return [*self.numeric, *(f"{c}={k}" for c, categories in self.categories for k in categories)]
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        return tuple(column for column, _ in self.categories)
 
     def inputs(self, table: Table) -> tuple[np.ndarray, int]:
         """The rows' input vectors before filling in and scaling, and how many rows hold a category the
         training split never had."""
         parts, unknown = [table.x], np.zeros(len(table.x), dtype=bool)
-        for column, categories in self.categories.items():
+        for column, categories in self.categories:
             index = {category: i for i, category in enumerate(categories)}
             of_row = np.array([-2 if v is None else index.get(v, -1) for v in table.categorical[column]], dtype=int)
             one_hot = np.zeros((len(of_row), len(categories)), dtype=np.float32)
@@ -68,7 +75,7 @@ class Preprocessing:
             if table:
                 fix = "the model cannot classify it (its standardization came from a far smaller spread)"
                 raise UserError(f"{table}, row {bad[0][0] + 1}: column {column} lies beyond float32 once scaled; {fix}")
-            fix = "leave data.standardize off or rescale that column"
+            fix = "set data.standardize: false or rescale that column"
             raise UserError(
                 f"data.standardize: column {column} lies beyond float32 once scaled by the training spread; {fix}"
             )
@@ -77,7 +84,7 @@ class Preprocessing:
     def tensors(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The arrays and the description a tensors file stores it as (read back by from_tensors)."""
         arrays = {name: getattr(self, name) for name in ("fill", "mean", "std") if getattr(self, name) is not None}
-        info = {"numeric": list(self.numeric), "categories": {c: list(k) for c, k in self.categories.items()}}
+        info = {"numeric": list(self.numeric), "categories": [[c, list(k)] for c, k in self.categories]}
         return {f"preprocessing.{name}": array for name, array in arrays.items()}, info | {"missing": self.missing}
 
     @classmethod
@@ -85,12 +92,15 @@ class Preprocessing:
         """Read back what tensors() wrote; ValueError when it is not that."""
         try:
             numeric, missing = tuple(info["numeric"]), info["missing"]
-            categories = {c: tuple(k) for c, k in info["categories"].items()}
-            names = [*numeric, *categories, *(k for ks in categories.values() for k in ks)]
-        except (TypeError, KeyError, AttributeError):
-            names, missing = [None], None
-        texts = all(isinstance(n, str) for n in names) and missing in ("error", "drop", "mean")
-        if not texts or any(list(k) != sorted(set(k)) for k in categories.values()):
+            # A list of [column, [category, ...]] pairs (a mapping, as files before this format held,
+            # is refused: its order was not the weights').
+            categories = tuple((c, tuple(k)) for c, k in info["categories"] if isinstance(k, list))
+            names = [*numeric, *(c for c, _ in categories), *(k for _, ks in categories for k in ks)]
+            texts = isinstance(info["categories"], list) and len(categories) == len(info["categories"])
+        except (TypeError, KeyError, AttributeError, ValueError):
+            names, missing, texts = [None], None, False
+        texts = texts and all(isinstance(n, str) for n in names) and missing in ("error", "drop", "mean")
+        if not texts or any(list(k) != sorted(set(k)) for _, k in categories):
             raise ValueError(f"its preprocessing {abbreviate(info)} is not one prepare writes")
         stored = {name: arrays.get(f"preprocessing.{name}") for name in ("fill", "mean", "std")}
         made = cls(numeric, categories, missing, **stored)
@@ -109,24 +119,25 @@ class Preprocessing:
 
 def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
     """The preprocessing of the training split `train`."""
-    categories = {}
-    for column, values in train.categorical.items():
-        categories[column] = tuple(sorted({v for v in values if v is not None}))
-        if not categories[column]:
+    categories = []
+    for column, values in train.categorical.items():  # in data.categorical's order
+        categories.append((column, tuple(sorted({v for v in values if v is not None}))))
+        if not categories[-1][1]:
             fix = "leave it out of data.categorical"
             raise UserError(f"data.categorical: column {abbreviate(column)} has no value in the training split; {fix}")
     columns = train.columns or tuple(f"x{i}" for i in range(1, train.x.shape[1] + 1))
     # The inputs are built, filled in and scaled as float32 (rows, inputs) arrays, and the categories'
     # names go in the header of each file (safetensors refuses one over 100 MB): an identifier cannot.
-    needed = len(train.x) * (len(columns) + sum(map(len, categories.values()))) * 4 * 3
-    names = sum(len(k.encode()) + 8 for ks in categories.values() for k in ks)
+    needed = len(train.x) * (len(columns) + sum(len(k) for _, k in categories)) * 4 * 3
+    names = sum(len(k.encode()) + 8 for _, ks in categories for k in ks)
     if categories and (needed > memory_limit() or names > MAX_NAMES_BYTES):
-        column = max(categories, key=lambda c: len(categories[c]))
+        column, most = max(categories, key=lambda pair: len(pair[1]))
         size = f"{needed / 2**30:.3g} GiB of inputs, {names:,} bytes of names"
         raise UserError(
-            f"data.categorical: column {abbreviate(column)} has {len(categories[column]):,} categories in "
+            f"data.categorical: column {abbreviate(column)} has {len(most):,} categories in "
             f"{len(train.x):,} training rows, too many to encode ({size}); is it an identifier? Leave it out"
         )
+    categories = tuple(categories)
     made = Preprocessing(columns, categories, missing)
     twice = [name for name, count in Counter(made.features).items() if count > 1]
     if twice:  # a numeric column named "c=a" beside the category a of the column c

@@ -28,8 +28,8 @@ def read_rows(model: Classifier, path: str, delimiter: str | None, encoding: str
     with open_input(path, "table", "check the path") as f:
         parquet = f.read(4) == b"PAR1"  # a Parquet file's first bytes, whatever its name
     if parquet:
-        return read_parquet(path, None, pre.numeric, tuple(pre.categories), missing)
-    return read_csv(path, None, pre.numeric, delimiter, encoding, tuple(pre.categories), missing)
+        return read_parquet(path, None, pre.numeric, pre.text_columns, missing)
+    return read_csv(path, None, pre.numeric, delimiter, encoding, pre.text_columns, missing)
 
 
 def predict(model: Classifier, rows: Table, table: str = "the table") -> tuple[np.ndarray, int, int]:

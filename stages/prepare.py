@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{params.source}: {len(prepared.train.y)} training rows, "
         + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")
         + (f"{left_out} left out for missing values (data.missing: {params.missing}), " if left_out else "")
+        + ("column 1 (no name) read as row names and left out, " if new_rows.row_names else "")
         + f"{prepared.n_features} features, classes {listing([f'{i}={c}' for i, c in classes])}"
     )
     label = params.label if params.source in TABLES else None

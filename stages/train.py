@@ -118,6 +118,9 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     # The last update comes after the last cost: it too may have left the weights beyond float32.
     if not all(torch.isfinite(tensor).all() for tensor in model.state_dict().values()):
         raise diverged("the weights became infinite or NaN", params.epochs, params, standardized)
+    if costs[-1] > costs[0]:  # finite, but training made the model worse: the steps overshoot
+        what = f"the cost rose from {costs[0].item():.4g} to {costs[-1].item():.4g}"
+        raise diverged(what, params.epochs, params, standardized)
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
 
 
@@ -154,7 +157,8 @@ def test_cost(model: Model, test: Split, share: float) -> torch.Tensor:
 
 
 def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> UserError:
-    """The one line for a run that diverged, naming only the settings that can have caused it."""
+    """The one line for a run that diverged (or ended worse than it began), naming only the settings
+    that can have caused it."""
     suspects = ["lr"] + ["weight_decay"] * (params.weight_decay > 0)
     suspects += ["momentum"] * (params.optimizer == "sgd" and params.momentum > 0)
     settings = ", ".join(f"train.{name}={getattr(params, name)}" for name in suspects)

@@ -35,7 +35,8 @@ def csv_params(extra: str = "") -> str:
     replaces that one)."""
     path = "" if "  path:" in extra else "  path: datasets/t.csv\n"
     label = "" if "  label:" in extra else "  label: y\n"
-    return f"data:\n  source: csv\n{path}{label}{extra}"
+    standardize = "" if "  standardize:" in extra else "  standardize: false\n"  # features read as they are
+    return f"data:\n  source: csv\n{path}{label}{standardize}{extra}"
 
 
 def synthetic(key: str, value: int) -> str:
@@ -78,11 +79,11 @@ PARAMS = {
     "no train.lr": ("train", params_text().replace("  lr: 0.1\n", ""), "missing key 'train.lr'; add it to section 'train'"),
     "epochs 10**15": ("train", params_text("train", "epochs", 10**15), "train.epochs=1000000000000000 needs about 55,879,354 GiB for the cost of every"),
     "source": ("prepare", params_text("data", "source", "mnist"), "data.source must be 'toy', 'iris', 'digits', 'csv', 'parquet' or 'synthetic', got 'mnist'"),
-    "unknown data key": ("prepare", params_text("data", "pathh", "x.csv"), "unknown key 'data.pathh'; allowed in 'data': source, test_size, standardize, seed, path, label, features, categorical, missing, delimiter, encoding, n_samples, n_features, n_classes"),
+    "unknown data key": ("prepare", params_text("data", "pathh", "x.csv"), "unknown key 'data.pathh'; allowed in 'data': source, test_size, standardize, seed, path, label, features, categorical, exclude, missing, delimiter, encoding, n_samples, n_features, n_classes"),
     "no data": ("prepare", params_text("data"), "missing section 'data'; add it with keys source"),
     "test_size 1": ("prepare", params_text("data", "test_size", 1), "data.test_size must be less than 1, got 1"),
     "test_size<0": ("prepare", params_text("data", "test_size", -0.2), "data.test_size must be greater than or equal to 0, got -0.2"),
-    "standardize": ("prepare", params_text("data", "standardize", "yes"), "data.standardize must be a valid boolean, got 'yes'"),
+    "standardize": ("prepare", params_text("data", "standardize", "yes"), "data.standardize must be 'auto', True or False, got 'yes'"),
     "features text": ("prepare", params_text("data", "features", "alcohol"), "data.features must be a valid list, got 'alcohol'"),
     "n_classes 1": ("prepare", params_text("data", "n_classes", 1), "data.n_classes must be greater than or equal to 2, got 1"),
     "delimiter": ("prepare", params_text("data", "delimiter", ":"), "data.delimiter must be ',', ';', '\\t' or '|', got ':'"),
@@ -165,7 +166,7 @@ TABLES = {
     "header twice": ("x,x,y\n1,2,a\n3,4,b\n", "", "datasets/t.csv: the header names column 'x' more than once; give every"),
     "empty label": ("x,y\n1,a\n2,\n", "", "datasets/t.csv, line 3: the label column 'y' is empty; every row needs its class"),
     "features label": ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features or data.categorical names the label column 'y'; a model must not"),
-    "features twice": ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features and data.categorical name 'x' more than once; list each"),
+    "features twice": ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features names 'x' more than once; list each"),
     "not utf-8": (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv, line 3: bytes that are not utf-8 (b'\\xe9\\n'); set data.encoding"),
     "a huge field": (f"x,y\n1,a\n{'9' * 200_000},b\n", "", "datasets/t.csv, line 3: column 'x' is 9999"),
     "a huge field, then a bad row": (f"a,y\n1,x\n3,{'x' * 200_000}\nbad,z\n", "", "datasets/t.csv, line 4: column 'a' is not a number: 'bad'"),
@@ -188,8 +189,8 @@ TABLES = {
     "utf-8 as utf-16": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", "datasets/t.csv: no label column 'y' (data.label); columns: "),
     "utf-8 as utf-16, the hint": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", " (or data.encoding utf-16 is not the file's)"),
     "label a number": ("x,y\n1,a\n", "  label: 2020\n", "datasets/t.csv: no label column '2020' (data.label); columns: x, y"),  # a name
-    "nameless column": (",a,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 1 has no name: an index (pandas' to_csv(index=False)"),
-    "Unnamed: 0": ("Unnamed: 0,a,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 1 has no name: an index (pandas'"),
+    "nameless second column": ("a,,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 2 has no name; name it, or list data.features"),
+    "exclude a column it lacks": ("a,b,y\n0,1,p\n1,2,q\n", "  exclude: [id]\n", "datasets/t.csv: no column 'id' (data.exclude); columns: a, b, y"),
     "path too long": ("x,y\n1,a\n", f"  path: {LONG}\n", f"{LONG[:200]}: File name too long; check that path, its permissions and the disk"),
     "path outside": ("x,y\n1,a\n", "  path: t.csv\n", "data.path: t.csv is not under datasets/; put the file there"),
     "path missing": ("x,y\n1,a\n", "  path: datasets/none.csv\n", "datasets/none.csv: table data.path names not found; check data.path"),
@@ -400,7 +401,7 @@ INPUTS = {
     "new rows, none": ("predict", write("new.csv", "x1,x2,x3,x4\n"), "new.csv: the table is empty; it needs a header row and at least one data row"),
     "new rows missing": ("predict", lambda w: None, "new.csv: table not found; check the path"),
     "model is prepared data": ("predict", both(write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n"), lambda w: (w / MODEL).write_bytes((w / PREPARED).read_bytes())), f"{MODEL}: not a trained model (another file in its place?); give the path of a model file that `dvc repro` trained"),
-    "model of another version": ("predict", both(write("new.csv", "x1\n1\n"), rewrite(MODEL, info={"format": "softmax-three-ways model 0"})), f"{MODEL}: a model of another version of this project ('softmax-three-ways model 0', not 'softmax-three-ways model 1')"),
+    "model of another version": ("predict", both(write("new.csv", "x1\n1\n"), rewrite(MODEL, info={"format": "softmax-three-ways model 0"})), f"{MODEL}: a model of another version of this project ('softmax-three-ways model 0', not 'softmax-three-ways model 2')"),
     "model's preprocessing damaged": ("predict", rewrite(MODEL, info={"preprocessing": {"numeric": [1]}}), f"{MODEL}: its preprocessing {{'numeric': [1]}} is not one prepare writes"),
     "model, a byte flipped": ("predict", both(write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n"), flip_last_byte(MODEL)), f"{MODEL}: a damaged trained model: its tensors do not match the checksum written with them"),
     "model, a class twice": ("predict", rewrite(MODEL, info={"classes": ["0", "0", "1"]}), f"{MODEL}: names classes ['0', '0', '1'] for 3 outputs"),

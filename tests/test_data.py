@@ -417,8 +417,10 @@ def test_parquet_categorical_labels_as_pandas_writes_them(datasets):
 @pytest.mark.parametrize(
     "text, label, features, expected",
     [
-        # pandas' default to_csv() writes its index as a nameless first column: never a feature silently
-        (",a,y\n0,1,p\n1,2,q\n", "y", None, "datasets/t.csv: column 1 has no name: an index (pandas'"),
+        # R's write.csv() and pandas' to_csv() write row names as a nameless first column: never a feature
+        (",a,y\n0,1,p\n1,2,q\n", "y", None, [[1.0], [2.0]]),
+        ('"","a","y"\n"1",1,"p"\n"2",2,"q"\n', "y", None, [[1.0], [2.0]]),
+        ("Unnamed: 0,a,y\n0,1,p\n1,2,q\n", "y", None, [[1.0], [2.0]]),
         (",a,y\n0,1,p\n1,2,q\n", "y", ("a",), [[1.0], [2.0]]),
         # one name in two Unicode normalizations is one name: NFD "café" in the file, NFC in params
         ("a,cafe\u0301\n1,caf\u00e9\n2,cafe\u0301\n3,x\n", "caf\u00e9", None, ("café", "x")),

@@ -14,11 +14,11 @@ import pytest
 
 from stages import evaluate, predict, prepare, train
 from stages.classifier import load_classifier, log_probabilities
-from stages.data import load_prepared
+from stages.data import load_prepared, split
 from stages.features import Preprocessing, fit
 from stages.plumbing.params import DataParams
 from stages.plumbing.process import boundary
-from stages.plumbing.tables import Table, read_csv
+from stages.plumbing.tables import Table
 
 SPECIES = ("Adelie", "Chinstrap", "Gentoo")
 
@@ -72,22 +72,72 @@ def survey(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-CASES = {  # the data section (beyond the survey's), the implementation
-    "categorical, gaps filled": ({"categorical": ["island", "sex"], "missing": "mean"}, "high_level"),
-    "categorical, gaps dropped": ({"categorical": ["island", "sex"], "missing": "drop"}, "functional"),
-    "iris, no gaps": ({"source": "iris"}, "high_level"),
-    "numbers only, gaps filled, scalar b": (
-        {"features": ["bill_length_mm", "body_mass_g"], "missing": "mean"},
-        "low_level",
-    ),
-}
+def mixed_csv(columns: list[str], gaps: bool, rows: int = 200, seed: int = 0) -> str:
+    """A table of two numeric and three text columns and a label `y` that depends on all of them,
+    its columns in the order `columns` lists them; with `gaps`, about 4 % of the values written NA."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, rows)
+    values = {
+        "n1": [f"{v:.2f}" for v in rng.normal(label * 1.5, 1.0)],
+        "n2": [f"{v:.2f}" for v in rng.normal(-label, 2.0)],
+        "zone": np.array(["west", "north", "south"])[(label + rng.integers(0, 2, rows)) % 3],
+        "grade": np.array(["D", "A", "C", "B"])[(label + rng.integers(0, 3, rows)) % 4],
+        "colour": np.array(["red", "blue"])[(label % 2) ^ (rng.random(rows) < 0.2)],
+    }
+    values = {c: [v if not gaps or rng.random() > 0.04 else "NA" for v in vs] for c, vs in values.items()}
+    values["y"] = [f"k{v}" for v in label]
+    return "".join(
+        ",".join(map(str, row)) + "\n" for row in [columns, *zip(*(values[c] for c in columns), strict=True)]
+    )
 
 
-@pytest.mark.parametrize("data, impl", CASES.values(), ids=CASES.keys())
-def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, data, impl):
-    (survey / "params.yaml").write_text(params_yaml(**(SURVEY | data)))
+def onnx_probabilities(onnx_file: Path, table: Path) -> np.ndarray:
+    """The ONNX file run as a user of another runtime runs it: each of the table's columns by name,
+    numbers as float32 (NaN where empty), text as strings."""
+    session = onnxruntime.InferenceSession(onnx_file.read_bytes(), providers=["CPUExecutionProvider"])
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    feed = {}
+    for column in session.get_inputs():
+        values = [row[column.name] for row in rows]
+        if column.type == "tensor(string)":
+            feed[column.name] = np.array(values, dtype=object).reshape(-1, 1)
+        else:
+            feed[column.name] = np.array([float(v) if v else np.nan for v in values], np.float32).reshape(-1, 1)
+    return session.run(None, feed)[0]
+
+
+MIXED = {"source": "csv", "path": "datasets/mixed.csv", "label": "y", "test_size": 0.25}
+# The configurations a user's table meets: (its columns in file order, the data section beyond MIXED, gaps)
+CONFIGURATIONS = {
+    "two text columns, not alphabetical": (["n1", "zone", "colour", "n2", "y"], {"categorical": ["zone", "colour"], "standardize": False}, False),
+    "three before the numbers, standardized": (["zone", "grade", "colour", "n1", "n2", "y"], {"categorical": ["zone", "colour", "grade"], "standardize": True}, False),
+    "three after the numbers, gaps filled": (["n1", "n2", "colour", "zone", "grade", "y"], {"categorical": ["grade", "zone", "colour"], "missing": "mean"}, True),
+    "label first, gaps dropped, not standardized": (["y", "grade", "n2", "zone", "n1"], {"categorical": ["zone", "grade"], "missing": "drop", "standardize": False}, True),
+    "text columns named in data.features": (["n1", "n2", "zone", "grade", "y"], {"features": ["n2", "zone", "n1"], "categorical": ["zone", "grade"], "missing": "mean"}, True),
+    "a category the training split never had": (["n1", "zone", "grade", "y"], {"categorical": ["zone", "grade"]}, "rare"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("impl", ["low_level", "functional", "high_level"])
+@pytest.mark.parametrize("columns, data, gaps", CONFIGURATIONS.values(), ids=CONFIGURATIONS.keys())
+def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, columns, data, gaps, impl):
+    """The invariant a user relies on: predict on the evaluation rows gives evaluate's classes and
+    probabilities, whatever the order of the columns (in the file, in data.categorical, in predict's
+    input), and the ONNX file, fed the raw columns by name, gives predict's probabilities."""
+    table = mixed_csv(columns, gaps is True)
+    if gaps == "rare":  # one evaluation row gets a category that no training row has
+        lines = table.splitlines(keepends=True)
+        y = np.array([int(line.split(",")[-1].strip()[1]) for line in lines[1:]])
+        rows = Table(np.arange(len(y), dtype=np.float32)[:, None], y, ("k0", "k1", "k2"))
+        row = int(split(rows, MIXED["test_size"], 0)[1].x[0, 0]) + 1
+        lines[row] = lines[row].replace(lines[row].split(",")[1], "rare", 1)
+        table = "".join(lines)
+    (survey / "datasets" / "mixed.csv").write_text(table)
+    (survey / "params.yaml").write_text(params_yaml(**(MIXED | data)))
     paths = run_pipeline(survey, impl)
     model, prepared = load_classifier(paths["model"]), load_prepared(paths["prepared"])
+    assert model.preprocessing.text_columns == tuple(data["categorical"])
+    assert ("rare" in paths["new.csv"].read_text()) == (gaps == "rare")
     rows = list(csv.DictReader(io.StringIO(paths["out.csv"].read_text())))
     confusion = list(csv.DictReader(io.StringIO(paths["confusion"].read_text())))
     assert [row["row"] for row in rows] == [str(i) for i in range(1, len(prepared.eval.y) + 1)]
@@ -95,18 +145,14 @@ def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, data, im
     expected = np.exp(log_probabilities(model, prepared.eval.x)).astype(np.float32)
     written = np.array([[float(row[f"p_{c}"]) for c in model.classes] for row in rows], dtype=np.float32)
     assert np.array_equal(written, expected)  # one computation: the same float32 numbers
-    # The ONNX file, from the raw input vectors (NaN where missing), in onnxruntime.
-    table = read_csv(
-        "new.csv", None, model.preprocessing.numeric, categorical=tuple(model.preprocessing.categories), missing=None
-    )
-    inputs, _ = model.preprocessing.inputs(table)
-    session = onnxruntime.InferenceSession(paths["onnx"].read_bytes(), providers=["CPUExecutionProvider"])
-    (probabilities,) = session.run(None, {"inputs": inputs})
-    np.testing.assert_allclose(probabilities, expected, atol=1e-5, rtol=0)
-    assert np.array_equal(probabilities.argmax(1), expected.argmax(1))
-    metadata = session.get_modelmeta().custom_metadata_map
-    assert json.loads(metadata["inputs"]) == model.preprocessing.features
-    assert json.loads(metadata["classes"]) == list(model.classes)
+    # predict's input with its columns in reverse order: the same bytes out.
+    new_rows = list(csv.reader(io.StringIO(paths["new.csv"].read_text())))
+    with (survey / "reversed.csv").open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(row[::-1] for row in new_rows)
+    with contextlib.redirect_stderr(io.StringIO()):
+        predict.main(["model", "reversed.csv", "reversed_out.csv"])
+    assert (survey / "reversed_out.csv").read_bytes() == paths["out.csv"].read_bytes()
+    np.testing.assert_allclose(onnx_probabilities(paths["onnx"], paths["new.csv"]), expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("missing", ["mean", "drop"])
@@ -150,7 +196,7 @@ MISSING = {  # a table, data.missing, what prepare keeps (training rows, left ou
     "label, error": ("x,y\n1,a\n2,null\n", "error", "line 3: the label column 'y' is missing ('null'); every row needs its class"),
     "dropped to nothing": ("x,y\n1,a\nNA,b\n", "drop", "fewer than two classes (a)"),
     "all missing, mean": ("x,z,y\nNA,1,a\nNA,2,b\n", "mean", "data.missing: column 'x' has no value in the training"),
-    "text, not categorical": ("x,y\nDream,a\n", "error", "'Dream'; list it in data.categorical, or leave it out of data.features"),
+    "text, not categorical": ("x,y\nDream,a\n", "error", "'Dream'; list it in data.categorical, or in data.exclude to leave it out"),
 }  # fmt: skip
 
 
@@ -251,8 +297,7 @@ def test_the_onnx_file_computes_as_predict_does_near_float32s_limits(survey):
     with contextlib.redirect_stderr(io.StringIO()):
         predict.main(["model", "huge.csv", "huge_out.csv"])
     ours = np.loadtxt(survey / "huge_out.csv", delimiter=",", skiprows=1, usecols=(2, 3), dtype=np.float32)
-    session = onnxruntime.InferenceSession(paths["onnx"].read_bytes(), providers=["CPUExecutionProvider"])
-    (theirs,) = session.run(None, {"inputs": np.float32([[3.4e38, 0], [-3.4e38, 0]])})
+    theirs = onnx_probabilities(paths["onnx"], survey / "huge.csv")
     np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
 
 
@@ -271,7 +316,7 @@ PREDICT_TABLES = {  # a table for the toy model (columns x1..x4), predict's opti
 
 @pytest.mark.parametrize("content, options, expected", PREDICT_TABLES.values(), ids=PREDICT_TABLES.keys())
 def test_predict_reads_tables_as_prepare_does(survey, content, options, expected):
-    (survey / "params.yaml").write_text(params_yaml(source="toy"))
+    (survey / "params.yaml").write_text(params_yaml(TRAIN.replace("lr: 0.5", "lr: 0.1"), source="toy"))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         prepare.main(["prepared", "new.csv"])
         train.main(["low_level", "prepared", "model", "costs.tsv", "test_costs.tsv", "onnx"])

@@ -66,18 +66,24 @@ STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 class DataParams:
     source: Literal["toy", "iris", "digits", "csv", "parquet", "synthetic"]
     test_size: Fraction = 0.0  # 0: evaluate on the training data
-    standardize: bool = False  # statistics from the training split only
+    standardize: Literal["auto", True, False] = "auto"  # statistics from the training split; auto: tables only
     seed: Annotated[Int, Field(ge=0)] = 0  # the split, and the synthetic data
     path: Text | None = None  # csv, parquet: the file
     label: Text | None = None  # csv, parquet: the label column
     features: Annotated[list[Text], Field(min_length=1)] | None = None  # None: every column but the label
     categorical: list[Text] = Field(default_factory=list)  # csv, parquet: text columns, one-hot encoded
+    exclude: list[Text] = Field(default_factory=list)  # csv, parquet: columns never used as inputs (an ID)
     missing: Literal["error", "drop", "mean"] = "error"  # csv, parquet: what a missing value does
     delimiter: Literal[",", ";", "\t", "|"] | None = None  # csv: None detects it from the header line
     encoding: Annotated[str, AfterValidator(_encoding)] = "utf-8"  # csv (a byte-order mark is dropped)
     n_samples: Annotated[Int, Field(ge=2)] = 1000  # synthetic
     n_features: Annotated[Int, Field(ge=1)] = 20  # synthetic
     n_classes: Annotated[Int, Field(ge=2)] = 3  # synthetic
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the inputs are standardized: data.standardize, where auto is on for a user's table."""
+        return self.source in TABLES if self.standardize == "auto" else self.standardize
 
 
 @dataclass(frozen=True, config=STRICT)

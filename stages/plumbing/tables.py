@@ -34,12 +34,13 @@ class Table:
     classes: tuple[str, ...]  # classes[i] is the name of class index i
     columns: tuple[str, ...] = ()  # the names of x's columns
     categorical: dict[str, np.ndarray] = field(default_factory=dict)  # a text column's values (None: missing)
+    row_names: bool = False  # whether its first column, unnamed, held row names (left out)
 
 
 # What prepare says of a missing value when data.missing is error (predict says what the model needs).
 MISSING_FIX = "set data.missing: drop (leave such rows out) or mean (fill in the training mean)"
 LABEL_FIX = "every row needs its class (data.missing: drop or mean leaves such rows out)"
-TEXT_FIX = "list it in data.categorical, or leave it out of data.features"
+TEXT_FIX = "list it in data.categorical, or in data.exclude to leave it out"
 
 
 def name(text: str) -> str:
@@ -91,6 +92,12 @@ def detect_delimiter(header: str) -> str:
     return max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
 
 
+def nameless(column: str) -> bool:
+    """A header field without a name: R's write.csv and pandas' to_csv write their row names (index) so,
+    and pandas reads such a column back as "Unnamed: 0"."""
+    return not column or re.fullmatch(r"Unnamed: [0-9]+", column) is not None
+
+
 def _columns(
     path: str,
     header: list[str],
@@ -99,14 +106,17 @@ def _columns(
     index: list[str],
     hint: str = "",
     categorical: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
 ) -> list[str]:
     """The numeric feature columns, checked against the header with the categorical ones: no repeated
-    name, the label not a feature, and by default every column but the label, the categorical ones and
-    the index (`index`: the columns the file says are one)."""
+    name, the label not a feature, and by default every column but the label, the categorical ones, the
+    excluded ones, the index (`index`: the columns the file says are one) and a first column without a
+    name (row names). A column both in `features` and in `categorical` is a categorical one."""
     used = None if features is None else {*features, *categorical, label}  # None: every column
     for names, what, fix in (
         (header, f"{path}: the header names column", "give every column its own name"),
-        ([*(features or []), *categorical], "data.features and data.categorical name", "list each column once"),
+        (features or [], "data.features names", "list each column once"),
+        (categorical, "data.categorical names", "list each column once"),
     ):  # linear in the width; a column read by name must be one column
         twice = [column for column, count in Counter(names).items() if count > 1 and (not used or column in used)]
         if twice:
@@ -117,22 +127,24 @@ def _columns(
         fix = "a model must not see the answer: remove it from data.features and data.categorical"
         raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
     present = set(header)  # linear in the width, as the checks above
-    missing = [column for column in [*(features or []), *categorical] if column not in present]
+    missing = [column for column in [*(features or []), *categorical, *exclude] if column not in present]
     if missing and label is None:  # predict's table
         fix = "give a table with the model's columns (under dvc repro, predict.path names it)"
         raise UserError(
             f"{path}: no column {abbreviate(missing[0])}, which the model reads; columns: {listing(header)}; {fix}"
         )
     if missing:
-        where = "data.features" if missing[0] in (features or []) else "data.categorical"
-        raise UserError(f"{path}: no column {abbreviate(missing[0])} ({where}); columns: {listing(header)}")
+        where = (
+            "features" if missing[0] in (features or ()) else "categorical" if missing[0] in categorical else "exclude"
+        )
+        raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.{where}); columns: {listing(header)}")
     if features is not None:
-        return list(features)
-    nameless = [i for i, column in enumerate(header, 1) if not column or re.fullmatch(r"Unnamed: [0-9]+", column)]
-    if nameless:  # pandas' to_csv() writes its index so, by default, and reads it back as "Unnamed: 0"
-        fix = "an index (pandas' to_csv(index=False) leaves it out)? Name it, or list data.features"
-        raise UserError(f"{path}: column {nameless[0]} has no name: {fix}")
-    names = [column for column in header if column != label and column not in {*index, *categorical}]
+        return [column for column in features if column not in {*categorical, *exclude}]
+    unnamed = [i for i, column in enumerate(header, 1) if nameless(column)]
+    if unnamed[1:] or unnamed not in ([], [1]):  # a first column without a name holds row names
+        raise UserError(f"{path}: column {unnamed[-1]} has no name; name it, or list data.features")
+    left_out = {*index, *categorical, *exclude, label, *(header[:1] if unnamed else [])}
+    names = [column for column in header if column not in left_out]
     if not names and not categorical:
         raise UserError(f"{path}: no feature columns besides the label {abbreviate(label)}")
     return names
@@ -146,6 +158,7 @@ def read_csv(
     encoding: str = "utf-8",
     categorical: tuple[str, ...] = (),
     missing: str | None = MISSING_FIX,
+    exclude: tuple[str, ...] = (),
 ) -> Table:
     """A CSV table with a header row; the label column may hold strings, and so may the `categorical`
     columns. Read as spreadsheets and databases export tables: a byte-order mark is dropped, lines end
@@ -173,7 +186,7 @@ def read_csv(
     if delimiter and len(header_line.split(delimiter)) == 1 and detect_delimiter(header_line) != delimiter:
         hint += f" (or {option}delimiter {delimiter!r} is not the file's)"
     dialect = Dialect(encoding, delimiter or detect_delimiter(header_line), hint, option)
-    wanted = Wanted(label, features, categorical, missing)
+    wanted = Wanted(label, features, categorical, missing, exclude)
     # pyarrow's 1 MiB blocks, but when no line ends in the first 64 KiB: the header must fit in the first.
     block = 1 << 20 if b"\n" in start or b"\r" in start else 1 << 26
     read = pa_csv.ReadOptions(encoding=encoding, block_size=block)
@@ -182,7 +195,7 @@ def read_csv(
         header = pa_csv.open_csv(path, read, parse).schema.names
         if any("\0" in column for column in header):  # UTF-16 read as UTF-8: where, and which encoding
             raise ValueError("a NUL in the header")
-        names = _columns(path, [name(column) for column in header], label, features, [], hint, categorical)
+        names = _columns(path, [name(column) for column in header], label, features, [], hint, categorical, exclude)
         spelled = {name(column): column for column in header}
         texts = [*categorical, *([label] if label is not None else [])]
         types = {spelled[c]: pa.float64() for c in names} | {spelled[c]: pa.string() for c in texts}
@@ -218,7 +231,7 @@ def read_csv(
     if label is None:
         return Table(x[:rows], np.zeros(rows, np.int64), (), tuple(names), values)
     classes, y = _labels(values.pop(label), f"{path}, column '{label}'")
-    return Table(x[:rows], y, classes, tuple(names), values)
+    return Table(x[:rows], y, classes, tuple(names), values, features is None and nameless(name(header[0])))
 
 
 def csv_bytes(table: Table, label: str | None = None) -> bytes:
@@ -284,6 +297,7 @@ class Wanted(NamedTuple):
     features: tuple[str, ...] | None
     categorical: tuple[str, ...]
     missing: str | None
+    exclude: tuple[str, ...] = ()
 
 
 class Dialect(NamedTuple):
@@ -342,7 +356,7 @@ def _where(path: str, dialect: Dialect, wanted: Wanted) -> UserError | None:
             start, line = line, reader.line_num + 1
             if row and not header:
                 header = [name(column) for column in row]
-                names = _columns(path, header, wanted.label, wanted.features, [], dialect.hint, wanted.categorical)
+                names = _columns(path, header, *wanted[:2], [], dialect.hint, wanted.categorical, wanted.exclude)
                 position = {column: i for i, column in enumerate(header)}
                 columns = [[position[column] for column in names], [position[c] for c in wanted.categorical]]
                 label = position.get(wanted.label)  # type: ignore[arg-type]
@@ -408,6 +422,7 @@ def read_parquet(
     features: tuple[str, ...] | None,
     categorical: tuple[str, ...] = (),
     missing: str | None = MISSING_FIX,
+    exclude: tuple[str, ...] = (),
 ) -> Table:
     """A Parquet file: numeric feature columns, text (or any) `categorical` columns, and a label column
     of strings or numbers; the columns pandas stored as its index are no features. A null, or a NaN (as
@@ -423,7 +438,8 @@ def read_parquet(
     try:  # the schema first, to check the columns; then only the columns used are read
         schema = pq.read_schema(path)
         index = _pandas_index(schema)
-        names = _columns(path, [name(column) for column in schema.names], label, features, index, "", categorical)
+        header = [name(column) for column in schema.names]
+        names = _columns(path, header, label, features, index, "", categorical, exclude)
         spelled = {name(column): column for column in schema.names}
         table = pq.read_table(path, columns=[spelled[column] for column in [*names, *texts]])
     except (pa.ArrowException, OSError) as error:
@@ -437,7 +453,7 @@ def read_parquet(
         kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type  # pandas' categories
         numbers = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
         if j < len(names) and not (numbers or pa.types.is_boolean(kind)):
-            fix = "convert it, list it in data.categorical, or leave it out of data.features" if label else "convert it"
+            fix = f"convert it, or {TEXT_FIX}" if label else "convert it"
             raise UserError(f"{path}: column '{column_name}' holds {kind}, not numbers; {fix}")
         textual = pa.types.is_boolean(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
         textual = textual or pa.types.is_string_view(kind)
@@ -466,4 +482,4 @@ def read_parquet(
     if label is None:
         return Table(x, np.zeros(len(x), np.int64), (), tuple(names), values)
     classes, y = _labels(values.pop(label), f"{path}, column '{label}'")
-    return Table(x, y, classes, tuple(names), values)
+    return Table(x, y, classes, tuple(names), values, features is None and nameless(header[0]))
