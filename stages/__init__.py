@@ -14,9 +14,18 @@ One thread, for the same reason: a sum split between threads rounds by how it wa
 """
 
 import os
+import sys
 
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 # One thread in every library (torch, MKL, OpenBLAS under numpy), whatever the machine's cores or the
 # caller's environment: how a sum is split between threads changes its rounding.
 os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
+# `python -m stages.train ARGS` would import the stage and run nothing: it runs `python -m stages train ARGS`
+# instead. (sys.argv[0] is "-m" only while Python imports the module that -m names.)
+if sys.argv[:1] == ["-m"] and "-m" in sys.orig_argv:
+    module = sys.orig_argv.index("-m") + 1
+    if sys.orig_argv[module].startswith("stages."):
+        stage = sys.orig_argv[module].removeprefix("stages.")
+        os.execv(sys.executable, [*sys.orig_argv[:module], "stages", stage, *sys.orig_argv[module + 1 :]])

@@ -150,7 +150,7 @@ def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
             fill = np.nanmean(x, axis=0, dtype=np.float64).astype(np.float32)  # NaN: no value at all
         if np.isnan(fill).any():
             column = made.features[int(np.flatnonzero(np.isnan(fill))[0])]
-            fix = "leave it out of data.features, or fill it in yourself"
+            fix = "list it in data.exclude, or fill it in yourself"
             raise UserError(f"data.missing: column {abbreviate(column)} has no value in the training split; {fix}")
         made = Preprocessing(columns, categories, missing, fill)
         x = made.apply(x)

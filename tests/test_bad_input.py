@@ -2,6 +2,8 @@
 output written. Each class of mistake is one table of cases, run by one test; a case's id says which
 broke. (What a stage's process does with signals, pipes and its parent: test_process.py.)"""
 
+import contextlib
+import io
 import json
 import os
 import struct
@@ -20,7 +22,7 @@ from stages.plumbing.files import read_tensors, tensors_bytes, write_outputs
 from stages.plumbing.params import DataParams, train_params
 from stages.plumbing.process import boundary
 from stages.plumbing.tables import Table
-from tests.stage_runs import ARGS, EVALUATE_ARGS, TRAIN_ARGS, files, params_text, run
+from tests.stage_runs import ARGS, EVALUATE_ARGS, MAINS, TRAIN_ARGS, files, params_text, run
 
 
 def bomb() -> str:
@@ -520,6 +522,7 @@ TRAINING = {
     "weight decay": (params_text("train", "weight_decay", 1e6), {}, "with train.lr=0.1, train.weight_decay=1000000.0; lower train.lr or train.weight_decay"),
     "last update": ("data:\n  source: toy\ntrain:\n  epochs: 1\n  lr: 3\n  seed: 1\n  device: cpu\n  log_every: 1\n  double_softmax: false\n  weight_decay: 3.0e+38\n", {}, "the weights became infinite or NaN at epoch 1 with train.lr=3.0, train.weight_decay=3e+38; lower train.lr or train.weight_decay (or standardize the data: data.standardize: true)"),
     "test cost": (params_text(), {"prepared": huge_test_row}, "the test_cost at epoch 100 is "),
+    "cost rose": (params_text("train", "lr", 0.9), {}, f"the cost rose from 1.099 to 5.719 at epoch 1000 with train.lr=0.9; {DIVERGED}"),
     "WORLD_SIZE alone": (params_text(), {"WORLD_SIZE": "2", **TORCHRUN}, "WORLD_SIZE=2 is set, but torchrun did not start this process; unset WORLD_SIZE"),
     "WORLD_SIZE two": (params_text(), {"WORLD_SIZE": "two", **TORCHRUN}, "WORLD_SIZE='two' is not a number of processes; unset it or use torchrun"),
     "no RANK": (params_text(), {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x", "RANK": None}, "Error initializing torch.distributed using env:// rendezvous: environment variable RANK expected, but not set; launch the stage with torchrun, or unset WORLD_SIZE"),
@@ -546,6 +549,50 @@ def test_training_that_cannot_go_on_is_one_line(workdir, monkeypatch, text, envi
     message = run("train")
     assert message.startswith("stage: error: ") and expected in message, message
     assert not (workdir / "models").exists() and not (workdir / "plots").exists()
+
+
+# A line that names a fix, and that fix applied as written: (the table, its data section, a part of the
+# line, the fix). Applied, the fix makes prepare and train pass, or moves them on to another line.
+GAPS, TEXT = "x,y\n1,a\nNA,b\n3,b\n4,a\n", "x,c,y\n1,p,a\n2,q,b\n3,p,b\n4,q,a\n"
+UNSCALED = "x,z,y\n" + "".join(f"{1000 + i * 37 % 101},{i % 7},{'ab'[i % 2]}\n" for i in range(40))  # far from 0
+FIXES = {
+    "missing: drop": (GAPS, {}, "set data.missing: drop", {"data.missing": "drop"}),
+    "missing: mean": (GAPS, {}, "or mean", {"data.missing": "mean"}),
+    "text: categorical": (TEXT, {}, "list it in data.categorical", {"data.categorical": ["c"]}),
+    "text: exclude": (TEXT, {}, "or in data.exclude", {"data.exclude": ["c"]}),
+    "text in features: categorical": (TEXT, {"features": ["x", "c"]}, "list it in data.categorical", {"data.categorical": ["c"]}),
+    "text in features: exclude": (TEXT, {"features": ["x", "c"]}, "or in data.exclude", {"data.exclude": ["c"]}),
+    "no value at all": ("x,z,y\n1,NA,a\n2,NA,b\n3,NA,b\n", {"missing": "mean"}, "list it in data.exclude", {"data.exclude": ["z"]}),
+    "label a feature": ("x,y\n1,a\n2,b\n", {"features": ["x", "y"]}, "remove it from data.features", {"data.features": ["x"]}),
+    "second column nameless": ("x,,y\n1,2,a\n2,3,b\n", {}, "list data.features", {"data.features": ["x"]}),
+    "test_size": ("x,y\n1,a\n2,b\n3,b\n", {"test_size": 0.6}, "lower data.test_size", {"data.test_size": 0.3}),
+    "unscaled: standardize": (UNSCALED, {"standardize": False}, "data.standardize: true", {"data.standardize": True}),
+    "unscaled: lower lr": (UNSCALED, {"standardize": False}, "lower train.lr", {"train.lr": 1e-6}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("table, data, fix_named, fix", FIXES.values(), ids=FIXES.keys())
+def test_a_fix_a_line_names_works_as_written(workdir, table, data, fix_named, fix):
+    from ruamel.yaml import YAML
+
+    (workdir / "datasets" / "t.csv").write_text(table)
+    params = YAML(typ="safe").load(params_text())
+    params["data"] = {"source": "csv", "path": "datasets/t.csv", "label": "y", **data}
+
+    def line() -> str:
+        YAML(typ="safe").dump(params, workdir / "params.yaml")
+        for stage, args in (("prepare", ["data/prepared.safetensors", "new.csv"]), ("train", TRAIN_ARGS)):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as stderr:
+                if boundary(stage, lambda: MAINS[stage](args)):  # noqa: B023 (called at once)
+                    return stderr.getvalue()
+        return ""
+
+    before = line()
+    assert fix_named in before, before
+    for key, value in fix.items():
+        section, name = key.split(".")
+        params[section][name] = value
+    assert line() != before
 
 
 @pytest.mark.parametrize(
