@@ -68,7 +68,7 @@ lint: $(VENV)/.installed-dev ## ruff: lint and format check
 	ruff format --check .
 
 # Every core: each test trains on one thread, as the stages do.
-test: lint ## .venv with the developer tools, ruff, then the whole test suite (2 to 3 minutes on 2 cores)
+test: lint ## .venv with the developer tools, ruff, then the whole test suite (3 to 8 minutes on 2 cores)
 	python -m pytest -n auto --dist worksteal
 
 test-quick: $(VENV)/.installed-dev ## the tests for the edit loop: all but the end-to-end and process-level ones (about 25 s)

@@ -407,7 +407,10 @@ INPUTS = {
     "model's preprocessing damaged": ("predict", rewrite(MODEL, info={"preprocessing": {"numeric": [1]}}), f"{MODEL}: its preprocessing {{'numeric': [1]}} is not one prepare writes"),
     "model, a byte flipped": ("predict", both(write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n"), flip_last_byte(MODEL)), f"{MODEL}: a damaged trained model: its tensors do not match the checksum written with them"),
     "model, a class twice": ("predict", rewrite(MODEL, info={"classes": ["0", "0", "1"]}), f"{MODEL}: names classes ['0', '0', '1'] for 3 outputs"),
-    "model, categories unsorted": ("predict", rewrite(MODEL, info={"preprocessing": {"numeric": ["x1", "x2", "x3"], "categories": {"x4": ["b", "a"]}, "missing": "error"}}), "is not one prepare writes"),
+    "model, categories unsorted": ("predict", rewrite(MODEL, info={"preprocessing": {"numeric": ["x1", "x2", "x3"], "categories": [["x4", ["b", "a"]]], "missing": "error"}}), "is not one prepare writes"),
+    # Files of format 1 kept the text columns in a mapping, read back in alphabetical order: never read.
+    "model of format 1": ("predict", rewrite(MODEL, info={"format": "softmax-three-ways model 1", "preprocessing": {"numeric": ["x1", "x2"], "categories": {"x4": ["a"], "x3": ["b"]}, "missing": "error"}}), f"{MODEL}: a model of another version of this project ('softmax-three-ways model 1', not 'softmax-three-ways model 2'); give the path"),
+    "prepared data with a mapping": ("train", rewrite(PREPARED, info={"preprocessing": {"numeric": ["x1", "x2", "x3", "x4"], "categories": {}, "missing": "error"}}), f"{PREPARED}: its preprocessing {{'categories': {{}}, 'missing': 'error', 'numeric': ['x1', 'x2', 'x3', 'x4']}} is not one prepare writes; {DVC_PREPARE}"),
     "model, another implementation": ("predict", rewrite(MODEL, info={"impl": "functional\npredict: all good"}), "its implementation 'functional\\npredict: all good' is not one of this project's"),
     "model's mean of another size": ("predict", rewrite(MODEL, {"preprocessing.mean": np.zeros(3, np.float32), "preprocessing.std": np.ones(3, np.float32)}), f"{MODEL}: its preprocessing's mean is float32[3]"),
 }  # fmt: skip
