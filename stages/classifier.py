@@ -106,11 +106,10 @@ def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: 
     def column(name: str, kind: int) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(name, kind, ["rows", 1])
 
-    parts = [node("Cast", name, to=TensorProto.DOUBLE) for name in preprocessing.numeric]
+    double = TensorProto.DOUBLE
+    parts = [node("Cast", name, to=double) for name in preprocessing.numeric]
     for name, categories in preprocessing.categories:  # 0/1 per category, all NaN where missing
-        one_hot = node(
-            "Cast", node("Equal", name, constant(np.array([categories], dtype=object))), to=TensorProto.DOUBLE
-        )
+        one_hot = node("Cast", node("Equal", name, constant(np.array([categories], dtype=object))), to=double)
         missing = node("Equal", name, constant(np.array([[""]], dtype=object)))
         parts.append(node("Where", missing, constant(np.array(np.nan)), one_hot))
     x = node("Concat", *parts, axis=1)
@@ -118,9 +117,8 @@ def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: 
         x = node("Where", node("IsNaN", x), constant(preprocessing.fill.astype(np.float64)), x)
     if preprocessing.mean is not None:
         mean, std = (constant(v.astype(np.float64)) for v in (preprocessing.mean, preprocessing.std))
-        x = node(
-            "Cast", node("Cast", node("Div", node("Sub", x, mean), std), to=TensorProto.FLOAT), to=TensorProto.DOUBLE
-        )
+        scaled = node("Div", node("Sub", x, mean), std)
+        x = node("Cast", node("Cast", scaled, to=TensorProto.FLOAT), to=double)  # rounded to float32, as predict's
     logits = node("Add", node("MatMul", x, constant(W.astype(np.float64))), constant(b.astype(np.float64)))
     nodes.append(helper.make_node("Cast", [node("Softmax", logits, axis=1)], ["probabilities"], to=TensorProto.FLOAT))
     inputs = [column(name, TensorProto.FLOAT) for name in preprocessing.numeric]
