@@ -172,28 +172,6 @@ def test_csv_numeric_labels_are_ordered_as_numbers(datasets):
             "label",
             "datasets/t.csv: no label column 'label' (data.label); columns: x, y",
         ),
-        ("x,y\n1,a\nseven,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is not a number: 'seven'"),
-        ("x,y\n1,a\n,b\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: column 'x' is missing ('')"),
-        (
-            "x,y\nnan,a\n1,b\n",
-            "datasets/t.csv",
-            "y",
-            "datasets/t.csv, line 2: column 'x' is missing ('nan'); set data.missing: drop",
-        ),
-        (
-            "x,y\n1,a\ninf,b\n",
-            "datasets/t.csv",
-            "y",
-            "datasets/t.csv, line 3: column 'x' is inf; only finite float32 numbers",
-        ),
-        (
-            "x,y\n1,a\n1e39,b\n",
-            "datasets/t.csv",
-            "y",
-            "datasets/t.csv, line 3: column 'x' is 1e39; only finite float32",
-        ),
-        ("x,y\n1,a\n2\n", "datasets/t.csv", "y", "datasets/t.csv, line 3: 1 fields, but the header has 2"),
-        ("", "datasets/t.csv", "y", "datasets/t.csv: the table is empty"),
         ("x,y\n", "datasets/t.csv", "y", "datasets/t.csv: the table is empty"),
         ("y\na\nb\n", "datasets/t.csv", "y", "datasets/t.csv: no feature columns besides the label 'y'"),
     ],
@@ -267,20 +245,6 @@ def test_delimiter_detection(header, expected):
     assert detect_delimiter(header) == expected
 
 
-def test_bytes_in_another_encoding_name_the_parameter(datasets):
-    write_table(datasets / "t.csv", "latin-1", dialect="excel")
-    with pytest.raises(
-        UserError, match=r"datasets/t.csv, line 1: bytes that are not utf-8 \(b'\\xf6.*set data.encoding"
-    ):
-        read_csv("datasets/t.csv", "klasse", None)
-
-
-def test_utf16_read_as_utf8_names_the_encoding(datasets):
-    (datasets / "t.csv").write_bytes("x,y\n1,a\n".encode("utf-16-le"))
-    with pytest.raises(UserError, match=r"line 1: a NUL character: .* needs data.encoding: utf-16"):
-        read_csv("datasets/t.csv", "y", None)
-
-
 # Parquet ------------------------------------------------------------------------------------------
 
 
@@ -307,35 +271,18 @@ def test_parquet_integer_labels_and_chosen_features(datasets):
 @pytest.mark.parametrize(
     "columns, expected",
     [
-        (
-            {"x": [1.0, None], "y": ["a", "b"]},
-            f"datasets/t.parquet, row 2: column 'x' is missing (null); {MISSING_FIX}",
-        ),
-        (
-            {"x": [1.0, 2.0], "y": ["a", None]},
-            "datasets/t.parquet, row 2: the label column 'y' is missing (null); every row needs its class",
-        ),
-        (
-            {"x": [1.0, float("nan")], "y": ["a", "b"]},
-            "datasets/t.parquet, row 2: column 'x' is missing (NaN); set data.missing",
-        ),
-        ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is 1e+300; only finite float32"),
-        ({"x": ["1", "2"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers"),
-        ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: the label column 'y' is missing (' ')"),
+        ({"x": [1.0, None], "y": ["a", "b"]}, f"datasets/t.parquet, row 2: column 'x' is missing; {MISSING_FIX}"),
+        ({"x": [1.0, 2.0], "y": ["a", None]}, "datasets/t.parquet, row 2: column 'y' is missing; every row needs its class"),
+        ({"x": [1.0, float("nan")], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is missing; set data.missing"),
+        ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is beyond float32's range"),
+        ({"x": ["1", "z"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers; list it in data.categorical"),
+        ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: column 'y' is missing"),
         ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
         ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
         # pandas stores a missing label of a float column as NaN, not as null
-        (
-            {"x": [1.0, 2.0], "y": [1.0, float("nan")]},
-            "datasets/t.parquet, row 2: the label column 'y' is missing (NaN)",
-        ),
-        (
-            {"x": [1.0, 2.0], "y": [[1], [2, 3]]},
-            "datasets/t.parquet: the label column 'y' holds list<element: int64>; each value must be one string",
-        ),
-        ({"x": [1.0, 2.0], "y": [{"a": 1}, {"a": 2}]}, "datasets/t.parquet: the label column 'y' holds struct<a: int"),
+        ({"x": [1.0, 2.0], "y": [1.0, float("nan")]}, "datasets/t.parquet, row 2: column 'y' is missing"),
     ],
-)
+)  # fmt: skip
 def test_bad_parquet(datasets, columns, expected):
     write_parquet(datasets / "t.parquet", columns)
     with pytest.raises(UserError) as error:
@@ -360,51 +307,19 @@ def test_a_file_that_is_not_parquet(datasets):
     "value, problem",
     [
         (".5", None), ("5.", None), ("+.5", None), (" 1 ", None), ("1e-400", None), ("-0", None),
-        ("3.4028235e38", None), ("1_000", "is not a number"), ("١٢", "is not a number"), ("1.5e", "is not a number"),
-        ("0x10", "is not a number"), ("", "is missing"), ("Infinity", "is Infinity; only finite"),
-        ("NaN", "is missing"), ("1e39", "is 1e39; only finite"),
+        ("3.4028235e38", None), ("1_000", ": not a readable CSV"), ("١٢", ": not a readable CSV"),
+        ("1.5e", ": not a readable CSV"), ("0x10", ": not a readable CSV"), ("", ", row 2: column 'a' is missing"),
+        ("Infinity", ", row 2: column 'a' is beyond float32"), ("NaN", ", row 2: column 'a' is missing"),
+        ("1e39", ", row 2: column 'a' is beyond float32"),
     ],
 )  # fmt: skip
-def test_a_number_is_read_as_float_reads_it_or_its_line_is_named(datasets, value, problem):
-    """pyarrow reads the numbers; where it refuses one, the second look (the csv module's) finds it too."""
+def test_a_number_is_read_as_float_reads_it_or_its_row_is_named(datasets, value, problem):
     (datasets / "t.csv").write_text(f"a,y\n2,z\n\n{value},x\n")
     if problem is None:
-        assert read_csv("datasets/t.csv", "y", None).x[1, 0] == np.float32(float(value))
+        assert read_csv("datasets/t.csv", "y", None).x[1, 0] == np.float32(value)
     else:
-        with pytest.raises(UserError, match=f"^datasets/t.csv, line 4: column 'a' {problem}"):
+        with pytest.raises(UserError, match=f"^datasets/t.csv{re.escape(problem)}"):
             read_csv("datasets/t.csv", "y", None)
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ('a,y\n1,"x\ny"\n2,\n', ", line 4: the label column 'y' is empty"),  # physical lines, not records
-        ("a,y\r1,x\r\rseven,z\r", ", line 4: column 'a' is not a number: 'seven'"),  # lines that end in CR
-        ("a,y\n1,x\n2, \n", ", line 3: the label column 'y' is empty"),
-        ("a,y\n1,x\n2\n", ", line 3: 1 fields, but the header has 2"),
-        ("a,y\n1,x\x00\n", ", line 2: a NUL character"),
-        ("a,y\n1,\xe9\n", ", line 2: bytes that are not utf-8"),
-        ("a,y\n", ": the table is empty"),
-    ],
-)
-def test_every_problem_names_its_line(datasets, text, expected):
-    (datasets / "t.csv").write_bytes(text.encode("latin-1"))
-    with pytest.raises(UserError, match=f"^datasets/t.csv{re.escape(expected)}"):
-        read_csv("datasets/t.csv", "y", None)
-
-
-def test_a_table_100000_columns_wide_reads_in_linear_time(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "datasets").mkdir()
-    header = [f"c{i}" for i in range(100_000)] + ["y"]
-    rows = [",".join(["1"] * 100_000 + ["a"]), ",".join(["2"] * 100_000 + ["b"])]
-    (tmp_path / "datasets" / "wide.csv").write_text("\n".join([",".join(header), *rows]) + "\n")
-    table = read_csv("datasets/wide.csv", "y", None)
-    assert table.x.shape == (2, 100_000) and table.classes == ("a", "b")
-    header[5] = "c4"  # a repeated name is still found, and named
-    (tmp_path / "datasets" / "wide.csv").write_text("\n".join([",".join(header), *rows]) + "\n")
-    with pytest.raises(UserError, match="the header names column 'c4' more than once"):
-        read_csv("datasets/wide.csv", "y", None)
 
 
 def test_parquet_categorical_labels_as_pandas_writes_them(datasets):
@@ -453,12 +368,6 @@ def test_malformed_pandas_metadata_in_parquet_is_no_index(datasets, metadata):
     table = pa.table({"a": [1.0, 2.0], "y": ["p", "q"]}).replace_schema_metadata({b"pandas": metadata})
     pq.write_table(table, datasets / "t.parquet")
     assert read_parquet("datasets/t.parquet", "y", None).x.tolist() == [[1.0], [2.0]]
-
-
-def test_a_parquet_label_with_a_nul_is_refused_as_in_a_csv(datasets):
-    write_parquet(datasets / "t.parquet", {"a": [1.0, 2.0], "y": ["p", "q\0"]})
-    with pytest.raises(UserError, match=r"^datasets/t.parquet, row 2: the label column 'y' holds a NUL, not text"):
-        read_parquet("datasets/t.parquet", "y", None)
 
 
 def test_float32_labels_are_named_as_float32_writes_them(datasets):

@@ -192,11 +192,11 @@ def test_the_preprocessing_comes_from_the_training_split_only():
 MISSING = {  # a table, data.missing, what prepare keeps (training rows, left out) or the line it ends with
     "drop": ("x,y\n1,a\nNA,b\n3,b\n,a\n5,\n6,a\n", "drop", (3, 3)),
     "mean keeps rows, not labels": ("x,y\n1,a\nNA,b\n3,b\n,a\n5,\n6,a\n", "mean", (5, 1)),
-    "error": ("x,y\n1,a\nN/A,b\n", "error", "datasets/t.csv, line 3: column 'x' is missing ('N/A'); set data.missing"),
-    "label, error": ("x,y\n1,a\n2,null\n", "error", "line 3: the label column 'y' is missing ('null'); every row needs its class"),
+    "error": ("x,y\n1,a\nN/A,b\n", "error", "datasets/t.csv, row 2: column 'x' is missing; set data.missing"),
+    "label, error": ("x,y\n1,a\n2,null\n", "error", "row 2: column 'y' is missing; every row needs its class"),
     "dropped to nothing": ("x,y\n1,a\nNA,b\n", "drop", "fewer than two classes (a)"),
     "all missing, mean": ("x,z,y\nNA,1,a\nNA,2,b\n", "mean", "data.missing: column 'x' has no value in the training"),
-    "text, not categorical": ("x,y\nDream,a\n", "error", "'Dream'; list it in data.categorical, or in data.exclude to leave it out"),
+    "text, not categorical": ("x,y\nDream,a\n", "error", "'Dream'); list it in data.categorical, or in data.exclude to leave it out"),
 }  # fmt: skip
 
 
@@ -302,11 +302,11 @@ def test_the_onnx_file_computes_as_predict_does_near_float32s_limits(survey):
 
 
 PREDICT_TABLES = {  # a table for the toy model (columns x1..x4), predict's options, the line it ends with (None: it classifies)
-    "UTF-16 without --encoding": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16"), [], "bytes that are not utf-8 (b'\\xff\\xfex\\x00'); set --encoding to the file's encoding"),
-    "UTF-16 without its mark": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16-le"), [], "a NUL character: not a text table in utf-8; UTF-16 text (\"Unicode text\") needs --encoding utf-16"),
+    "UTF-16 without --encoding": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16"), [], "a NUL character in the header: UTF-16 text needs --encoding utf-16"),
+    "UTF-16 without its mark": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16-le"), [], "a NUL character in the header: UTF-16 text needs --encoding utf-16"),
     "UTF-16 with it": ("x1,x2,x3,x4\n1,2,3,4\n".encode("utf-16"), ["--encoding", "utf-16"], None),
     "Latin-1 in a column it does not read": ("x1,x2,x3,x4,n\n1,2,3,4,é\n".encode("latin-1"), [], None),
-    "Latin-1 in a column it reads": ("x1,x2,x3,x4\n1,2,3,é\n".encode("latin-1"), [], "set --encoding to the file's encoding"),
+    "Latin-1 in a column it reads": ("x1,x2,x3,x4\n1,2,3,é\n".encode("latin-1"), [], "invalid value '\ufffd'); the model reads it as a number"),
     "a repeated column it does not read": (b"x1,z,x2,x3,x4,z\n1,a,2,3,4,b\n", [], None),
     "a repeated column it reads": (b"x1,x2,x3,x4,x1\n1,2,3,4,5\n", [], "the header names column 'x1' more than once"),
     "Parquet named .csv": ("parquet", [], None),
