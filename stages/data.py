@@ -17,7 +17,7 @@ import numpy as np
 
 from stages.features import Preprocessing, fit
 from stages.plumbing.errors import UserError, abbreviate, listing
-from stages.plumbing.files import open_tensors, tensors_bytes
+from stages.plumbing.files import Tensors, tensors_bytes
 from stages.plumbing.params import DataParams, memory_limit
 from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_csv, read_parquet
 
@@ -207,6 +207,7 @@ def prepared_bytes(prepared: Prepared) -> bytes:
 
 
 FIX = "run `dvc repro prepare` first"
+BLOCK_BYTES = 1 << 24  # evaluate reads a split about this many bytes of features at a time
 
 
 def distinct_names(classes: object) -> bool:
@@ -220,11 +221,11 @@ class PreparedFile:
     and its rows only when asked for, a share or a block at a time, so that a process holds only those."""
 
     def __init__(self, path: str | Path) -> None:
-        tensors = open_tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
+        tensors = Tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
         classes, has_test = tensors.info["classes"], tensors.info["has_test"]
         if not distinct_names(classes) or len(classes) < 2:
             raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
-        small = {name: tensors.rows(name) for name in tensors.layout if name.startswith("preprocessing.")}
+        small = {name: tensors.rows(name) for name in tensors.shapes if name.startswith("preprocessing.")}
         try:
             self.preprocessing = Preprocessing.from_tensors(small, tensors.info["preprocessing"])
         except ValueError as error:
@@ -232,30 +233,18 @@ class PreparedFile:
         self.path, self.tensors, self.classes, self.has_test = path, tensors, tuple(classes), bool(has_test)
         self.sha256, self.n_features = tensors.sha256, len(self.preprocessing.features)
         for name in ("train", "eval") if has_test else ("train",):
-            self._check_split(name)
+            x, y = tensors.shapes.get(f"{name}_x"), tensors.shapes.get(f"{name}_y")
+            types = tensors.dtypes.get(f"{name}_x"), tensors.dtypes.get(f"{name}_y")
+            if types != ("F32", "I64") or x is None or len(x) != 2 or y != x[:1] or x[1] != self.n_features:
+                raise UserError(f"{path}: its {name}_x and {name}_y are not the table its description says; {FIX}")
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def _check_split(self, name: str) -> None:
-        layout = self.tensors.layout
-        if not {f"{name}_x", f"{name}_y"} <= layout.keys():
-            raise UserError(f"{self.path}: has no {name}_x and {name}_y; {FIX}")
-        (x_type, x_shape, _), (y_type, y_shape, _) = layout[f"{name}_x"], layout[f"{name}_y"]
-        if x_type != np.float32 or len(x_shape) != 2 or y_type != np.int64 or y_shape != x_shape[:1] or 0 in x_shape:
-            raise UserError(
-                f"{self.path}: {name}_x {x_type}{list(x_shape)} and {name}_y {y_type}{list(y_shape)} are not "
-                f"a table of float32 features and its int64 labels; {FIX}"
-            )
-        if x_shape[1] != self.n_features:
-            raise UserError(
-                f"{self.path}: {name}_x has {x_shape[1]} features, its preprocessing {self.n_features}; {FIX}"
-            )
-
     def n_rows(self, split: str) -> int:
         """The rows of a split: "train", or "eval" (the training rows again when there is no test split)."""
-        return self.tensors.shape(f"{self._stored(split)}_y")[0]
+        return self.tensors.shapes[f"{self._stored(split)}_y"][0]
 
     def _stored(self, split: str) -> str:
         return split if self.has_test else "train"
@@ -272,8 +261,8 @@ class PreparedFile:
         return Split(self.tensors.rows(f"{name}_x", start, stop), y, start, self.n_rows(split))
 
     def blocks(self, split: str) -> Iterator[Split]:
-        """A split a block of rows at a time (about 16 MB of features each)."""
-        size = self.tensors.block_rows(f"{self._stored(split)}_x")
+        """A split a block of rows at a time (about BLOCK_BYTES of features each)."""
+        size = max(1, BLOCK_BYTES // (4 * self.n_features))
         for start in range(0, self.n_rows(split), size):
             yield self.rows(split, slice(start, start + size))
 

@@ -68,7 +68,7 @@ def test_stages_with_a_test_split(tmp_path, monkeypatch):
     assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 30  # the 30 test rows
     assert {row.split(",")[0] for row in confusion[1:]} == {"setosa", "versicolor", "virginica"}
     # Read two rows at a time (iris has 4 float32 features: 16 bytes a row), evaluate writes the same bytes.
-    monkeypatch.setattr("stages.plumbing.files.BLOCK_BYTES", 40)
+    monkeypatch.setattr("stages.data.BLOCK_BYTES", 40)
     evaluate.main(["data.safetensors", "model.safetensors", "cost.tsv", "blocks.json", "blocks.csv"])
     assert (tmp_path / "blocks.json").read_bytes() == (tmp_path / "metrics.json").read_bytes()
     assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "confusion.csv").read_bytes()
