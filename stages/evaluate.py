@@ -148,4 +148,16 @@ def main(argv: list[str] | None = None) -> None:
         values = float32_values(metrics) | {"device": model.info["device"]}  # where it was trained
         yield (json.dumps(values, indent=2, allow_nan=False) + "\n").encode()
 
-    write_outputs({args.confusion: confusion(), args.metrics: metrics_json()})
+    def note() -> str:  # once every row is counted: a model worse than always answering the commonest class
+        shares = evaluation.actual / evaluation.rows
+        if evaluation.correct / evaluation.rows >= shares.max():
+            return ""
+        why = "the inputs may not tell the classes apart, or training stopped short (train.epochs, train.lr)"
+        if model.b.shape == (1,):
+            why = "the lesson's one scalar bias cannot learn how common a class is (high_level's nn.Linear can)"
+        accuracy, common = evaluation.correct / evaluation.rows, classes[int(shares.argmax())]
+        return (
+            f"evaluate: note: accuracy {accuracy:.3g} is below {shares.max():.3g}, the share of class {common}; {why}"
+        )
+
+    write_outputs({args.confusion: confusion(), args.metrics: metrics_json()}, note)

@@ -118,8 +118,9 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     # The last update comes after the last cost: it too may have left the weights beyond float32.
     if not all(torch.isfinite(tensor).all() for tensor in model.state_dict().values()):
         raise diverged("the weights became infinite or NaN", params.epochs, params, standardized)
-    if costs[-1] > costs[0]:  # finite, but training made the model worse: the steps overshoot
-        what = f"the cost rose from {costs[0].item():.4g} to {costs[-1].item():.4g}"
+    first, last = costs[0].item(), costs[-1].item()
+    if not last < first:  # finite, but training made the model worse (the steps overshoot), or no better
+        what = f"the cost rose from {first:.4g} to {last:.4g}" if last > first else f"the cost stayed at {first:.4g}"
         raise diverged(what, params.epochs, params, standardized)
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
 
@@ -163,8 +164,8 @@ def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> 
     suspects += ["momentum"] * (params.optimizer == "sgd" and params.momentum > 0)
     settings = ", ".join(f"train.{name}={getattr(params, name)}" for name in suspects)
     fix = f"lower {' or '.join(f'train.{name}' for name in suspects)}"
-    if not standardized:
-        fix += " (or standardize the data: data.standardize: true)"
+    if not standardized:  # unscaled inputs: the likelier cause
+        fix = f"standardize the data (data.standardize: true), or {fix}"
     return UserError(f"{what} at epoch {epoch} with {settings}; {fix}")
 
 

@@ -164,7 +164,7 @@ TABLES = {
     "header twice": ("x,x,y\n1,2,a\n3,4,b\n", "", "datasets/t.csv: the header names column 'x' more than once; give every"),
     "features label": ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features or data.categorical names the label column 'y'; a model must not"),
     "features twice": ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features names 'x' more than once; list each"),
-    "not a number": ("x,y\n1,a\nseven,b\n", "", f"datasets/t.csv: not a readable CSV (column 'x': CSV conversion error to float: invalid value 'seven'); {TEXT_FIX}"),
+    "not a number": ("x,y\n1,a\nseven,b\n", "", f"datasets/t.csv: text, not numbers, in column(s) x; {TEXT_FIX}"),
     "beyond float32": ("x,y\n1,a\n1e39,b\n", "", "datasets/t.csv, row 2: column 'x' is beyond float32's range; fix that value"),
     "not utf-8": (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv: not a readable CSV (column 'y': CSV conversion error to string: invalid UTF8 data); set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16)"),
     "utf-16 as utf-8": ("x,y\n1,a\n".encode("utf-16-le"), "", "datasets/t.csv: a NUL character in the header: UTF-16 text needs data.encoding utf-16"),
@@ -477,12 +477,12 @@ def huge_test_row(workdir: Path) -> None:
     write_outputs({PREPARED: prepared_bytes(Prepared(training, huge, ("p", "q"), True, Preprocessing(("x",))))})
 
 
-DIVERGED = "lower train.lr (or standardize the data: data.standardize: true)"
+DIVERGED = "standardize the data (data.standardize: true), or lower train.lr"
 TORCHRUN = {"RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "29999"}
 TRAINING = {
     "lr 1e38": (params_text("train", "lr", 1e38), {}, f"the cost became nan at epoch 1 with train.lr=1e+38; {DIVERGED}"),
-    "weight decay": (params_text("train", "weight_decay", 1e6), {}, "with train.lr=0.1, train.weight_decay=1000000.0; lower train.lr or train.weight_decay"),
-    "last update": ("data:\n  source: toy\ntrain:\n  epochs: 1\n  lr: 3\n  seed: 1\n  device: cpu\n  log_every: 1\n  double_softmax: false\n  weight_decay: 3.0e+38\n", {}, "the weights became infinite or NaN at epoch 1 with train.lr=3.0, train.weight_decay=3e+38; lower train.lr or train.weight_decay (or standardize the data: data.standardize: true)"),
+    "weight decay": (params_text("train", "weight_decay", 1e6), {}, "with train.lr=0.1, train.weight_decay=1000000.0; standardize the data (data.standardize: true), or lower train.lr or train.weight_decay"),
+    "last update": ("data:\n  source: toy\ntrain:\n  epochs: 1\n  lr: 3\n  seed: 1\n  device: cpu\n  log_every: 1\n  double_softmax: false\n  weight_decay: 3.0e+38\n", {}, "the weights became infinite or NaN at epoch 1 with train.lr=3.0, train.weight_decay=3e+38; standardize the data (data.standardize: true), or lower train.lr or train.weight_decay"),
     "test cost": (params_text(), {"prepared": huge_test_row}, "the test_cost at epoch 100 is "),
     "cost rose": (params_text("train", "lr", 0.9), {}, f"the cost rose from 1.099 to 5.719 at epoch 1000 with train.lr=0.9; {DIVERGED}"),
     "WORLD_SIZE alone": (params_text(), {"WORLD_SIZE": "2", **TORCHRUN}, "WORLD_SIZE=2 is set, but torchrun did not start this process; unset WORLD_SIZE"),
@@ -520,9 +520,10 @@ UNSCALED = "x,z,y\n" + "".join(f"{1000 + i * 37 % 101},{i % 7},{'ab'[i % 2]}\n" 
 FIXES = {
     "missing: drop": (GAPS, {}, "set data.missing: drop", {"data.missing": "drop"}),
     "missing: mean": (GAPS, {}, "or mean", {"data.missing": "mean"}),
-    "text: categorical": (TEXT, {}, "list it in data.categorical", {"data.categorical": ["c"]}),
+    "text: categorical": (TEXT, {}, "list each in data.categorical", {"data.categorical": ["c"]}),
     "text: exclude": (TEXT, {}, "or in data.exclude", {"data.exclude": ["c"]}),
-    "text in features: categorical": (TEXT, {"features": ["x", "c"]}, "list it in data.categorical", {"data.categorical": ["c"]}),
+    "text in features: categorical": (TEXT, {"features": ["x", "c"]}, "list each in data.categorical", {"data.categorical": ["c"]}),
+    "text in several columns": ("x,c,d,y\n1,p,u,a\n2,q,v,b\n3,p,v,b\n4,q,u,a\n", {}, "text, not numbers, in column(s) c, d; list each", {"data.categorical": ["c", "d"]}),
     "text in features: exclude": (TEXT, {"features": ["x", "c"]}, "or in data.exclude", {"data.exclude": ["c"]}),
     "no value at all": ("x,z,y\n1,NA,a\n2,NA,b\n3,NA,b\n", {"missing": "mean"}, "list it in data.exclude", {"data.exclude": ["z"]}),
     "label a feature": ("x,y\n1,a\n2,b\n", {"features": ["x", "y"]}, "remove it from data.features", {"data.features": ["x"]}),

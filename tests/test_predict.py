@@ -155,6 +155,27 @@ def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, columns,
     np.testing.assert_allclose(onnx_probabilities(paths["onnx"], paths["new.csv"]), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("impl", ["low_level", "high_level"])
+def test_a_model_worse_than_the_commonest_class_says_so(survey, impl):
+    """A feature that tells nothing, standardized, and one class four times as common as the other:
+    the lesson's scalar bias cannot learn that, nn.Linear's bias per class can. evaluate's line says
+    when a model scores below always answering the commonest class (its outputs are written all the same)."""
+    rows = "".join(f"{'ab'[i % 5 == 0]},{(i * 7) % 11}\n" for i in range(50))
+    (survey / "datasets" / "t.csv").write_text("y,x\n" + rows)
+    (survey / "params.yaml").write_text(params_yaml(source="csv", path="datasets/t.csv", label="y"))
+    run_pipeline(survey, impl)
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        evaluate.main(["prepared", "model", "costs.tsv", "metrics.json", "confusion"])
+    accuracy = json.loads((survey / "metrics.json").read_text())["train"]["accuracy"]
+    if impl == "low_level":
+        assert stderr.getvalue() == (
+            f"evaluate: note: accuracy {accuracy:.3g} is below 0.8, the share of class a; the lesson's one scalar bias"
+            " cannot learn how common a class is (high_level's nn.Linear can)\n"
+        )
+    else:
+        assert (accuracy, stderr.getvalue()) == (0.8, "")
+
+
 @pytest.mark.parametrize("missing", ["mean", "drop"])
 def test_the_quality_bar_against_scikit_learn(survey, missing):
     """On the survey table, with its text columns one-hot and its gaps filled in or dropped, high_level's
@@ -196,7 +217,7 @@ MISSING = {  # a table, data.missing, what prepare keeps (training rows, left ou
     "label, error": ("x,y\n1,a\n2,null\n", "error", "row 2: column 'y' is missing; every row needs its class"),
     "dropped to nothing": ("x,y\n1,a\nNA,b\n", "drop", "fewer than two classes (a)"),
     "all missing, mean": ("x,z,y\nNA,1,a\nNA,2,b\n", "mean", "data.missing: column 'x' has no value in the training"),
-    "text, not categorical": ("x,y\nDream,a\n", "error", "'Dream'); list it in data.categorical, or in data.exclude to leave it out"),
+    "text, not categorical": ("x,y\nDream,a\n", "error", "text, not numbers, in column(s) x; list each in data.categorical, or in data.exclude to leave it out"),
 }  # fmt: skip
 
 
@@ -255,7 +276,7 @@ def parquet(path: Path, columns: dict) -> None:
 ROUND_TRIPS = {  # a table (CSV text, or Parquet columns), its data section: prepare's new rows read back as prepared
     "blank and NA-like categories": ("y,c,v\nA,x,1\nB,y,2\nA, ,3\nB,y,4\nA,x,5\nB,NA ,6\n", {"categorical": ["c"], "missing": "mean"}),
     "NA-like text in Parquet": ({"y": ["A", "B"] * 30, "c": ["NA", "null", "N/A", "ok"] * 15, "v": [float(i) for i in range(60)]}, {"categorical": ["c"], "missing": "mean"}),
-    "one column with gaps": ("y,v\n" + "".join(f"{'AB'[i % 2]},{'NA' if i % 4 == 0 else i}\n" for i in range(20)), {"missing": "mean", "standardize": True}),
+    "one column with gaps": ("y,v\n" + "".join(f"{'AB'[i // 10]},{'NA' if i % 4 == 0 else i}\n" for i in range(20)), {"missing": "mean", "standardize": True}),
     "whole floats as categories": ({"y": ["A", "B"] * 4, "year": [2007.0, None] * 4, "v": [1.0, 2.0] * 4}, {"categorical": ["year"], "missing": "mean"}),
 }  # fmt: skip
 

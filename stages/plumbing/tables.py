@@ -32,7 +32,7 @@ class Table:
 # What prepare says of a missing value when data.missing is error (predict says what the model needs).
 MISSING_FIX = "set data.missing: drop (leave such rows out) or mean (fill in the training mean)"
 LABEL_FIX = "every row needs its class (data.missing: drop or mean leaves such rows out)"
-TEXT_FIX = "list it in data.categorical, or in data.exclude to leave it out"
+TEXT_FIX = "list each in data.categorical, or in data.exclude to leave it out"
 
 
 def name(text: str) -> str:
@@ -179,11 +179,16 @@ def read_csv(
     parse = pa_csv.ParseOptions(delimiter=delimiter or detect_delimiter(header_line), newlines_in_values=True)
     header: list[str] = []
     try:
-        spelled = pa_csv.open_csv(path, read, parse).schema.names
+        inferred = pa_csv.open_csv(path, read, parse).schema  # the types pyarrow infers from a first block
+        spelled = inferred.names
         header = [name(column) for column in spelled]
         names = _columns(path, header, label, features, [], hint, categorical, exclude)
-        texts = [*categorical, *([label] if label is not None else [])]
         as_written = dict(zip(header, spelled, strict=True))
+        kinds = {c: inferred.field(as_written[c]).type for c in names}
+        numbers = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+        if label is not None and (words := [c for c, kind in kinds.items() if not any(f(kind) for f in numbers)]):
+            raise UserError(f"{path}: text, not numbers, in column(s) {listing(words)}; {TEXT_FIX}")
+        texts = [*categorical, *([label] if label is not None else [])]
         types = {as_written[c]: pa.float32() for c in names} | {as_written[c]: pa.string() for c in texts}
         convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=True)
         table = pa_csv.read_csv(path, read, parse, convert)
