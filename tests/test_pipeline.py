@@ -460,8 +460,6 @@ def assert_nothing_left_and_mended(clone: Path) -> None:
         pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGKILL), id="SIGKILL the stage"),
         pytest.param(lambda dvc_process, stage: stage.send_signal(signal.SIGTERM), id="SIGTERM the stage"),
         pytest.param(lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGKILL), id="SIGKILL DVC's group"),
-        # As an OOM killer or a scheduler does: the stage gets SIGTERM from the kernel (its parent died).
-        pytest.param(lambda dvc_process, stage: dvc_process.send_signal(signal.SIGKILL), id="SIGKILL DVC alone"),
     ],
 )
 def test_a_killed_stage_leaves_nothing_behind(clone, kill):

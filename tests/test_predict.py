@@ -355,17 +355,15 @@ def test_predict_reads_tables_as_prepare_does(survey, content, options, expected
         assert status == 1 and expected in stderr.getvalue() and not Path("out.csv").exists(), stderr.getvalue()
 
 
-def test_an_identifier_as_a_categorical_column_is_one_line(survey, monkeypatch):
-    from stages import features
+def test_an_identifier_as_a_categorical_column_is_one_line(survey):
     from stages.plumbing.errors import UserError
 
-    monkeypatch.setattr(features, "MAX_NAMES_BYTES", 2_000)  # as 1,100 categories of 100 KB each would be
     (survey / "datasets" / "t.csv").write_text(
         "y,id,v\n" + "".join(f"{'AB'[i % 2]},id-{i:05},{i}\n" for i in range(300))
     )
     with pytest.raises(
         UserError,
-        match=r"^data.categorical: column 'id' has 300 categories in 300 training rows, too many to encode .*; is it an identifier\? Leave it out$",
+        match=r"^data.categorical: column 'id' has 300 categories in 300 rows; is it an identifier\? List it in data.exclude instead$",
     ):
         prepare.prepare(DataParams(source="csv", path="datasets/t.csv", label="y", categorical=["id"]))
     (survey / "datasets" / "t.csv").write_text("y,c,c=a\nA,a,1\nB,b,2\n")

@@ -3,16 +3,14 @@ it (a mistake, a signal, a closed pipe, a failed import), nothing written after 
 set aside left aside. docs/reliability.md lists what each status means."""
 
 import os
-import resource
 import signal
 import subprocess
 import sys
-import threading
 
 import psutil
 import pytest
 
-from tests.stage_runs import ARGS, EVALUATE_ARGS, REPO, TRAIN_ARGS, files, params_text, stage_process
+from tests.stage_runs import EVALUATE_ARGS, REPO, TRAIN_ARGS, files, params_text, stage_process
 from tests.waiting import importing_torch, wait_for
 
 pytestmark = pytest.mark.slow
@@ -183,38 +181,6 @@ def test_a_failed_import_is_one_line(workdir, tmp_path_factory):
     assert stage.stderr.read() == (
         "train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)\n"
     )
-
-
-def test_sizes_are_weighed_against_the_memory_the_process_may_use(workdir):
-    """Under `ulimit -v` (or a container's cgroup limit) with less than the machine has."""
-    (workdir / "params.yaml").write_text("data:\n  source: synthetic\n  n_samples: 10000000\n  n_features: 100\n")
-
-    def limit_address_space() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
-
-    stage = stage_process(workdir, "prepare", preexec_fn=limit_address_space, **PIPES)
-    assert stage.wait(timeout=60) == 1
-    assert stage.stderr.read() == (
-        "prepare: error: params.yaml: data.n_samples x data.n_features=10000000 x 100 needs about 15 GiB for the "
-        "table, but this process may use 8 GiB; lower data.n_samples or data.n_features\n"
-    )
-    assert not (workdir / ARGS["prepare"][0]).exists()
-
-
-def test_a_stage_started_from_a_thread_that_ends_goes_on(workdir):
-    """Linux's parent-death signal comes when the *thread* that started the stage ends; the stage ends
-    only once its parent process is gone, so a launcher's worker thread may come and go."""
-    started = {}
-
-    def start() -> None:
-        started["stage"] = stage_process(workdir, "train", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: importing_torch(started["stage"].pid), "the stage to import torch")  # its signal is set
-
-    thread = threading.Thread(target=start)
-    thread.start()
-    thread.join()
-    assert started["stage"].wait(timeout=120) == 0, started["stage"].stderr.read()
-    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
 
 
 def test_ctrl_c_before_the_stage_is_set_up_prints_no_traceback(workdir, tmp_path_factory):

@@ -6,14 +6,11 @@ Ctrl-C (SIGINT), SIGTERM and a closed terminal (SIGHUP) end a stage with one lin
 the signal's number; SystemExit unwinds as an exception does, so a write in progress still removes its
 temporary files. Once the stage is ending (a first signal, its last line, or its outputs being renamed
 into place) further signals change nothing. A signal the stage inherits as ignored (`nohup`) stays
-ignored, as for any Unix program. On Linux the kernel signals the stage when the process that started
-it dies (DVC, torchrun; dvc.yaml's `exec` leaves no shell between them), so no stage outlives it and
-none writes after it was killed. A closed output pipe (`| head`) ends the stage quietly, as it ends any
-Unix tool.
+ignored, as for any Unix program. A closed output pipe (`| head`) ends the stage quietly, as it ends
+any Unix tool.
 """
 
 import contextlib
-import ctypes
 import importlib
 import os
 import signal
@@ -25,11 +22,6 @@ from stages.plumbing.errors import UserError, first_line, say
 
 STAGES = ("prepare", "train", "evaluate", "predict")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# What Linux sends when the thread that started the stage ends: a signal of its own, since that thread
-# may end while its process lives on; the stage ends only once its parent process is gone.
-PARENT_GONE = signal.SIGRTMIN
-_parent = 0
 
 _stage = "stage"
 _ending = False  # once set, Ctrl-C, SIGTERM and SIGHUP change nothing: the stage is on its way out
@@ -61,28 +53,12 @@ def signals_end_at_once() -> Iterator[None]:
     """Around a native call that waits and does not return to Python (joining torchrun's processes),
     where a Python handler would never run: Ctrl-C, SIGTERM and SIGHUP end the process at once, as
     they end any program. Nothing is written before that point."""
-    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in (*STOP_SIGNALS, PARENT_GONE) if handled(stop)}
+    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in STOP_SIGNALS if handled(stop)}
     try:
         yield
     finally:
         for stop, handler in handlers.items():
             signal.signal(stop, handler)
-
-
-def _parent_gone(signum: int, frame: object) -> None:
-    if os.getppid() != _parent:  # the parent process, not only the thread that started the stage
-        _stopped(signal.SIGTERM, frame)
-
-
-def _end_with_parent() -> None:
-    """Ask Linux for PARENT_GONE when the parent dies; if it died already, end now."""
-    global _parent
-    _parent = os.getppid()
-    signal.signal(PARENT_GONE, _parent_gone)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, PARENT_GONE)
-    if os.getppid() != _parent:
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
@@ -148,8 +124,6 @@ def run_stage(argv: list[str]) -> NoReturn:
         if handled(stop):
             signal.signal(stop, _stopped)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if sys.platform == "linux":
-        _end_with_parent()
     try:
         status = boundary(_stage, lambda: importlib.import_module(f"stages.{_stage}").main(argv[1:]))
     except SystemExit as stop:  # a signal's handler, or argparse
