@@ -198,41 +198,28 @@ def prepared_bytes(prepared: Prepared) -> bytes:
     if prepared.has_test:  # without a test split the evaluation data is the training data: stored once
         arrays |= {"eval_x": prepared.eval.x, "eval_y": prepared.eval.y}
     preprocessing, info = prepared.preprocessing.tensors()
-    info = {"classes": list(prepared.classes), "has_test": prepared.has_test, "preprocessing": info}
+    info = {"format": FORMAT, "classes": list(prepared.classes), "has_test": prepared.has_test, "preprocessing": info}
     return tensors_bytes(arrays | preprocessing, info)
 
 
 FIX = "run `dvc repro prepare` first"
+FORMAT = "softmax-three-ways prepared data 2"  # as the model's (stages/classifier.py)
 BLOCK_BYTES = 1 << 24  # evaluate reads a split about this many bytes of features at a time
 
 
-def distinct_names(classes: object) -> bool:
-    """A class list as the stages write one: a list of distinct, non-empty strings."""
-    names = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
-    return names and len(set(classes)) == len(classes)
-
-
 class PreparedFile:
-    """The prepared data file, checked and open: what it describes (classes, preprocessing, ...) at once,
-    and its rows only when asked for, a share or a block at a time, so that a process holds only those."""
+    """The prepared data file, open: what it describes (classes, preprocessing, ...) at once, and its
+    rows only when asked for, a share or a block at a time, so that a process holds only those."""
 
     def __init__(self, path: str | Path) -> None:
         tensors = Tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
-        classes, has_test = tensors.info["classes"], tensors.info["has_test"]
-        if not distinct_names(classes) or len(classes) < 2:
-            raise UserError(f"{path}: its class list {abbreviate(classes)} is not two or more distinct names; {FIX}")
+        if tensors.info.get("format") != FORMAT:
+            raise UserError(f"{path}: prepared data of another version of this project; {FIX}")
         small = {name: tensors.rows(name) for name in tensors.shapes if name.startswith("preprocessing.")}
-        try:
-            self.preprocessing = Preprocessing.from_tensors(small, tensors.info["preprocessing"])
-        except ValueError as error:
-            raise UserError(f"{path}: {error}; {FIX}") from None
-        self.path, self.tensors, self.classes, self.has_test = path, tensors, tuple(classes), bool(has_test)
-        self.sha256, self.n_features = tensors.sha256, len(self.preprocessing.features)
-        for name in ("train", "eval") if has_test else ("train",):
-            x, y = tensors.shapes.get(f"{name}_x"), tensors.shapes.get(f"{name}_y")
-            types = tensors.dtypes.get(f"{name}_x"), tensors.dtypes.get(f"{name}_y")
-            if types != ("F32", "I64") or x is None or len(x) != 2 or y != x[:1] or x[1] != self.n_features:
-                raise UserError(f"{path}: its {name}_x and {name}_y are not the table its description says; {FIX}")
+        self.preprocessing = Preprocessing.from_tensors(small, tensors.info["preprocessing"])
+        self.path, self.tensors, self.classes = path, tensors, tuple(tensors.info["classes"])
+        self.has_test, self.sha256 = bool(tensors.info["has_test"]), tensors.sha256
+        self.n_features = len(self.preprocessing.features)
 
     @property
     def n_classes(self) -> int:
@@ -249,12 +236,8 @@ class PreparedFile:
         """Some rows of a split, all of them by default; a label beyond the class list is a damaged file."""
         name = self._stored(split)
         start, stop, _ = rows.indices(self.n_rows(split))
-        y = self.tensors.rows(f"{name}_y", start, stop)
-        if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
-            raise UserError(
-                f"{self.path}: {name}_y holds class {int(y.max())} but the file names {self.n_classes} classes; {FIX}"
-            )
-        return Split(self.tensors.rows(f"{name}_x", start, stop), y, start, self.n_rows(split))
+        x, y = (self.tensors.rows(f"{name}_{part}", start, stop) for part in "xy")
+        return Split(x, y, start, self.n_rows(split))
 
     def blocks(self, split: str) -> Iterator[Split]:
         """A split a block of rows at a time (about BLOCK_BYTES of features each)."""

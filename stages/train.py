@@ -2,13 +2,13 @@
 at every epoch and, when there is a test split, its test cost every `log_every` epochs."""
 
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from stages.classifier import model_bytes, onnx_bytes, weights
 from stages.data import Prepared, PreparedFile, Split
@@ -26,29 +26,8 @@ class Trained(NamedTuple):
     test_costs: list[tuple[int, float]]  # (epoch, test cost) every log_every epochs, when there is a test split
 
 
-class Progress:
-    """On long runs, a line on stderr every PROGRESS_SECONDS: how far training is and how long it has
-    left. Only on stderr and only by the clock, so stdout (the lesson's lines) and every output file
-    stay the same however fast the machine is; a run shorter than PROGRESS_SECONDS prints none."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total = label, total
-        self.start = self.shown = time.monotonic()
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.shown < PROGRESS_SECONDS or distributed.rank() != 0:
-            return
-        self.shown = now
-        elapsed = now - self.start
-        left = f"about {elapsed / done * (self.total - done):.0f} s to go"
-        print(
-            f"{self.label}: epoch {done}/{self.total} ({done / self.total:.0%}) after {elapsed:.0f} s, {left}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
+# Training that runs longer than this shows its progress on stderr, at most this often (tqdm): only on
+# stderr and only by the clock, so stdout (the lesson's lines) and every output file stay the same.
 PROGRESS_SECONDS = 10.0
 
 
@@ -88,8 +67,9 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     costs = torch.empty(params.epochs + 1, device=device)
     test_costs: list[tuple[int, torch.Tensor]] = []
     checked = 0
-    progress = Progress(f"train {impl}", params.epochs + 1)
-    for epoch in range(params.epochs + 1):
+    quiet = distributed.rank() != 0
+    progress = dict(delay=PROGRESS_SECONDS, mininterval=PROGRESS_SECONDS, disable=quiet, file=sys.stderr, unit="epoch")
+    for epoch in tqdm(range(params.epochs + 1), f"train {impl}", **progress):
         if test is not None and epoch % params.log_every == 0:
             with torch.no_grad():
                 test_costs.append((epoch, test_cost(model, test, test_share)))
@@ -114,7 +94,6 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
             checked = epoch + 1
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 tell(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}")
-        progress.update(epoch + 1)
     # The last update comes after the last cost: it too may have left the weights beyond float32.
     if not all(torch.isfinite(tensor).all() for tensor in model.state_dict().values()):
         raise diverged("the weights became infinite or NaN", params.epochs, params, standardized)

@@ -6,7 +6,6 @@ import dataclasses
 import io
 import math
 import os
-import re
 
 import pytest
 import torch
@@ -280,11 +279,7 @@ def test_progress_goes_to_stderr_only_and_changes_nothing(impl, toy_data, lesson
     assert loud_out.out == quiet_out.out and loud.costs == quiet.costs
     assert numpy_state(loud.model).keys() == numpy_state(quiet.model).keys()
     assert all((numpy_state(loud.model)[k] == v).all() for k, v in numpy_state(quiet.model).items())
-    lines = loud_out.err.splitlines()
-    assert len(lines) == 21 and re.fullmatch(
-        rf"train {impl}: epoch 1/21 \(5%\) after \d+ s, about \d+ s to go", lines[0]
-    )
-    assert lines[-1].startswith(f"train {impl}: epoch 21/21 (100%)")
+    assert f"train {impl}: 100%" in loud_out.err and "21/21" in loud_out.err  # tqdm's bar
 
 
 def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():
