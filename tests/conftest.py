@@ -3,10 +3,12 @@ import stages  # noqa: F401 (before numpy and torch load: the environment of eve
 
 # isort: on
 import contextlib
+import ctypes
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -15,6 +17,21 @@ from stages.plumbing.params import DataParams, TrainParams
 
 # The tests train in this process as the train stage does: on one thread (stages.plumbing.device.make_deterministic).
 torch.set_num_threads(1)
+# Processes a test started whose parent was killed (torchrun's workers, by design) come back to this
+# process rather than to init (Linux's child subreaper), so that each test can end whatever it left.
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """Every test ends the processes it started and left (a failed one may leave a training run): none
+    outlives it to slow the tests after it."""
+    yield
+    left = psutil.Process().children(recursive=True)
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(left, timeout=10)
 
 
 @contextlib.contextmanager
