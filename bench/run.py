@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.pipeline_copy import copy_pipeline, params_for_device  # noqa: E402
-from stages.classifier import Classifier, model_bytes, weights  # noqa: E402
+from stages.classifier import Classifier, model_bytes  # noqa: E402
 from stages.data import Split, load_table, prepare_table, prepared_bytes  # noqa: E402
 from stages.evaluate import scores  # noqa: E402
 from stages.features import Preprocessing  # noqa: E402
@@ -236,7 +236,7 @@ print(best)
 
 def accuracy(state: dict, test) -> float:
     """The test accuracy of a model's state, as the evaluate stage scores it."""
-    W, b = weights(state)
+    W, b = state["W"], state["b"]
     model = Classifier(W, b, tuple(map(str, range(W.shape[1]))), Preprocessing(("x",) * W.shape[0]), {})
     return scores(model, test)[0]["accuracy"]
 

@@ -35,15 +35,8 @@ def log_probabilities(model: Classifier, x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def weights(state: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """W (inputs, classes) and b from the state train saves: W and b, or nn.Linear's weight and bias."""
-    if "linear.weight" in state:  # nn.Linear's weight is (classes, inputs)
-        return state["linear.weight"].T, state.get("linear.bias")
-    return state.get("W"), state.get("b")
-
-
 def model_bytes(state: dict[str, np.ndarray], preprocessing: Preprocessing, info: dict[str, Any]) -> bytes:
-    """The model file: the trained tensors (W and b, or nn.Linear's weight and bias), and the preprocessing."""
+    """The model file: the trained W and b, and the preprocessing."""
     arrays, described = preprocessing.tensors()
     return tensors_bytes(state | arrays, {"format": FORMAT, **info, "preprocessing": described})
 
@@ -54,7 +47,7 @@ def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
     if info["format"] != FORMAT:
         got = abbreviate(info["format"])
         raise UserError(f"{path}: a model of another version of this project ({got}, not {FORMAT!r}); {fix}")
-    W, b = weights(arrays)
+    W, b = arrays["W"], arrays["b"]
     preprocessing = Preprocessing.from_tensors(arrays, info["preprocessing"])
     return Classifier(W.astype(np.float64), b.astype(np.float64), tuple(info["classes"]), preprocessing, info)
 

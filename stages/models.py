@@ -83,6 +83,17 @@ class SoftmaxClassifier(nn.Module):
 
 
 Model = RawLinear | SoftmaxClassifier
+
+
+def lesson_weights(model: Model) -> tuple[Tensor, Tensor]:
+    """The lesson's W (inputs, classes) and b, logits = x W + b, of any implementation: the one place
+    that knows what each calls them (nn.Linear keeps W transposed, as its weight). The model file
+    stores these two, so renaming an attribute here changes no stored model."""
+    if isinstance(model, SoftmaxClassifier):
+        return model.linear.weight.T, model.linear.bias
+    return model.W, model.b
+
+
 Cost = Callable[[Tensor, Tensor], Tensor]
 
 

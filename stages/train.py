@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from stages.classifier import model_bytes, onnx_bytes, weights
+from stages.classifier import model_bytes, onnx_bytes
 from stages.data import Prepared, PreparedFile, Split
-from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function
+from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function, lesson_weights
 from stages.plumbing import distributed
 from stages.plumbing.device import flop, make_deterministic, resolve_device
 from stages.plumbing.errors import UserError, tell
@@ -155,8 +155,8 @@ def costs_tsv(rows: list[tuple[int, float]], column: str = "cost") -> str:
 
 
 def numpy_state(model: Model) -> dict[str, np.ndarray]:
-    """The model's tensors as numpy arrays on the CPU: what the model file holds and evaluate reads."""
-    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    """The model's W and b as numpy arrays on the CPU: what the model file holds and evaluate reads."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in zip("Wb", lesson_weights(model), strict=True)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     info = dict(impl=args.impl, classes=list(prepared.classes), device=device.type)
     info |= dict(data_sha256=prepared.sha256, costs_sha256=sha256(costs_text.encode()))
     model_file = model_bytes(state, prepared.preprocessing, info)
-    onnx_file = onnx_bytes(*weights(state), list(prepared.classes), prepared.preprocessing)
+    onnx_file = onnx_bytes(state["W"], state["b"], list(prepared.classes), prepared.preprocessing)
     # Without a test split the test costs hold the header alone: DVC wants every declared output to exist.
     test_costs_text = costs_tsv(test_costs, "test_cost")
     write_outputs(

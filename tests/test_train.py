@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from stages.classifier import Classifier, weights
+from stages.classifier import Classifier
 from stages.data import load_table, prepare_table
 from stages.evaluate import scores
 from stages.features import Preprocessing
@@ -24,7 +24,7 @@ CPU = torch.device("cpu")
 
 def accuracy(model, data) -> float:
     """As the evaluate stage scores it, from the model's saved state."""
-    W, b = weights(numpy_state(model))
+    W, b = numpy_state(model).values()
     n_inputs, n_classes = W.shape
     classifier = Classifier(
         W, b, tuple(map(str, range(n_classes))), Preprocessing(tuple(map(str, range(n_inputs)))), {}
