@@ -132,32 +132,29 @@ def main(argv: list[str] | None = None) -> None:
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
     # final_cost is the lesson's last printed number: the training cost before the last update.
     metrics: dict = {"final_cost": final_cost(args.costs, model.info["costs_sha256"])}
-    if prepared.has_test:
-        train = Tally(prepared.n_classes)
-        for block in prepared.blocks("train"):
-            train.add(model, block)
-        metrics["train"] = train.scores()
-    evaluation = Tally(prepared.n_classes)  # the test split's, or else the training data's
+    tallies = {"train": Tally(prepared.n_classes), "eval": Tally(prepared.n_classes)}
+    for split in ("train", "eval") if prepared.has_test else ("eval",):  # the scores first, then the files
+        for block in prepared.blocks(split):
+            tallies[split].add(model, block)
+    evaluation = tallies["eval"]  # the test split's, or else the training data's
+    splits = {"train": tallies["train"], "test": evaluation} if prepared.has_test else {"train": evaluation}
+    metrics |= {name: tally.scores() for name, tally in splits.items()}
+    values = float32_values(metrics) | {"device": model.info["device"]}  # where it was trained
 
-    def confusion() -> Iterator[bytes]:
+    def confusion() -> Iterator[bytes]:  # the evaluation rows read again, a block at a time
         for block in prepared.blocks("eval"):
-            yield confusion_csv(block.y, evaluation.add(model, block), classes, header=block.start == 0).encode()
+            predicted = log_probabilities(model, block.x).argmax(axis=1)
+            yield confusion_csv(block.y, predicted, classes, header=block.start == 0).encode()
 
-    def metrics_json() -> Iterator[bytes]:  # written after the confusion rows, once they are all counted
-        metrics["test" if prepared.has_test else "train"] = evaluation.scores()
-        values = float32_values(metrics) | {"device": model.info["device"]}  # where it was trained
-        yield (json.dumps(values, indent=2, allow_nan=False) + "\n").encode()
-
-    def note() -> str:  # once every row is counted: a model worse than always answering the commonest class
-        shares = evaluation.actual / evaluation.rows
-        if evaluation.correct / evaluation.rows >= shares.max():
-            return ""
+    note = ""
+    shares, accuracy = evaluation.actual / evaluation.rows, evaluation.correct / evaluation.rows
+    if accuracy < shares.max():  # a model worse than always answering the commonest class
         why = "the inputs may not tell the classes apart, or training stopped short (train.epochs, train.lr)"
         if model.b.shape == (1,):
             why = "the lesson's one scalar bias cannot learn how common a class is (high_level's nn.Linear can)"
-        accuracy, common = evaluation.correct / evaluation.rows, classes[int(shares.argmax())]
-        return (
+        common = classes[int(shares.argmax())]
+        note = (
             f"evaluate: note: accuracy {accuracy:.3g} is below {shares.max():.3g}, the share of class {common}; {why}"
         )
-
-    write_outputs({args.confusion: confusion(), args.metrics: metrics_json()}, note)
+    metrics_json = json.dumps(values, indent=2, allow_nan=False) + "\n"
+    write_outputs({args.confusion: confusion(), args.metrics: metrics_json}, note)

@@ -21,7 +21,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
@@ -118,7 +118,7 @@ class StageArguments(argparse.ArgumentParser):
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
-def write_outputs(outputs: Outputs, summary: str | Callable[[], str] = "") -> None:
+def write_outputs(outputs: Outputs, summary: str = "") -> None:
     """Write every output: each to a temporary file beside it, renamed into place once all are written.
     A failure is a UserError naming the file, the cause, and what was written; it leaves no temporary
     file, and no directory it made. `summary`, the stage's line on stderr, is printed once every output
@@ -132,7 +132,6 @@ def write_outputs(outputs: Outputs, summary: str | Callable[[], str] = "") -> No
             content = data.encode("utf-8") if isinstance(data, str) else data
             temporary.append((path, _write_temporary(Path(path), content)))
         _check_inputs()
-        summary = summary() if callable(summary) else summary  # made once the outputs are: it may tell of them
         if summary:  # a closed stderr is an error here, not SIGPIPE: the temporaries are then removed
             piped = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             try:
