@@ -155,7 +155,7 @@ TABLES = {
     "features twice": ("x,z,y\n1,2,a\n2,3,b\n", "  features: [x, z, x]\n", "data.features names 'x' more than once; list each"),
     "not a number": ("x,y\n1,a\nseven,b\n", "", f"datasets/t.csv: text, not numbers, in column(s) x; {TEXT_FIX}"),
     "beyond float32": ("x,y\n1,a\n1e39,b\n", "", "datasets/t.csv, row 2: column 'x' is beyond float32's range; fix that value"),
-    "not utf-8": (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv: not a readable CSV (column 'y': CSV conversion error to string: invalid UTF8 data); set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16)"),
+    "not utf-8": (b"x,y\n1,a\n2,b\xe9\n", "", "datasets/t.csv: not a readable CSV (column 'y': Row #3: CSV conversion error to string: invalid UTF8 data); set data.encoding to the file's encoding (e.g. latin-1, cp1252, utf-16)"),
     "utf-16 as utf-8": ("x,y\n1,a\n".encode("utf-16-le"), "", "datasets/t.csv: a NUL character in the header: UTF-16 text needs data.encoding utf-16"),
     "fields": ("x,y\n1,a\n2,b\n3,c,d\n", "", "datasets/t.csv: not a readable CSV (CSV parse error: Row #4: Expected 2 columns, got 3: 3,c,d)"),
     "empty": ("x,y\n\n\n", "", "datasets/t.csv: the table is empty; it needs a header row and at least one data row"),
@@ -336,7 +336,7 @@ INPUTS = {
     "another run's costs": ("evaluate", other_costs, f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
     # predict: new rows (new.csv) and the model file alone
     "new rows lack a column": ("predict", write("new.csv", "x1,x2,x4\n1,2,3\n"), "new.csv: no column 'x3', which the model reads; columns: x1, x2, x4; give a table with the model's columns (under dvc repro, predict.path names it)"),
-    "new rows, text": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n1,abc,3,4\n"), "new.csv: not a readable CSV (column 'x2': CSV conversion error to float: invalid value 'abc'); the model reads it as a number"),
+    "new rows, text": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n1,abc,3,4\n"), "new.csv: not a readable CSV (column 'x2': Row #3: CSV conversion error to float: invalid value 'abc'); the model reads it as a number"),
     "new rows, a gap": ("predict", write("new.csv", "x4,x3,x2,x1\n1,2,3,4\n1,NA,3,4\n"), "new.csv, row 2: column 'x3' is missing; the model was trained with data.missing: error, so it needs every value; fill it in"),
     "new rows, inf": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,inf\n"), "new.csv, row 1: column 'x4' is beyond float32's range; fix that value"),
     "new rows, none": ("predict", write("new.csv", "x1,x2,x3,x4\n"), "new.csv: the table is empty; it needs a header row and at least one data row"),

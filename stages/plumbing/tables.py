@@ -175,7 +175,7 @@ def read_csv(
         hint += f" (or {option}delimiter {delimiter!r} is not the file's)"
     label, features = label and name(label), features and tuple(map(name, features))
     categorical = tuple(map(name, categorical))
-    read = pa_csv.ReadOptions(encoding=encoding)
+    read = pa_csv.ReadOptions(encoding=encoding, use_threads=False)  # a block at a time: the least memory
     parse = pa_csv.ParseOptions(delimiter=delimiter or detect_delimiter(header_line), newlines_in_values=True)
     header: list[str] = []
     try:
