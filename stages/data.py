@@ -233,7 +233,7 @@ class PreparedFile:
         return split if self.has_test else "train"
 
     def rows(self, split: str, rows: slice = slice(None)) -> Split:
-        """Some rows of a split, all of them by default; a label beyond the class list is a damaged file."""
+        """Some rows of a split, all of them by default."""
         name = self._stored(split)
         start, stop, _ = rows.indices(self.n_rows(split))
         x, y = (self.tensors.rows(f"{name}_{part}", start, stop) for part in "xy")

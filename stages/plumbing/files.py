@@ -198,19 +198,18 @@ def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
 
 class Tensors:
     """A tensors file written by tensors_bytes, checked and open for reading: its info, the SHA-256 of
-    its bytes, its tensors' shapes and types, and their rows when asked for (safetensors' own slice
+    its bytes, its tensors' shapes, and their rows when asked for (safetensors' own slice
     reading: a process holds the rows it asked for, whatever the file's size). A tensor that holds NaN
     or infinity, which no stage writes, is a damaged file."""
 
     def __init__(self, path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> None:
-        self.path, self.what, self.fix = path, what, fix
+        self.path, self.fix = path, fix
         with open_input(path, what, fix) as file:
             self.sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         try:
             with safe_open(path, framework="np") as f:
                 self.info = json.loads((f.metadata() or {})["info"])
                 self.shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
-                self.dtypes = {name: f.get_slice(name).get_dtype() for name in self.shapes}
         except (SafetensorError, ValueError, KeyError, TypeError) as error:
             raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
         if not isinstance(self.info, dict) or not set(keys) <= self.info.keys():
