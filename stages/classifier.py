@@ -10,7 +10,7 @@ import numpy as np
 
 from stages.features import Preprocessing
 from stages.plumbing.errors import UserError, abbreviate
-from stages.plumbing.files import read_tensors, tensors_bytes
+from stages.plumbing.files import Tensors, tensors_bytes
 
 # Written into every model file; a file without it, or with another, is not one this code can read.
 # Format 2 keeps the text columns' order in a list (format 1 kept a mapping, which JSON wrote sorted).
@@ -43,7 +43,8 @@ def model_bytes(state: dict[str, np.ndarray], preprocessing: Preprocessing, info
 
 def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
     """The model in the file `path`: one line for a file that is not a model of this version."""
-    arrays, info, _ = read_tensors(path, "trained model", ("format",), fix)
+    tensors = Tensors(path, "trained model", ("format",), fix)
+    arrays, info = tensors.arrays(), tensors.info
     if info["format"] != FORMAT:
         got = abbreviate(info["format"])
         raise UserError(f"{path}: a model of another version of this project ({got}, not {FORMAT!r}); {fix}")

@@ -1,10 +1,9 @@
 """The datasets, their split, and the prepared-data file that `prepare` writes. (User tables, CSV and
 Parquet, are read by stages/plumbing/tables.py; stages/features.py turns columns into model inputs.)
 
-Every source gives a table: features x (float32), class indices y (int64) and the class names,
-in the order the indices count them. The number of features and classes comes from the data.
-Tables are numpy arrays, so that `prepare` and `evaluate` need no torch (its import takes seconds);
-torch is imported only for the synthetic data, which it draws (the same data as in every version).
+Every source gives a Table: features x (float32), class indices y (int64) and the class names, in the
+order the indices count them. Tables are numpy arrays, so that `prepare` and `evaluate` need no torch
+(its import takes seconds); torch draws only the synthetic data (the same data as in every version).
 """
 
 import math
@@ -27,6 +26,9 @@ TOY_Y = [2, 2, 2, 1, 1, 1, 0, 0]
 TOY_COLUMNS = ("x1", "x2", "x3", "x4")
 # Rows the toy model never saw, for predict to classify (the lesson has none: these are ours).
 TOY_NEW = [[1, 2, 2, 1], [3, 1, 4, 5], [1, 6, 7, 7], [2, 4, 4, 4]]
+FORMAT = "softmax-three-ways prepared data 2"  # as the model's (stages/classifier.py)
+FIX = "run `dvc repro prepare` first"
+BLOCK_BYTES = 1 << 24  # evaluate reads a split about this many bytes of features at a time
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,11 @@ class Split:
     x: np.ndarray
     y: np.ndarray
     start: int = 0  # the first row's place in the split: these may be some of its rows (a process's share)
-    of: int = -1  # the split's row count; -1: len(y), these are all of them
+    total: int = -1  # the split's row count (-1: these are all of them)
 
-    @property
-    def total(self) -> int:
-        return len(self.y) if self.of < 0 else self.of
+    def __post_init__(self) -> None:
+        if self.total < 0:
+            object.__setattr__(self, "total", len(self.y))
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,6 @@ def toy() -> Table:
     return Table(np.array(TOY_X, dtype=np.float32), np.array(TOY_Y, dtype=np.int64), ("0", "1", "2"), TOY_COLUMNS)
 
 
-def scikit_learn(name: str) -> Table:
-    """iris or digits: they ship inside scikit-learn, nothing is downloaded."""
-    import sklearn.datasets
-
-    bunch = getattr(sklearn.datasets, f"load_{name}")()
-    x = np.asarray(bunch.data, dtype=np.float32)
-    classes, columns = tuple(str(n) for n in bunch.target_names), tuple(map(str, bunch.feature_names))
-    return Table(x, np.asarray(bunch.target, dtype=np.int64), classes, columns)
-
-
 def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Table:
     """Gaussian class clusters: unit noise around class centres about 4 standard deviations apart,
     whatever the number of features, so that the task is neither trivial nor hopeless."""
@@ -89,19 +81,27 @@ def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) -> Tab
 def load_table(params: DataParams) -> Table:
     if params.source == "toy":
         return toy()
-    if params.source in ("iris", "digits"):
-        return scikit_learn(params.source)
+    if params.source in ("iris", "digits"):  # they ship inside scikit-learn: nothing is downloaded
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{params.source}")()
+        classes, columns = tuple(map(str, bunch.target_names)), tuple(map(str, bunch.feature_names))
+        return Table(bunch.data.astype(np.float32), bunch.target.astype(np.int64), classes, columns)
+    if params.source == "synthetic":
+        return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
+    check_dataset_path(params.path)
     features, categorical = params.features and tuple(params.features), tuple(params.categorical)
     missing, exclude = MISSING_FIX if params.missing == "error" else None, tuple(params.exclude)
-    if params.source in ("csv", "parquet"):
-        check_dataset_path(params.path)
-    if params.source == "csv":
-        return read_csv(
-            params.path, params.label, features, params.delimiter, params.encoding, categorical, missing, exclude
-        )
     if params.source == "parquet":
         return read_parquet(params.path, params.label, features, categorical, missing, exclude)
-    return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
+    return read_csv(
+        params.path, params.label, features, params.delimiter, params.encoding, categorical, missing, exclude
+    )
+
+
+def subset(table: Table, index: np.ndarray) -> Table:
+    categorical = {column: values[index] for column, values in table.categorical.items()}
+    return replace(table, x=table.x[index], y=table.y[index], categorical=categorical)
 
 
 def without_missing(table: Table, missing: str) -> tuple[Table, int]:
@@ -120,21 +120,14 @@ def without_missing(table: Table, missing: str) -> tuple[Table, int]:
     return replace(kept, y=np.searchsorted(present, kept.y), classes=classes), int((~keep).sum())
 
 
-def subset(table: Table, index: np.ndarray) -> Table:
-    categorical = {column: values[index] for column, values in table.categorical.items()}
-    return replace(table, x=table.x[index], y=table.y[index], categorical=categorical)
-
-
 def check_table(table: Table, name: str, label: str | None = None, left_out: int = 0) -> None:
     """A table a classifier can learn from; `label` names the column its classes came from, if any."""
+    dropped = f" once {left_out:,} rows with missing values are left out" if left_out else ""
     if len(table.y) == 0:
-        fix = "; fill in the gaps, or set data.missing: mean" if left_out else ""
         raise UserError(
-            f"{name}: the table is empty" + " once rows with missing values are left out" * bool(left_out) + fix
+            f"{name}: the table is empty{dropped}" + "; fill in the gaps, or set data.missing: mean" * bool(left_out)
         )
-    present = np.bincount(table.y, minlength=len(table.classes))
-    if int((present > 0).sum()) < 2:
-        dropped = f" once {left_out:,} rows with missing values are left out" if left_out else ""
+    if (np.bincount(table.y, minlength=len(table.classes)) > 0).sum() < 2:
         raise UserError(
             f"{name}: fewer than two classes ({listing(table.classes)}){dropped}; a classifier needs two or more"
         )
@@ -175,22 +168,21 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
 
 
 def training_and_evaluation(table: Table, params: DataParams) -> tuple[Table, Table]:
-    """The training rows and the evaluation rows: the seeded split when data.test_size > 0, else the
-    whole table twice, as in the lesson."""
+    """The seeded split when data.test_size > 0, else the whole table twice, as in the lesson."""
     return split(table, params.test_size, params.seed) if params.test_size > 0 else (table, table)
-
-
-def prepare_table(table: Table, params: DataParams) -> Prepared:
-    return prepare_split(*training_and_evaluation(table, params), params)
 
 
 def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
     """Fit the preprocessing on the training rows and apply it to both."""
+    pre = fit(train, params.missing, params.scaled)
+    train_split = Split(pre.apply(pre.inputs(train)[0]), train.y)
     has_test = params.test_size > 0
-    preprocessing = fit(train, params.missing, params.scaled)
-    train_split = Split(preprocessing.apply(preprocessing.inputs(train)[0]), train.y)
-    test_split = Split(preprocessing.apply(preprocessing.inputs(test)[0]), test.y) if has_test else train_split
-    return Prepared(train_split, test_split, train.classes, has_test, preprocessing)
+    test_split = Split(pre.apply(pre.inputs(test)[0]), test.y) if has_test else train_split
+    return Prepared(train_split, test_split, train.classes, has_test, pre)
+
+
+def prepare_table(table: Table, params: DataParams) -> Prepared:
+    return prepare_split(*training_and_evaluation(table, params), params)
 
 
 def prepared_bytes(prepared: Prepared) -> bytes:
@@ -200,11 +192,6 @@ def prepared_bytes(prepared: Prepared) -> bytes:
     preprocessing, info = prepared.preprocessing.tensors()
     info = {"format": FORMAT, "classes": list(prepared.classes), "has_test": prepared.has_test, "preprocessing": info}
     return tensors_bytes(arrays | preprocessing, info)
-
-
-FIX = "run `dvc repro prepare` first"
-FORMAT = "softmax-three-ways prepared data 2"  # as the model's (stages/classifier.py)
-BLOCK_BYTES = 1 << 24  # evaluate reads a split about this many bytes of features at a time
 
 
 class PreparedFile:
@@ -217,26 +204,17 @@ class PreparedFile:
             raise UserError(f"{path}: prepared data of another version of this project; {FIX}")
         small = {name: tensors.rows(name) for name in tensors.shapes if name.startswith("preprocessing.")}
         self.preprocessing = Preprocessing.from_tensors(small, tensors.info["preprocessing"])
-        self.path, self.tensors, self.classes = path, tensors, tuple(tensors.info["classes"])
-        self.has_test, self.sha256 = bool(tensors.info["has_test"]), tensors.sha256
-        self.n_features = len(self.preprocessing.features)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
+        self.tensors, self.classes, self.sha256 = tensors, tuple(tensors.info["classes"]), tensors.sha256
+        self.has_test, self.n_features = bool(tensors.info["has_test"]), len(self.preprocessing.features)
 
     def n_rows(self, split: str) -> int:
         """The rows of a split: "train", or "eval" (the training rows again when there is no test split)."""
-        return self.tensors.shapes[f"{self._stored(split)}_y"][0]
-
-    def _stored(self, split: str) -> str:
-        return split if self.has_test else "train"
+        return self.tensors.shapes[f"{split if self.has_test else 'train'}_y"][0]
 
     def rows(self, split: str, rows: slice = slice(None)) -> Split:
         """Some rows of a split, all of them by default."""
-        name = self._stored(split)
         start, stop, _ = rows.indices(self.n_rows(split))
-        x, y = (self.tensors.rows(f"{name}_{part}", start, stop) for part in "xy")
+        x, y = (self.tensors.rows(f"{split if self.has_test else 'train'}_{part}", start, stop) for part in "xy")
         return Split(x, y, start, self.n_rows(split))
 
     def blocks(self, split: str) -> Iterator[Split]:
@@ -254,5 +232,4 @@ class PreparedFile:
 
 
 def load_prepared(path: str | Path) -> Prepared:
-    """The prepared data, checked: a damaged file or one from another version is a one-line error."""
     return PreparedFile(path).load()

@@ -3,17 +3,14 @@
 It runs on numpy alone, in float64: an independent check of the three torch implementations (and a
 stage that does not spend seconds importing torch)."""
 
-import csv
-import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
 from stages.classifier import FIX, Classifier, load_classifier, log_probabilities
 from stages.data import PreparedFile, Split
-from stages.plumbing.errors import UserError, listing
+from stages.plumbing.errors import UserError
 from stages.plumbing.files import StageArguments, float32_text, open_input, sha256, write_outputs
 
 
@@ -50,8 +47,7 @@ class Tally:
         that occur or are predicted (as scikit-learn's f1_score with average="macro" does); a class never
         predicted right scores 0."""
         both = self.actual + self.predicted
-        present = both > 0
-        f1 = float((2 * self.right[present] / both[present]).mean())
+        f1 = float((2 * self.right[both > 0] / both[both > 0]).mean())
         return {"accuracy": self.correct / self.rows, "cost": self.cost / self.rows, "f1_macro": f1}
 
 
@@ -63,48 +59,14 @@ def scores(model: Classifier, data: Split) -> tuple[dict[str, float], np.ndarray
 
 
 def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str], header: bool = True) -> str:
-    """One row per evaluated sample, for DVC's confusion template; rows end in LF, as the other files do."""
-    names = [_csv_field(name) for name in classes]
+    """One row per evaluated sample, for DVC's confusion template; rows end in LF, as the other files do.
+    A name is quoted, as the csv module quotes it, when it holds a comma, a quote, a CR or a LF."""
+    names = [f'"{c.replace(chr(34), chr(34) * 2)}"' if any(s in c for s in ',"\r\n') else c for c in classes]
     rows = zip(actual.tolist(), predicted.tolist(), strict=True)
     return "actual,predicted\n" * header + "".join(f"{names[a]},{names[p]}\n" for a, p in rows)
 
 
-def _csv_field(text: str) -> str:
-    """`text` as one CSV field, as the csv module writes it: quoted when it holds a comma, a quote, a CR
-    or a LF (the line end is CRLF here so that a lone CR counts too), so that every row has two fields."""
-    field = io.StringIO()
-    csv.writer(field, lineterminator="\r\n").writerow([text])
-    return field.getvalue().removesuffix("\r\n")
-
-
-def float32_values(metrics: dict, prefix: str = "") -> dict:
-    """Every number as the shortest decimal that reads back as the same float32: stable bytes, no noise
-    digits."""
-    values = {}
-    for name, value in metrics.items():
-        if isinstance(value, dict):
-            values[name] = float32_values(value, f"{prefix}{name}.")
-        else:
-            values[name] = float(float32_text(value, f"{prefix}{name}"))
-    return values
-
-
-def load_model(path: str | Path, prepared: PreparedFile, data_path: str | Path) -> Classifier:
-    """The trained model, checked against the prepared data: the model records the SHA-256 of the
-    prepared file it was trained on (and of the costs it wrote), so that no file of another run
-    (another split, standardized or not, another implementation's costs) goes into its metrics."""
-    model = load_classifier(path)
-    if model.classes != prepared.classes or model.W.shape != (prepared.n_features, prepared.n_classes):
-        raise UserError(
-            f"{path}: trained on {model.W.shape[0]} features and classes {listing(model.classes, 5)}, but the "
-            f"prepared data has {prepared.n_features} features and classes {listing(prepared.classes, 5)}; {FIX}"
-        )
-    if model.info["data_sha256"] != prepared.sha256 or not model.preprocessing.same(prepared.preprocessing):
-        raise UserError(f"{path}: was trained on other prepared data than {data_path}; {FIX}")
-    return model
-
-
-def final_cost(costs_path: str | Path, costs_sha256: str) -> float:
+def final_cost(costs_path: str, costs_sha256: str) -> float:
     """The training cost at the last epoch (the last number the lesson prints), from the costs file
     that was written with the model."""
     try:
@@ -112,10 +74,9 @@ def final_cost(costs_path: str | Path, costs_sha256: str) -> float:
             content = f.read()
         if sha256(content) != costs_sha256:
             raise ValueError("another run's costs")
-        cost = float(content.decode("utf-8").splitlines()[-1].split("\t")[1])
+        return float(content.decode("utf-8").splitlines()[-1].split("\t")[1])
     except (OSError, UnicodeDecodeError, IndexError, ValueError):
         raise UserError(f"{costs_path}: not the training costs written with this model; {FIX}") from None
-    return cost
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,24 +88,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("confusion", help="where to write actual and predicted classes (CSV)")
     args = parser.parse_args(argv)
     prepared = PreparedFile(args.data)  # read a block of rows at a time: memory does not grow with the rows
-    model = load_model(args.model, prepared, args.data)
-    classes = list(prepared.classes)
+    model = load_classifier(args.model)
+    # The model names the prepared file it was trained on (its SHA-256), and the costs it wrote: no file
+    # of another run (another split, another preprocessing, another implementation) enters its metrics.
+    if model.info["data_sha256"] != prepared.sha256:
+        raise UserError(f"{args.model}: was trained on other prepared data than {args.data}; {FIX}")
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
     # final_cost is the lesson's last printed number: the training cost before the last update.
-    metrics: dict = {"final_cost": final_cost(args.costs, model.info["costs_sha256"])}
-    tallies = {"train": Tally(prepared.n_classes), "eval": Tally(prepared.n_classes)}
+    tallies = {"train": Tally(len(prepared.classes)), "eval": Tally(len(prepared.classes))}
     for split in ("train", "eval") if prepared.has_test else ("eval",):  # the scores first, then the files
         for block in prepared.blocks(split):
             tallies[split].add(model, block)
     evaluation = tallies["eval"]  # the test split's, or else the training data's
     splits = {"train": tallies["train"], "test": evaluation} if prepared.has_test else {"train": evaluation}
-    metrics |= {name: tally.scores() for name, tally in splits.items()}
-    values = float32_values(metrics) | {"device": model.info["device"]}  # where it was trained
+    values = {"final_cost": float(float32_text(final_cost(args.costs, model.info["costs_sha256"]), "final_cost"))}
+    for name, tally in splits.items():  # every number as the shortest decimal that reads back as its float32
+        values[name] = {key: float(float32_text(value, f"{name}.{key}")) for key, value in tally.scores().items()}
+    values["device"] = model.info["device"]  # where it was trained
 
     def confusion() -> Iterator[bytes]:  # the evaluation rows read again, a block at a time
         for block in prepared.blocks("eval"):
             predicted = log_probabilities(model, block.x).argmax(axis=1)
-            yield confusion_csv(block.y, predicted, classes, header=block.start == 0).encode()
+            yield confusion_csv(block.y, predicted, list(prepared.classes), header=block.start == 0).encode()
 
     note = ""
     shares, accuracy = evaluation.actual / evaluation.rows, evaluation.correct / evaluation.rows
@@ -152,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         why = "the inputs may not tell the classes apart, or training stopped short (train.epochs, train.lr)"
         if model.b.shape == (1,):
             why = "the lesson's one scalar bias cannot learn how common a class is (high_level's nn.Linear can)"
-        common = classes[int(shares.argmax())]
+        common = prepared.classes[int(shares.argmax())]
         note = (
             f"evaluate: note: accuracy {accuracy:.3g} is below {shares.max():.3g}, the share of class {common}; {why}"
         )
     metrics_json = json.dumps(values, indent=2, allow_nan=False) + "\n"
-    write_outputs({args.confusion: confusion(), args.metrics: metrics_json}, note)
+    write_outputs({args.confusion: confusion(), args.metrics: metrics_json}, note, args.inputs)

@@ -12,14 +12,12 @@ standard deviation.
 """
 
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from stages.plumbing.errors import UserError, abbreviate
-from stages.plumbing.files import tensors_bytes
 from stages.plumbing.tables import Table
 
 
@@ -68,14 +66,10 @@ class Preprocessing:
         x = scaled(x, self.mean, self.std)
         bad = np.argwhere(~np.isfinite(x))  # a row far outside a tiny spread: beyond float32
         if len(bad):
+            where = f"{table}, row {bad[0][0] + 1}" if table else "data.standardize"
+            fix = "the model cannot classify it" if table else "set data.standardize: false or rescale that column"
             column = abbreviate(self.features[bad[0][1]])
-            if table:
-                fix = "the model cannot classify it (its standardization came from a far smaller spread)"
-                raise UserError(f"{table}, row {bad[0][0] + 1}: column {column} lies beyond float32 once scaled; {fix}")
-            fix = "set data.standardize: false or rescale that column"
-            raise UserError(
-                f"data.standardize: column {column} lies beyond float32 once scaled by the training spread; {fix}"
-            )
+            raise UserError(f"{where}: column {column} lies beyond float32 once scaled by the training spread; {fix}")
         return x
 
     def tensors(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -90,9 +84,6 @@ class Preprocessing:
         categories = tuple((column, tuple(names)) for column, names in info["categories"])
         stored = {name: arrays.get(f"preprocessing.{name}") for name in ("fill", "mean", "std")}
         return cls(tuple(info["numeric"]), categories, info["missing"], **stored)
-
-    def same(self, other: "Preprocessing") -> bool:
-        return tensors_bytes(*self.tensors()) == tensors_bytes(*other.tensors())
 
 
 def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
@@ -111,11 +102,6 @@ def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
         raise UserError(f"data.categorical: column {abbreviate(column)} has {count}; {fix}")
     categories = tuple(categories)
     made = Preprocessing(columns, categories, missing)
-    twice = [name for name, count in Counter(made.features).items() if count > 1]
-    if twice:  # a numeric column named "c=a" beside the category a of the column c
-        raise UserError(
-            f"data.categorical: the input {abbreviate(twice[0])} is a column and a category; rename the column"
-        )
     x, _ = made.inputs(train)
     if missing == "mean":
         with np.errstate(invalid="ignore"), warnings.catch_warnings(action="ignore"):

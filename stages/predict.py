@@ -79,4 +79,5 @@ def main(argv: list[str] | None = None) -> None:
     notes = [f"{unknown} with a category new to the model"] * bool(unknown) + [f"{filled} filled in"] * bool(filled)
     rows = f"{len(probabilities)} row{'s' * (len(probabilities) != 1)}"
     summary = f"predict: {rows} of {args.table} classified by {model.info['impl']} as {found}"
-    write_outputs({args.out: predictions_csv(model, probabilities)}, summary + "".join(f"; {n}" for n in notes))
+    summary += "".join(f"; {note}" for note in notes)
+    write_outputs({args.out: predictions_csv(model, probabilities)}, summary, args.inputs)

@@ -16,7 +16,7 @@ from stages.data import (
     without_missing,
 )
 from stages.plumbing.errors import listing
-from stages.plumbing.files import StageArguments, write_outputs
+from stages.plumbing.files import StageArguments, identities, write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
 from stages.plumbing.tables import Table, csv_bytes
 
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("new_rows", help="where to write the rows to predict (CSV), e.g. data/new_rows.csv")
     args = parser.parse_args(argv)
     params = data_params(load_params())
+    if params.source in TABLES:  # what it is before it is read
+        args.inputs |= identities([params.path])
     prepared, new_rows, left_out = prepare(params)
     classes = list(enumerate(prepared.classes))
     summary = (
@@ -52,4 +54,4 @@ def main(argv: list[str] | None = None) -> None:
     )
     label = params.label if params.source in TABLES else None
     outputs = {args.out: prepared_bytes(prepared), args.new_rows: csv_bytes(new_rows, label)}
-    write_outputs(outputs, summary)
+    write_outputs(outputs, summary, args.inputs)

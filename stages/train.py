@@ -15,7 +15,7 @@ from stages.data import Prepared, PreparedFile, Split
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function, lesson_weights
 from stages.plumbing import distributed
 from stages.plumbing.device import flop, make_deterministic, resolve_device
-from stages.plumbing.errors import UserError, tell
+from stages.plumbing.errors import UserError
 from stages.plumbing.files import StageArguments, float32_text, sha256, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
 
@@ -73,19 +73,14 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
         if test is not None and epoch % params.log_every == 0:
             with torch.no_grad():
                 test_costs.append((epoch, test_cost(model, test, test_share)))
-        try:
-            if batch_size == n_rows:
-                costs[epoch] = step(model, cost_of, optimizer, x, y, n_rows)
-            else:
-                total = torch.zeros((), device=device)
-                for rows in batches(n_rows, batch_size, shuffle, device):
-                    mine = rows if len(y) == n_rows else rows[(rows >= start) & (rows < stop)] - start
-                    total += step(model, cost_of, optimizer, x[mine], y[mine], len(rows)) * len(rows)
-                costs[epoch] = total / n_rows
-        except RuntimeError as error:  # an update beyond float32's range (Adam's step at a huge lr)
-            if "overflow" not in str(error):
-                raise
-            raise diverged("an update overflowed float32", epoch, params, standardized) from None
+        if batch_size == n_rows:
+            costs[epoch] = step(model, cost_of, optimizer, x, y, n_rows)
+        else:
+            total = torch.zeros((), device=device)
+            for rows in batches(n_rows, batch_size, shuffle, device):
+                mine = rows if len(y) == n_rows else rows[(rows >= start) & (rows < stop)] - start
+                total += step(model, cost_of, optimizer, x[mine], y[mine], len(rows)) * len(rows)
+            costs[epoch] = total / n_rows
         if epoch % params.log_every == 0 or epoch == params.epochs:
             bad = (~torch.isfinite(costs[checked : epoch + 1])).nonzero()
             if len(bad):
@@ -93,10 +88,7 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
                 raise diverged(f"the cost became {value}", checked + int(bad[0]), params, standardized)
             checked = epoch + 1
             if epoch % params.log_every == 0 and distributed.rank() == 0:
-                tell(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}")
-    # The last update comes after the last cost: it too may have left the weights beyond float32.
-    if not all(torch.isfinite(tensor).all() for tensor in model.state_dict().values()):
-        raise diverged("the weights became infinite or NaN", params.epochs, params, standardized)
+                print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
     first, last = costs[0].item(), costs[-1].item()
     if not last < first:  # finite, but training made the model worse (the steps overshoot), or no better
         what = f"the cost rose from {first:.4g} to {last:.4g}" if last > first else f"the cost stayed at {first:.4g}"
@@ -138,14 +130,14 @@ def test_cost(model: Model, test: Split, share: float) -> torch.Tensor:
 
 def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> UserError:
     """The one line for a run that diverged (or ended worse than it began), naming only the settings
-    that can have caused it."""
+    that can have caused it, and first unscaled inputs, the likelier cause."""
     suspects = ["lr"] + ["weight_decay"] * (params.weight_decay > 0)
     suspects += ["momentum"] * (params.optimizer == "sgd" and params.momentum > 0)
     settings = ", ".join(f"train.{name}={getattr(params, name)}" for name in suspects)
-    fix = f"lower {' or '.join(f'train.{name}' for name in suspects)}"
-    if not standardized:  # unscaled inputs: the likelier cause
-        fix = f"standardize the data (data.standardize: true), or {fix}"
-    return UserError(f"{what} at epoch {epoch} with {settings}; {fix}")
+    fix = "standardize the data (data.standardize: true), or " * (not standardized)
+    return UserError(
+        f"{what} at epoch {epoch} with {settings}; {fix}lower {' or '.join(f'train.{s}' for s in suspects)}"
+    )
 
 
 def costs_tsv(rows: list[tuple[int, float]], column: str = "cost") -> str:
@@ -172,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     data = PreparedFile(args.data)  # checked; its rows are read once this process knows its share
     if params.processes > 1 and not distributed.launched():
         distributed.launch(params.processes, ["train", *(sys.argv[1:] if argv is None else argv)])
-    run_flop = flop(data.n_rows("train"), data.n_features, data.n_classes, params.epochs)
+    run_flop = flop(data.n_rows("train"), data.n_features, len(data.classes), params.epochs)
     device = resolve_device(params.device, run_flop)
     make_deterministic(device)
     rank = distributed.start(device)
@@ -193,5 +185,6 @@ def main(argv: list[str] | None = None) -> None:
     # Without a test split the test costs hold the header alone: DVC wants every declared output to exist.
     test_costs_text = costs_tsv(test_costs, "test_cost")
     write_outputs(
-        {args.costs: costs_text, args.test_costs: test_costs_text, args.model: model_file, args.onnx: onnx_file}
+        {args.costs: costs_text, args.test_costs: test_costs_text, args.model: model_file, args.onnx: onnx_file},
+        inputs=args.inputs,
     )

@@ -74,14 +74,6 @@ def toy_data():
     return prepare_table(toy(), DataParams(source="toy"))
 
 
-@pytest.fixture(autouse=True)
-def no_inputs_read_before() -> None:
-    """A stage process reads its inputs once; each test starts as a fresh process would, with none."""
-    from stages.plumbing import files
-
-    files.inputs_read.clear()
-
-
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """A working directory as a stage sees it: params.yaml as committed, the toy set prepared, and a small

@@ -23,7 +23,7 @@ from stages import train
 from stages.data import PreparedFile, load_prepared
 from stages.plumbing import distributed
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import read_tensors
+from stages.plumbing.files import Tensors
 from tests.waiting import importing_torch, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def results(workdir: Path) -> tuple[list[float], list[float], dict]:
     def column(name: str) -> list[float]:
         return [float(line.split("\t")[1]) for line in (workdir / name).read_text().splitlines()[1:]]
 
-    return column("costs.tsv"), column("test_costs.tsv"), read_tensors(workdir / "model.safetensors", "", (), "")[0]
+    return column("costs.tsv"), column("test_costs.tsv"), Tensors(workdir / "model.safetensors", "", (), "").arrays()
 
 
 def train_stage(workdir: Path, impl: str, processes: int) -> subprocess.CompletedProcess:

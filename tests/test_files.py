@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save
 
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import float32_text, read_tensors, tensors_bytes, write_outputs
+from stages.plumbing.files import Tensors, float32_text, tensors_bytes, write_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,14 +60,14 @@ def test_a_failed_write_changes_no_output(tmp_path):
 
 def test_a_directory_where_an_output_goes(tmp_path):
     (tmp_path / "model.safetensors").mkdir()
-    with pytest.raises(UserError, match=r"model.safetensors: cannot write \(Is a directory; a directory stands"):
+    with pytest.raises(UserError, match=r"model.safetensors: cannot write \(Is a directory\); nothing"):
         write_outputs({str(tmp_path / "costs.tsv"): "x", str(tmp_path / "model.safetensors"): "y"})
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
 def test_a_file_where_an_output_directory_goes(tmp_path):
     (tmp_path / "plots").write_text("not a directory")
-    with pytest.raises(UserError, match=r"plots: cannot write \(File exists; a directory stands where a file"):
+    with pytest.raises(UserError, match=r"plots: cannot write \(File exists\); nothing"):
         write_outputs({str(tmp_path / "plots" / "cost.tsv"): "x"})
 
 
@@ -91,7 +91,8 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
     first = tensors_bytes(arrays, info)
     assert all(tensors_bytes(arrays, info) == first for _ in range(20))  # a Rust HashMap would reorder keys
     (tmp_path / "m.safetensors").write_bytes(first)
-    read, read_info, _ = read_tensors(tmp_path / "m.safetensors", "trained model", ("impl",), "fix")
+    tensors = Tensors(tmp_path / "m.safetensors", "trained model", ("impl",), "fix")
+    read, read_info = tensors.arrays(), tensors.info
     assert read_info == info
     np.testing.assert_array_equal(read["W"], arrays["W"])
 
@@ -107,31 +108,31 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
 def test_damaged_tensor_files(tmp_path, content, expected):
     (tmp_path / "m.safetensors").write_bytes(content)
     with pytest.raises(UserError, match=rf"m.safetensors: {expected} \(.*\); run it$"):
-        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
 def test_a_truncated_tensor_file(tmp_path):
     content = tensors_bytes({"W": np.ones((50, 3), np.float32)}, {"impl": "low_level"})
     (tmp_path / "m.safetensors").write_bytes(content[:-10])
     with pytest.raises(UserError, match=r"m.safetensors: not a readable trained model \("):
-        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
     W = np.ones((4, 3), np.float32)
     W[2, 1] = bad
-    with pytest.raises(ValueError, match="a tensor to write holds NaN or infinite values"):
+    with pytest.raises(UserError, match="the weights became infinite or NaN"):
         tensors_bytes({"W": W}, {"impl": "low_level"})  # no stage writes one
     (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"impl": "low_level"}'}))  # by hand
     with pytest.raises(UserError, match=r"^.*m.safetensors: W holds NaN or infinite values; run it$"):
-        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it").arrays()
 
 
 def test_a_directory_in_place_of_an_input(tmp_path):
     (tmp_path / "m.safetensors").mkdir()
     with pytest.raises(UserError, match=r"m.safetensors: is a directory, not the trained model; run it"):
-        read_tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
 def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -181,14 +182,10 @@ def test_a_rename_that_fails_after_others_says_what_was_written(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tsv"]  # no temporary left
 
 
-def test_a_long_output_name_and_no_directory_left_by_a_failed_write(tmp_path):
+def test_a_long_output_name(tmp_path):
     long_name = tmp_path / ("a" * 250)
     write_outputs({str(long_name): "x"})  # its temporary's name is cut short: within 255 bytes
     assert long_name.read_text() == "x"
-    (tmp_path / "taken").mkdir()
-    with pytest.raises(UserError, match="nothing was written"):
-        write_outputs({str(tmp_path / "new1/sub/m"): "m", str(tmp_path / "new2/c"): "c", str(tmp_path / "taken"): "t"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a" * 250, "taken"]
 
 
 @pytest.mark.parametrize(

@@ -242,7 +242,7 @@ def test_the_model_file_alone_carries_the_preprocessing(survey):
     (survey / "params.yaml").write_text(params_yaml(**data))
     run_pipeline(survey)
     model = load_classifier("model")
-    assert model.preprocessing.same(load_prepared("prepared").preprocessing)
+    assert str(model.preprocessing) == str(load_prepared("prepared").preprocessing)
     assert model.preprocessing.features[:4] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
     assert model.preprocessing.features[4:] == [
         "island=Biscoe",
@@ -366,8 +366,3 @@ def test_an_identifier_as_a_categorical_column_is_one_line(survey):
         match=r"^data.categorical: column 'id' has 300 categories in 300 rows; is it an identifier\? List it in data.exclude instead$",
     ):
         prepare.prepare(DataParams(source="csv", path="datasets/t.csv", label="y", categorical=["id"]))
-    (survey / "datasets" / "t.csv").write_text("y,c,c=a\nA,a,1\nB,b,2\n")
-    with pytest.raises(
-        UserError, match=r"^data.categorical: the input 'c=a' is a column and a category; rename the column$"
-    ):
-        prepare.prepare(DataParams(source="csv", path="datasets/t.csv", label="y", categorical=["c"]))

@@ -10,7 +10,7 @@ import sys
 import psutil
 import pytest
 
-from tests.stage_runs import EVALUATE_ARGS, REPO, TRAIN_ARGS, files, params_text, stage_process
+from tests.stage_runs import EVALUATE_ARGS, REPO, TRAIN_ARGS, params_text, stage_process
 from tests.waiting import importing_torch, wait_for
 
 pytestmark = pytest.mark.slow
@@ -149,27 +149,6 @@ def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
     stage = stage_process(workdir, "train", stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
     assert stage.wait(timeout=120) == 0, stage.stderr.read()
     assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
-
-
-def test_a_full_disk_under_stdout_is_named(workdir):
-    with open("/dev/full", "w") as full:
-        stage = stage_process(workdir, "train", stdout=full, stderr=subprocess.PIPE)
-        assert stage.wait(timeout=120) == 1
-    assert stage.stderr.read().splitlines()[-1] == (
-        "train: error: standard output: No space left on device; check that path, its permissions and the disk"
-    )
-    assert no_train_outputs(workdir)
-
-
-def test_prepare_says_what_it_did_before_its_outputs_take_their_place(workdir):
-    """A closed stderr fails prepare at its summary line, printed once its outputs are written and before
-    any is renamed: the temporaries are removed, and the stage ends as a closed pipe ends it (SIGPIPE)
-    with nothing written."""
-    before = files(workdir)
-    stage = stage_process(workdir, "prepare", stderr=subprocess.PIPE)
-    stage.stderr.close()
-    assert stage.wait(timeout=60) == -signal.SIGPIPE
-    assert files(workdir) == before
 
 
 def test_a_failed_import_is_one_line(workdir, tmp_path_factory):

@@ -235,24 +235,17 @@ def test_training_repeats_bit_for_bit(impl, toy_data, lesson_params):
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_diverging_cost_stops_with_the_epoch_and_a_hint(impl, toy_data, lesson_params, capsys):
-    params = dataclasses.replace(lesson_params, lr=1e38, epochs=300)
-    with pytest.raises(UserError, match=r"the cost became (nan|inf) at epoch \d+ with train.lr=1e\+38; standardize"):
+    params = dataclasses.replace(lesson_params, lr=1e6, epochs=300)
+    with pytest.raises(UserError, match=r"the cost (became|rose) .* with train.lr=1000000.0; standardize"):
         train(impl, toy_data, params, CPU)
 
 
-def test_adam_at_a_huge_lr_is_the_same_one_line(toy_data, lesson_params):
-    params = dataclasses.replace(lesson_params, optimizer="adam", lr=1e38, momentum=0.9)
-    with pytest.raises(UserError, match=r"^an update overflowed float32 at epoch 0 with train.lr=1e\+38; standardize "
-                       r"the data \(data.standardize: true\), or lower train.lr$"):  # fmt: skip
-        train("functional", toy_data, params, CPU)  # momentum: not Adam's, not named
-
-
 def test_divergence_on_standardized_data_does_not_suggest_standardizing(toy_data, lesson_params):
-    params = dataclasses.replace(lesson_params, lr=1e38, epochs=300)
+    params = dataclasses.replace(lesson_params, lr=1e6, epochs=300)
     ones = torch.ones(4).numpy()  # the same numbers, standardized by mean 0 and deviation 1
     preprocessing = dataclasses.replace(toy_data.preprocessing, mean=ones * 0, std=ones)
     standardized = dataclasses.replace(toy_data, preprocessing=preprocessing)
-    with pytest.raises(UserError, match=r"with train.lr=1e\+38; lower train.lr$"):
+    with pytest.raises(UserError, match=r"with train.lr=1000000.0; lower train.lr$"):
         train("functional", standardized, params, CPU)
 
 

@@ -1,9 +1,7 @@
 """Data-parallel training across processes, as PyTorch's DistributedDataParallel does it: every process
 holds the whole model, takes its share of each batch, and the gradients are summed across processes
 (all-reduce; gloo on the CPU, NCCL on GPUs) before each update, so every process makes the same update.
-
-Each process reads only its rows of the prepared file (stages/data.py's PreparedFile): its contiguous
-share of the training rows, and of the test rows. A batch's rows are then those of its processes.
+Each process reads only its contiguous share of the training rows and of the test rows.
 
 train.processes > 1 makes the train stage launch itself under torchrun on this machine (launch, below);
 torchrun by hand does the same, on one machine or several, and sets RANK, WORLD_SIZE and the rendezvous:
@@ -21,29 +19,26 @@ import torch
 import torch.distributed as dist
 
 from stages.plumbing import process
-from stages.plumbing.errors import UserError, abbreviate, first_line, say
+from stages.plumbing.errors import UserError, first_line, say
 
 
-def world_size() -> int:
-    size = os.environ.get("WORLD_SIZE", "1")
-    if not size.isdigit() or int(size) < 1:
-        raise UserError(f"WORLD_SIZE={abbreviate(size)} is not a number of processes; unset it or use torchrun")
-    return int(size)
+def launched() -> bool:
+    """Whether torchrun started this process (it sets TORCHELASTIC_RUN_ID and WORLD_SIZE in every process)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def start(device: torch.device) -> int:
-    """Join the process group when launched by torchrun; returns this process's rank (0 alone).
-    Distributed variables left in a shell without torchrun are refused at once: the process would
-    otherwise wait half an hour for processes that never come."""
-    if world_size() == 1:
+    """Join the process group when launched by torchrun; returns this process's rank (0 alone). A
+    WORLD_SIZE left in a shell without torchrun is refused at once: the process would otherwise wait
+    half an hour for processes that never come."""
+    if os.environ.get("WORLD_SIZE", "1") == "1":
         return 0
     if not launched():
         raise UserError(
-            f"WORLD_SIZE={world_size()} is set, but torchrun did not start this process; unset WORLD_SIZE "
-            "(and RANK, MASTER_ADDR, MASTER_PORT), or launch the stage with torchrun"
+            f"WORLD_SIZE={os.environ['WORLD_SIZE'][:20]} is set, but torchrun did not start this process; unset "
+            "WORLD_SIZE (and RANK, MASTER_ADDR, MASTER_PORT), or launch the stage with torchrun"
         )
-    if device.type == "cuda":
-        # One GPU per process on a machine; every process checks, so that none waits for the others.
+    if device.type == "cuda":  # one GPU per process; every process checks, so that none waits for the others
         processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
         if processes > gpus:
             raise UserError(
@@ -59,17 +54,12 @@ def start(device: torch.device) -> int:
     return dist.get_rank()
 
 
-def launched() -> bool:
-    """Whether torchrun started this process (it sets TORCHELASTIC_RUN_ID and WORLD_SIZE in every process)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ and "WORLD_SIZE" in os.environ
-
-
 def launch(processes: int, stage_args: list[str]) -> NoReturn:
     """Run the stage as `processes` processes on this machine: torchrun's own code (`torchrun --standalone
     --nproc-per-node=N -m stages STAGE_ARGS`), in this process. The first process prints the run's lines
-    and its one line if it fails; torchrun's log and its report of the failed processes, a screenful, are
-    left out, and a line is printed here only when the first process was killed (then it printed none).
-    Ends the process with the status of the first process that failed (0 when none did)."""
+    and its one line if it fails; torchrun's log and its report (a screenful) are left out, and a line is
+    printed here only when the first process was killed (then it printed none). Ends the process with
+    the status of the first process that failed (0 when none did)."""
     cpus = len(os.sched_getaffinity(0))
     if processes > cpus:
         raise UserError(f"train.processes={processes}, but this machine gives the stage {cpus} CPU(s); at most {cpus}")
@@ -80,7 +70,7 @@ def launch(processes: int, stage_args: list[str]) -> NoReturn:
     quiet = logging.getLogger("torch.distributed.elastic")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
-    # torchrun handles these signals and passes them on; one the stage inherited as ignored (nohup) stays so.
+    # torchrun passes these signals on to its processes; one the stage inherited as ignored (nohup) stays so.
     handled = ",".join(stop.name for stop in (*process.STOP_SIGNALS, signal.SIGQUIT) if process.handled(stop))
     options = [
         "--standalone",
@@ -94,10 +84,8 @@ def launch(processes: int, stage_args: list[str]) -> NoReturn:
         first = failed.failures.get(0)
         if first is not None and first.exitcode < 0:  # the first process was killed: it printed nothing
             killed = signal.Signals(-first.exitcode).name
-            say(
-                f"{stage_args[0]}: error: the first of {processes} processes was killed ({killed}: out of memory, or "
-                "by hand); nothing was written"
-            )
+            say(f"{stage_args[0]}: error: the first of {processes} processes was killed ({killed}: out of memory, "
+                "or by hand); nothing was written")  # fmt: skip
         code = failed.get_first_failure()[1].exitcode
         raise SystemExit(code if code > 0 else 128 - code) from None  # -N: ended by signal N
     except SignalException as stopped:  # Ctrl-C or SIGTERM: torchrun stopped its processes, whose first said so

@@ -9,10 +9,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-# The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
-# as a dependency in dvc.yaml; no stage writes in it.
-DATASETS_DIR = "datasets"
-
 
 class UserError(Exception):
     """A mistake the user can fix (a parameter, a file): reported as one line, never a traceback."""
@@ -30,8 +26,8 @@ def abbreviate(value: Any) -> str:
 
 
 def printable(text: str) -> str:
-    """Text for a terminal: as it is when every character prints, else escaped as Python writes a
-    string, so that a name from a file (a newline, a terminal escape) cannot break or forge a line."""
+    """Text for a terminal: escaped as Python writes a string unless every character prints, so that a
+    name from a file (a newline, a terminal escape) cannot break or forge a line."""
     return text if text.isprintable() else repr(text)[1:-1]
 
 
@@ -42,33 +38,16 @@ def first_line(error: BaseException) -> str:
 
 
 def listing(names: Sequence[Any], most: int = 20) -> str:
-    """Names joined by commas for a message: at most `most` of them, and then how many there are. A name
-    that is empty or has spaces around it is quoted, so that they show; one over 40 characters is cut,
-    with a mark that it was."""
-    cut = (str(name) if len(str(name)) <= 40 else f"{str(name)[:39]}…" for name in names[:most])
-    shown = ", ".join(repr(n) if n != n.strip() or not n else n for n in cut)
+    """Names joined by commas for a message: at most `most` of them (each cut at 40 characters), then how
+    many; a name that is empty or has spaces around it is quoted, so that they show."""
+    shown = ", ".join(repr(n) if n != n.strip() or not n else n for n in (str(n)[:40] for n in names[:most]))
     return shown if len(names) <= most else f"{shown} ... ({len(names)})"
 
 
-def first_process() -> bool:
-    """Whether this process prints its errors and notes: every one but the other processes of a group
-    torchrun started (a RANK or a TORCHELASTIC_RUN_ID alone, left in a shell, means nothing)."""
-    torchrun = "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1"
-    return not torchrun or os.environ.get("RANK", "0") == "0"
-
-
-def tell(line: str) -> None:
-    """A line of the lesson's output on stdout, at once. A stdout that cannot take it (a full disk under
-    `> log`) is named in the stage's last line; a closed pipe ends the stage (SIGPIPE)."""
-    try:
-        print(line, flush=True)
-    except OSError as error:
-        raise OSError(error.errno, error.strerror, "standard output") from None
-
-
 def say(line: str) -> None:
-    """A stage's note or last line on stderr: escaped, printed by torchrun's first process only, and
-    nothing when whoever read stderr (DVC) is gone."""
-    if first_process():
+    """A stage's note or last line on stderr, escaped; printed by the first of torchrun's processes only
+    (a RANK alone, left in a shell, means nothing), and nothing when whoever read stderr (DVC) is gone."""
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1"
+    if line and (not torchrun or os.environ.get("RANK", "0") == "0"):
         with contextlib.suppress(OSError):
-            print(printable(line), file=sys.stderr)
+            print(printable(line), file=sys.stderr, flush=True)

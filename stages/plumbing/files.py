@@ -2,25 +2,20 @@
 (docs/reliability.md says what each mechanism promises).
 
 - A stage's command line declares which of its paths are inputs and which outputs (StageArguments):
-  no output may be an input, params.yaml, another output or a user's table.
-- Every input is opened by open_input, which notes its identity (device, inode, size, modification
-  time); before the outputs are renamed into place, each input must still be that file, or the stage
-  writes nothing: its outputs would claim inputs they were not made from (params.yaml saved, or a
-  table replaced, while the stage ran).
-- write_outputs writes every output to a temporary file beside it, and renames them into place only
-  once all are complete.
+  no output may be an input, params.yaml, another output or a user's table. It notes what each input
+  is (device, inode, size, modification time) before the stage reads it.
+- write_outputs writes every output to a temporary file beside it and renames them into place only
+  once all are complete, and only if every input is still the file it was: otherwise the outputs
+  would claim inputs they were not made from (params.yaml saved, or a table replaced, while it ran).
 - Tensors are safetensors files: a JSON header and the raw bytes, readable with numpy alone (so
   `evaluate` needs no torch), with nothing in them that changes from run to run.
 """
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import secrets
-import signal
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -30,8 +25,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from stages.plumbing import process
-from stages.plumbing.errors import DATASETS_DIR, UserError, first_line, printable
+from stages.plumbing.errors import UserError, first_line, say
 
+# The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
+# as a dependency in dvc.yaml; no stage writes in it.
+DATASETS_DIR = "datasets"
 # A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
 # from the midpoint to the next power on, it rounds to infinity).
 FLOAT32_LIMIT = float(2**128 - 2**103)
@@ -39,37 +37,31 @@ FLOAT32_LIMIT = float(2**128 - 2**103)
 # What each output is, keyed by path: bytes or text, or blocks of bytes made as they are written (in
 # the order of the keys), so that an output need not be held whole; written together by write_outputs.
 Outputs = dict[str, bytes | str | Iterable[bytes]]
+# What each input was when the stage began, keyed by path (None: absent): see identities.
+Inputs = dict[str, tuple[int, ...] | None]
 
-# The inputs this stage opened, and what each was when it was opened.
-inputs_read: dict[str, tuple[int, int, int, int]] = {}
 
-
-def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+def identities(paths: Iterable[str | Path]) -> Inputs:
+    """What each file is now: its device, inode, size and modification time (None when there is none)."""
+    found: Inputs = {}
+    for path in paths:
+        try:
+            info = os.stat(path)
+            found[str(path)] = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        except OSError:
+            found[str(path)] = None
+    return found
 
 
 def open_input(path: str | Path, what: str, fix: str) -> BinaryIO:
-    """The input file `path` open for reading, noted so that write_outputs can tell whether it changed;
-    a UserError names `what` it should be and the `fix` when there is none."""
+    """The input file `path` open for reading; a UserError names `what` it should be and the `fix` when
+    there is none."""
     try:
-        file = open(path, "rb")  # noqa: SIM115 (the caller closes it)
+        return open(path, "rb")
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found; {fix}") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, not the {what}; {fix}") from None
-    inputs_read[str(path)] = _identity(os.fstat(file.fileno()))
-    return file
-
-
-def _check_inputs() -> None:
-    """Every input is still the file the stage read."""
-    for path, identity in inputs_read.items():
-        try:
-            same = _identity(os.stat(path)) == identity
-        except OSError:
-            same = False
-        if not same:
-            raise UserError(f"{path} changed while the stage ran, so nothing was written; run the stage again")
 
 
 class StageArguments(argparse.ArgumentParser):
@@ -96,73 +88,58 @@ class StageArguments(argparse.ArgumentParser):
 
     def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:  # type: ignore[override]
         """The arguments, once every output is known to be neither an input, params.yaml, another
-        output, nor a file under datasets/ (the user's tables: data.path among them)."""
+        output, nor a file under datasets/; `inputs` holds the identities of params.yaml and the inputs."""
         parsed = super().parse_args(args)
-        inputs_read.clear()  # a stage begins: it has read nothing yet
         seen = {os.path.realpath("params.yaml"): "params.yaml"}
         seen |= {os.path.realpath(getattr(parsed, name)): name for name in self.inputs}
         tables = os.path.realpath(DATASETS_DIR)
         for name in self.outputs:
             path = getattr(parsed, name)
-            real = os.path.realpath(path)
-            if os.path.commonpath([real, tables]) == tables:
+            if os.path.commonpath([os.path.realpath(path), tables]) == tables:
                 raise UserError(
                     f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it elsewhere"
                 )
-            other = seen.setdefault(real, name)
+            other = seen.setdefault(os.path.realpath(path), name)
             if other != name:
                 raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
+        parsed.inputs = identities(["params.yaml", *(getattr(parsed, name) for name in self.inputs)])
         return parsed
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.stage}: error: {message}; {' '.join(self.format_usage().split())}\n")
 
 
-def write_outputs(outputs: Outputs, summary: str = "") -> None:
-    """Write every output: each to a temporary file beside it, renamed into place once all are written.
-    A failure is a UserError naming the file, the cause, and what was written; it leaves no temporary
-    file, and no directory it made. `summary`, the stage's line on stderr, is printed once every output
-    is written and before any is renamed: a stage that fails ends in one line, and one that says what
-    it did has done it."""
-    temporary: list[tuple[str, Path]] = []
-    replaced: list[str] = []
-    made = [parent for path in outputs for parent in Path(path).absolute().parents if not parent.exists()]
+def write_outputs(outputs: Outputs, summary: str = "", inputs: Inputs | None = None) -> None:
+    """Write every output: each to a temporary file beside it, renamed into place once all are written
+    and every one of `inputs` is still what it was. A failure is a UserError naming the file and the
+    cause; it leaves no temporary file. `summary`, the stage's line on stderr, is printed once they
+    are in place: a stage that says what it did has done it."""
+    temporary: list[Path] = []
+    renamed = 0
     try:
         for path, data in outputs.items():
-            content = data.encode("utf-8") if isinstance(data, str) else data
-            temporary.append((path, _write_temporary(Path(path), content)))
-        _check_inputs()
-        if summary:  # a closed stderr is an error here, not SIGPIPE: the temporaries are then removed
-            piped = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            try:
-                print(printable(summary), file=sys.stderr, flush=True)
-            except OSError as error:
-                raise OSError(error.errno, error.strerror, "standard error") from None
-            finally:
-                signal.signal(signal.SIGPIPE, piped)
-        process.finishing()  # no signal ends the renames halfway
-        for path, tmp in temporary:
+            temporary.append(_write_temporary(Path(path), data.encode("utf-8") if isinstance(data, str) else data))
+        changed = [path for path, identity in identities(inputs or {}).items() if identity != inputs[path]]
+        if changed:
+            raise UserError(f"{changed[0]} changed while the stage ran, so nothing was written; run the stage again")
+        process.ending()  # no signal ends the renames halfway
+        for path, tmp in zip(outputs, temporary, strict=True):
             os.replace(tmp, path)
-            replaced.append(path)
+            renamed += 1
+        say(summary)
     except BaseException as error:  # Ctrl-C too: no temporary file is left behind
-        for _, tmp in temporary:
+        for tmp in temporary:
             tmp.unlink(missing_ok=True)
-        for directory in sorted(set(made), key=lambda d: len(d.parts), reverse=True):
-            with contextlib.suppress(OSError):  # not empty: something else is in it now
-                directory.rmdir()
         if not isinstance(error, OSError):
             raise
-        reason = error.strerror or type(error).__name__
-        if isinstance(error, IsADirectoryError | FileExistsError | NotADirectoryError):
-            reason += "; a directory stands where a file is written, or a file where a directory is needed"
-        written = f"only {', '.join(replaced)} written" if replaced else "nothing was written"
         name = path if error.filename is None or str(error.filename).endswith(".tmp") else error.filename
-        raise UserError(f"{name}: cannot write ({reason}); {written}") from None
+        written = f"only {', '.join(list(outputs)[:renamed])} written" if renamed else "nothing was written"
+        raise UserError(f"{name}: cannot write ({error.strerror or first_line(error)}); {written}") from None
 
 
 def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
-    """`content` in a new file beside `path`, named at random (no two runs share one; one a killed run
-    left is a dot-file the next run does not read)."""
+    """`content` in a new file beside `path`, named at random (one a killed run left is a dot-file that
+    no stage reads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
@@ -185,22 +162,22 @@ def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
 
 def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
     """A safetensors file of `arrays`, with `info` (plain JSON values) in its metadata. No stage writes
-    a NaN or an infinity: the stages check their results first, and this refuses one that slipped by.
+    a NaN or an infinity: training that diverged, whose last update left the weights beyond float32.
 
     safetensors writes its metadata map in the random order of a Rust HashMap, so a map of several
     keys changes its bytes from run to run: `info` goes in as one key holding JSON, its keys sorted
     (every order that carries meaning is a list)."""
     if not all(np.isfinite(array).all() for array in arrays.values() if array.dtype.kind == "f"):
-        raise ValueError("a tensor to write holds NaN or infinite values")
+        raise UserError("the weights became infinite or NaN: training diverged; lower train.lr")
     contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
     return save(contiguous, metadata={"info": json.dumps(info, sort_keys=True)})
 
 
 class Tensors:
     """A tensors file written by tensors_bytes, checked and open for reading: its info, the SHA-256 of
-    its bytes, its tensors' shapes, and their rows when asked for (safetensors' own slice
-    reading: a process holds the rows it asked for, whatever the file's size). A tensor that holds NaN
-    or infinity, which no stage writes, is a damaged file."""
+    its bytes, its tensors' shapes, and their rows when asked for (safetensors' own slice reading: a
+    process holds the rows it asked for, whatever the file's size). A tensor that holds NaN or
+    infinity, which no stage writes, is a damaged file."""
 
     def __init__(self, path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> None:
         self.path, self.fix = path, fix
@@ -225,14 +202,6 @@ class Tensors:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: self.rows(name) for name in self.shapes}
-
-
-def read_tensors(
-    path: str | Path, what: str, keys: tuple[str, ...], fix: str
-) -> tuple[dict[str, np.ndarray], dict, str]:
-    """The arrays, the info and the SHA-256 of a small tensors file (a model)."""
-    tensors = Tensors(path, what, keys, fix)
-    return tensors.arrays(), tensors.info, tensors.sha256
 
 
 def sha256(content: bytes) -> str:

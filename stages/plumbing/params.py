@@ -68,7 +68,7 @@ class DataParams:
 @dataclass(frozen=True, config=STRICT)
 class TrainParams:
     epochs: Annotated[Int, Field(ge=1)]  # counted as the lesson does: range(epochs + 1), so epochs + 1 passes
-    lr: Annotated[float, Field(gt=0)]
+    lr: Annotated[float, Field(gt=0, le=1e6)]  # beyond, an update can overflow float32
     seed: Annotated[Int, Field(ge=0)]
     device: Literal["auto", "cpu", "cuda"]
     log_every: Annotated[Int, Field(ge=1)]

@@ -3,14 +3,14 @@ calls run_stage, which sets the process up before it imports the stage (torch ta
 runs it inside the error boundary (boundary, below) and exits.
 
 Ctrl-C (SIGINT), SIGTERM and a closed terminal (SIGHUP) end a stage with one line and exit status 128 +
-the signal's number; SystemExit unwinds as an exception does, so a write in progress still removes its
-temporary files. Once the stage is ending (a first signal, its last line, or its outputs being renamed
-into place) further signals change nothing. A signal the stage inherits as ignored (`nohup`) stays
-ignored, as for any Unix program. A closed output pipe (`| head`) ends the stage quietly, as it ends
-any Unix tool.
+the signal's number, by SystemExit, which unwinds as an exception does: a write in progress still
+removes its temporary files. Once the stage is ending (a first signal, its last line, or its outputs
+being renamed into place) these signals change nothing. One the stage inherits as ignored (`nohup`) stays
+ignored; a closed output pipe (`| head`) ends the stage quietly, as it ends any Unix tool.
 """
 
 import contextlib
+import functools
 import importlib
 import os
 import signal
@@ -22,25 +22,29 @@ from stages.plumbing.errors import UserError, first_line, say
 
 STAGES = ("prepare", "train", "evaluate", "predict")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
+# command line (2); docs/reliability.md lists them all.
+BUG_STATUS = 70
+TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
 
-_stage = "stage"
-_ending = False  # once set, Ctrl-C, SIGTERM and SIGHUP change nothing: the stage is on its way out
 
-
-def _stopped(signum: int, frame: object) -> None:
-    if _ending:  # a second signal during the clean-up, or one while the outputs are renamed
-        return
-    finishing()
-    how = "interrupted" if signum == signal.SIGINT else "terminated"
-    say(f"{_stage}: {how}; its outputs were not written")
+def _stopped(stage: str, signum: int, frame: object) -> None:
+    ending()  # a second signal, during the clean-up, changes nothing
+    say(f"{stage}: {'interrupted' if signum == signal.SIGINT else 'terminated'}; its outputs were not written")
     raise SystemExit(128 + signum)
 
 
-def finishing() -> None:
-    """From here on the stage ends without heeding Ctrl-C, SIGTERM or SIGHUP, so that none stops the
-    renames of its outputs into place halfway (some new, others old), or adds a line after its last."""
-    global _ending
-    _ending = True
+def ending() -> None:
+    """From here on Ctrl-C, SIGTERM and SIGHUP change nothing in a stage process, so that none stops the renames
+    of its outputs halfway (some new, others old) or adds a line after its last. (Only where run_stage
+    handles them: a stage run inside another program, a test, leaves that program's signals alone.)"""
+    for stop in STOP_SIGNALS:
+        if getattr(signal.getsignal(stop), "func", None) is _stopped:
+            signal.signal(stop, _unheeded)  # not SIG_IGN: Python would report a signal already caught
+
+
+def _unheeded(signum: int, frame: object) -> None:
+    pass
 
 
 def handled(stop: signal.Signals) -> bool:
@@ -61,21 +65,6 @@ def signals_end_at_once() -> Iterator[None]:
             signal.signal(stop, handler)
 
 
-# The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
-# command line (2); docs/reliability.md lists them all.
-BUG_STATUS = 70
-TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
-
-
-def _out_of_memory(error: Exception) -> bool:
-    """An allocation that failed: numpy's MemoryError, torch's on the CPU (a RuntimeError) or on CUDA."""
-    return (
-        isinstance(error, MemoryError)
-        or type(error).__name__ == "OutOfMemoryError"
-        or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
-    )
-
-
 def boundary(name: str, main: Callable[[], object]) -> int:
     """Run a stage's main() inside the stage's one error boundary, and return its exit status: whatever
     ends it ends in one line. A UserError is `<stage>: error: <message>`, status 1, and so is an OSError
@@ -88,47 +77,46 @@ def boundary(name: str, main: Callable[[], object]) -> int:
     except UserError as error:
         line, status = f"{name}: error: {error}", 1
     except OSError as error:  # what the system refused: a path too long or looping, a failing disk, ...
-        named = error.filename and error.strerror
-        what = f"{str(error.filename)[:200]}: {error.strerror}" if named else first_line(error)
+        what = f"{str(error.filename)[:200]}: {error.strerror}" if error.filename else first_line(error)
         line, status = f"{name}: error: {what}; check that path, its permissions and the disk", 1
     except Exception as error:
         if os.environ.get(TRACEBACK_VARIABLE):
             raise
         what, traceback = f"{type(error).__name__}: {first_line(error)}", f"{TRACEBACK_VARIABLE}=1 shows the traceback"
-        if _out_of_memory(error):
+        # numpy's MemoryError, torch's on CUDA (OutOfMemoryError) or on the CPU (a RuntimeError)
+        if isinstance(error, MemoryError) or "OutOfMemory" in what or "can't allocate memory" in what:
             line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more", 1
         elif isinstance(error, ImportError):  # an installation's fault, not this code's
             line, status = f"{name}: error: {what} ({traceback})", 1
         else:
             line = f"{name}: bug: {what} (not your mistake: please report it with params.yaml; {traceback})"
             status = BUG_STATUS
-    finishing()  # no signal adds a line after this one
+    ending()  # no signal adds a line after this one
     say(line)
     return status
 
 
 def run_stage(argv: list[str]) -> NoReturn:
-    """The stage process: `argv` is the stage's name and its arguments. Sets up the signals and the
-    parent's death, imports and runs the stage inside the error boundary, and ends the process.
+    """The stage process: `argv` is the stage's name and its arguments. Sets up the signals, imports and
+    runs the stage inside the error boundary, and ends the process.
 
     It ends with os._exit once stdout and stderr are flushed: Python's teardown of the thousands of
     modules torch loads takes half a second of every train process and has nothing left to do, and
     its atexit callbacks (torch.distributed's, after another process died) would add lines after
     the stage's last."""
-    global _stage
     if not argv or argv[0] not in STAGES:
         say(f"stages: error: the stage must be one of {', '.join(STAGES)}; usage: python -m stages STAGE ARGS")
         os._exit(2)
-    _stage = argv[0]
+    stage = argv[0]
     for stop in STOP_SIGNALS:
         if handled(stop):
-            signal.signal(stop, _stopped)
+            signal.signal(stop, functools.partial(_stopped, stage))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        status = boundary(_stage, lambda: importlib.import_module(f"stages.{_stage}").main(argv[1:]))
+        status = boundary(stage, lambda: importlib.import_module(f"stages.{stage}").main(argv[1:]))
     except SystemExit as stop:  # a signal's handler, or argparse
         status = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
-    finishing()
+    ending()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, OSError):  # None when closed (`>&-`), or full: done
             stream.flush()

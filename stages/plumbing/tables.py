@@ -3,10 +3,10 @@ cannot parse is pyarrow's own error, prefixed with the file; what the stages nee
 columns, numbers within float32, a value where data.missing asks for one) is one line naming the column
 and the data row, counted from 1."""
 
-import functools
+import codecs
+import contextlib
 import io
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from stages.plumbing.errors import DATASETS_DIR, UserError, abbreviate, first_line, listing
-from stages.plumbing.files import open_input
+from stages.plumbing.errors import UserError, abbreviate, first_line, listing
+from stages.plumbing.files import DATASETS_DIR, open_input
 from stages.plumbing.params import DELIMITERS
 
 
@@ -33,41 +33,6 @@ class Table:
 MISSING_FIX = "set data.missing: drop (leave such rows out) or mean (fill in the training mean)"
 LABEL_FIX = "every row needs its class (data.missing: drop or mean leaves such rows out)"
 TEXT_FIX = "list each in data.categorical, or in data.exclude to leave it out"
-
-
-def name(text: str) -> str:
-    """A column's or a class's name as the stages compare it: NFC, so that "café" typed one way or the
-    other is one name; a label also loses the spaces around it (a header keeps them, shown quoted)."""
-    return unicodedata.normalize("NFC", text)
-
-
-def _classes(labels: list[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """The classes, sorted (numerically when every label is a number, so "10" comes after "9"), and
-    the class index of each label. A label that reads as NaN or infinity is a missing value (as pandas
-    writes one), not a class; "1" and "1.0" are refused: one class or two? Only the user knows."""
-    labels = [name(label.strip()) for label in labels]
-    names = sorted(set(labels))
-    by_value: dict[Decimal, str] = {}
-    for label in names:
-        try:  # exact, as decimals: 9007199254740993 is not ...992 as floats would have it; 1e999999999 is quick
-            value = Decimal(label)
-        except InvalidOperation:
-            continue
-        if not value.is_finite():
-            fix = "give every row its class"
-            raise UserError(
-                f"{where}: the label {abbreviate(label)} is a missing value (NaN or infinite), not a class; {fix}"
-            )
-        if value in by_value:
-            fix = "write each class one way"
-            raise UserError(
-                f"{where}: the labels {by_value[value]!r} and {label!r} are the same number written two ways; {fix}"
-            )
-        by_value[value] = label
-    if len(by_value) == len(names):
-        names.sort(key=Decimal)
-    index = {label: i for i, label in enumerate(names)}
-    return tuple(names), np.array([index[label] for label in labels], dtype=np.int64)
 
 
 def check_dataset_path(path: str) -> None:
@@ -95,45 +60,39 @@ def _columns(
     header: list[str],
     label: str | None,
     features: tuple[str, ...] | None,
+    categorical: tuple[str, ...],
+    exclude: tuple[str, ...],
     index: list[str],
     hint: str = "",
-    categorical: tuple[str, ...] = (),
-    exclude: tuple[str, ...] = (),
 ) -> list[str]:
-    """The numeric feature columns, checked against the header with the categorical ones: no repeated
-    name, the label not a feature, and by default every column but the label, the categorical ones, the
+    """The numeric feature columns, checked against the header: no column read by name is named twice,
+    the label is no feature, and by default every column but the label, the categorical ones, the
     excluded ones, the index (`index`: the columns the file says are one) and a first column without a
     name (row names). A column both in `features` and in `categorical` is a categorical one."""
     used = None if features is None else {*features, *categorical, label}  # None: every column
-    for names, what, fix in (
-        (header, f"{path}: the header names column", "give every column its own name"),
-        (features or [], "data.features names", "list each column once"),
-        (categorical, "data.categorical names", "list each column once"),
-    ):  # linear in the width; a column read by name must be one column
+    for names, what in ((header, f"{path}: the header names column"), (features or [], "data.features names"),
+                        (categorical, "data.categorical names")):  # fmt: skip
         twice = [column for column, count in Counter(names).items() if count > 1 and (not used or column in used)]
         if twice:
-            raise UserError(f"{what} {abbreviate(twice[0])} more than once; {fix}")
+            raise UserError(f"{what} {abbreviate(twice[0])} more than once; name each column once")
     if label is not None and label not in header:
         raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {listing(header)}{hint}")
     if label is not None and label in [*(features or []), *categorical]:
         fix = "a model must not see the answer: remove it from data.features and data.categorical"
         raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
-    present = set(header)  # linear in the width, as the checks above
-    missing = [column for column in [*(features or []), *categorical, *exclude] if column not in present]
-    if missing and label is None:  # predict's table
-        fix = "give a table with the model's columns (under dvc repro, predict.path names it)"
-        raise UserError(
-            f"{path}: no column {abbreviate(missing[0])}, which the model reads; columns: {listing(header)}; {fix}"
-        )
-    if missing:
-        where = (
-            "features" if missing[0] in (features or ()) else "categorical" if missing[0] in categorical else "exclude"
-        )
-        raise UserError(f"{path}: no column {abbreviate(missing[0])} (data.{where}); columns: {listing(header)}")
+    present = set(header)
+    for column in [*(features or []), *categorical, *exclude]:
+        if column not in present and label is None:  # predict's table
+            fix = "give a table with the model's columns (under dvc repro, predict.path names it)"
+            columns = f"columns: {listing(header)}"
+            raise UserError(f"{path}: no column {abbreviate(column)}, which the model reads; {columns}; {fix}")
+        if column not in present:
+            key = "features" if column in (features or ()) else "categorical" if column in categorical else "exclude"
+            raise UserError(f"{path}: no column {abbreviate(column)} (data.{key}); columns: {listing(header)}")
     if features is not None:
         return [column for column in features if column not in {*categorical, *exclude}]
     unnamed = [i for i, column in enumerate(header, 1) if nameless(column)]
-    if unnamed[1:] or unnamed not in ([], [1]):  # a first column without a name holds row names
+    if unnamed not in ([], [1]):  # a first column without a name holds row names
         raise UserError(f"{path}: column {unnamed[-1]} has no name; name it, or list data.features")
     left_out = {*index, *categorical, *exclude, label, *(header[:1] if unnamed else [])}
     names = [column for column in header if column not in left_out]
@@ -163,33 +122,28 @@ def read_csv(
 
     with open_input(path, "table", "check the path") as f:
         start = f.read(1 << 16)
-    try:  # a codec that cannot skip bad bytes (idna) raises even so
+    header_line = ""
+    with contextlib.suppress(UnicodeError):  # a codec that cannot skip bad bytes (idna) raises even so
         header_line = next((line for line in start.decode(encoding, "ignore").splitlines() if line.strip()), "")
-    except UnicodeError:
-        header_line = ""
     option = "data." if label is not None else "--"  # prepare's parameters, or predict's options
     if "\0" in header_line:  # UTF-16 read as UTF-8: what Excel saves as "Unicode text"
         raise UserError(f"{path}: a NUL character in the header: UTF-16 text needs {option}encoding utf-16")
-    hint = f" (or {option}encoding {encoding} is not the file's)" if encoding.lower() not in ("utf-8", "utf8") else ""
+    hint = f" (or {option}encoding {encoding} is not the file's)" if codecs.lookup(encoding).name != "utf-8" else ""
     if delimiter and delimiter not in header_line:
         hint += f" (or {option}delimiter {delimiter!r} is not the file's)"
-    label, features = label and name(label), features and tuple(map(name, features))
-    categorical = tuple(map(name, categorical))
     read = pa_csv.ReadOptions(encoding=encoding, use_threads=False)  # a block at a time: the least memory
     parse = pa_csv.ParseOptions(delimiter=delimiter or detect_delimiter(header_line), newlines_in_values=True)
     header: list[str] = []
     try:
         inferred = pa_csv.open_csv(path, read, parse).schema  # the types pyarrow infers from a first block
-        spelled = inferred.names
-        header = [name(column) for column in spelled]
-        names = _columns(path, header, label, features, [], hint, categorical, exclude)
-        as_written = dict(zip(header, spelled, strict=True))
-        kinds = {c: inferred.field(as_written[c]).type for c in names}
+        header = inferred.names
+        names = _columns(path, header, label, features, categorical, exclude, [], hint)
         numbers = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
-        if label is not None and (words := [c for c, kind in kinds.items() if not any(f(kind) for f in numbers)]):
+        words = [c for c in names if not any(number(inferred.field(c).type) for number in numbers)]
+        if label is not None and words:
             raise UserError(f"{path}: text, not numbers, in column(s) {listing(words)}; {TEXT_FIX}")
         texts = [*categorical, *([label] if label is not None else [])]
-        types = {as_written[c]: pa.float32() for c in names} | {as_written[c]: pa.string() for c in texts}
+        types = {c: pa.float32() for c in names} | {c: pa.string() for c in texts}
         convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=True)
         table = pa_csv.read_csv(path, read, parse, convert)
     except (pa.ArrowException, UnicodeError) as error:
@@ -203,11 +157,40 @@ def read_csv(
     return _table(path, table, names, texts, label, missing, features is None and nameless(header[0]))
 
 
+def read_parquet(
+    path: str,
+    label: str | None,
+    features: tuple[str, ...] | None,
+    categorical: tuple[str, ...] = (),
+    missing: str | None = MISSING_FIX,
+    exclude: tuple[str, ...] = (),
+) -> Table:
+    """A Parquet file: numeric feature columns (integers, floats, decimals, booleans), `categorical`
+    columns of text (or numbers), and a label column of strings or numbers; the columns pandas stored as
+    its index are no features. A null, or a NaN (as pandas writes a missing number), is a missing value,
+    as read_csv takes one. Only the columns used are read."""
+    import pyarrow as pa  # only for this source: its import takes a third of a second
+    import pyarrow.parquet as pq
+
+    open_input(path, "table", "check the path").close()
+    try:
+        schema = pq.read_schema(path)
+        index = []  # the frame's index, as pandas' metadata names it (none when that is missing or malformed)
+        with contextlib.suppress(TypeError, KeyError, ValueError):
+            index = [column for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
+        names = _columns(path, schema.names, label, features, categorical, exclude, index)
+        texts = [*categorical, *([label] if label is not None else [])]
+        table = pq.read_table(path, columns=[*names, *texts])
+    except (pa.ArrowException, OSError) as error:
+        raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
+    return _table(path, table, names, texts, label, missing, features is None and nameless(schema.names[0]))
+
+
 def _table(
     path: str, table, names: list[str], texts: list[str], label: str | None, missing: str | None, row_names: bool
 ) -> Table:
     """The Table of the columns pyarrow read (`names`, then `texts`): the numbers as float32, the text
-    as text() makes it, each row's class."""
+    as _texts makes it, each row's class."""
     import pyarrow as pa
 
     if table.num_rows == 0:
@@ -233,8 +216,31 @@ def _table(
             raise UserError(f"{path}, row {absent[0] + 1}: column {abbreviate(column)} is missing; {fix}")
     if label is None:
         return Table(x, np.zeros(len(x), np.int64), (), tuple(names), values)
-    classes, y = _labels(values.pop(label), f"{path}, column {abbreviate(label)}")
-    return Table(x, y, classes, tuple(names), values, row_names)
+    labels = values.pop(label)
+    known = labels != None  # noqa: E711 (elementwise)
+    # The classes sorted: as numbers when every one is a number (so "10" comes after "9"), compared
+    # exactly as decimals (9007199254740993 is not ...992, as floats would have it).
+    classes = sorted(set(labels[known]))
+    with contextlib.suppress(InvalidOperation):  # not every one a number
+        classes = sorted(classes, key=Decimal)
+    y = np.full(len(labels), -1, dtype=np.int64)
+    lookup = dict(zip(classes, range(len(classes)), strict=True))
+    y[known] = [lookup[v] for v in labels[known]]
+    return Table(x, y, tuple(classes), tuple(names), values, row_names)
+
+
+def _texts(column) -> np.ndarray:
+    """A text column's values (any pyarrow type: strings, numbers, pandas' categories) as text, stripped,
+    as an object array with None where a value is missing: a null, or what pyarrow's CSV reader reads as
+    one (empty, NA, NaN, ...), however the file stores it, so that a CSV written from them reads back
+    the same. A number is written as pyarrow writes it (2007.0 is 2007, a float32 0.1 is 0.1)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+
+    values = pc.utf8_trim_whitespace(column.cast(pa.string()))
+    absent = pc.is_in(values, value_set=pa.array(pa_csv.ConvertOptions().null_values))
+    return pc.if_else(absent, None, values).to_numpy(zero_copy_only=False)
 
 
 def csv_bytes(table: Table, label: str | None = None) -> bytes:
@@ -251,88 +257,3 @@ def csv_bytes(table: Table, label: str | None = None) -> bytes:
     sink = io.BytesIO()
     pa_csv.write_csv(pa.table(columns), sink)
     return sink.getvalue()
-
-
-@functools.cache
-def missing_values() -> frozenset[str]:
-    """The fields pyarrow's CSV reader reads as missing by default (empty, NA, N/A, NaN, null, ...)."""
-    import pyarrow.csv as pa_csv
-
-    return frozenset(pa_csv.ConvertOptions().null_values)
-
-
-def text(value: object) -> str | None:
-    """A text value (a label, a category) as the stages compare it: stripped, in NFC, and None where it
-    is missing: None, NaN, blank or one of missing_values() once stripped, however the file stores it
-    (so that a CSV written from it reads back the same). A whole float is written as an integer (2007.0
-    is 2007, as pandas stores an integer column with gaps); a float32 as float32 writes it (0.1)."""
-    if value is None or value != value:
-        return None
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        value = int(value)
-    elif isinstance(value, np.float32):
-        value = str(value)
-    stripped = str(value).strip()
-    return None if stripped in missing_values() else name(stripped)
-
-
-def _texts(column) -> np.ndarray:
-    """A text column's values (any pyarrow type: strings, numbers, pandas' categories) as text() makes
-    them, as an object array."""
-    import pyarrow as pa
-
-    encoded = column.combine_chunks()
-    if not pa.types.is_dictionary(encoded.type):
-        encoded = encoded.dictionary_encode()
-    float32 = pa.types.is_float32(encoded.type.value_type)
-    names = [text(np.float32(v) if float32 and v is not None else v) for v in encoded.dictionary.to_pylist()]
-    return np.array([*names, None], dtype=object)[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
-
-
-def _labels(labels: np.ndarray, where: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """The classes and the class index of each label (-1 where missing)."""
-    known = labels != None  # noqa: E711 (elementwise)
-    classes, _ = _classes(list(set(labels[known])), where)
-    y = np.full(len(labels), -1, dtype=np.int64)
-    lookup = dict(zip(classes, range(len(classes)), strict=True))
-    y[known] = [lookup[v] for v in labels[known]]
-    return classes, y
-
-
-def _pandas_index(schema) -> list[str]:
-    """The columns that pandas' metadata in a Parquet schema names as the frame's index (none when the
-    metadata is missing or malformed: then every column is data)."""
-    try:
-        return [name(column) for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
-    except (TypeError, KeyError, ValueError):  # no metadata, no such key, not JSON, not a list of names
-        return []
-
-
-def read_parquet(
-    path: str,
-    label: str | None,
-    features: tuple[str, ...] | None,
-    categorical: tuple[str, ...] = (),
-    missing: str | None = MISSING_FIX,
-    exclude: tuple[str, ...] = (),
-) -> Table:
-    """A Parquet file: numeric feature columns (integers, floats, decimals, booleans), `categorical`
-    columns of text (or numbers), and a label column of strings or numbers; the columns pandas stored as
-    its index are no features. A null, or a NaN (as pandas writes a missing number), is a missing value,
-    as read_csv takes one. Only the columns used are read."""
-    import pyarrow as pa  # only for this source: its import takes a third of a second
-    import pyarrow.parquet as pq
-
-    open_input(path, "table", "check the path").close()
-    label, features = label and name(label), features and tuple(map(name, features))
-    categorical = tuple(map(name, categorical))
-    try:
-        schema = pq.read_schema(path)
-        header = [name(column) for column in schema.names]
-        names = _columns(path, header, label, features, _pandas_index(schema), "", categorical, exclude)
-        texts = [*categorical, *([label] if label is not None else [])]
-        as_written = dict(zip(header, schema.names, strict=True))
-        table = pq.read_table(path, columns=[as_written[c] for c in [*names, *texts]])
-    except (pa.ArrowException, OSError) as error:
-        raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
-    return _table(path, table, names, texts, label, missing, features is None and nameless(header[0]))
