@@ -313,14 +313,14 @@ def against_sklearn(data_params: DataParams, train_params: TrainParams, check_ev
 MEASURE = """
 import json, re, sys, time
 import numpy as np
-from stages.plumbing.tables import read_csv
+from stages.plumbing.tables import read_table
 def peak_kb():
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 rows = int(sys.argv[2])
 before = peak_kb()
 start = time.perf_counter()
 if sys.argv[1] == "ours":
-    x = read_csv("datasets/big.csv", "label", None).x
+    x = read_table("datasets/big.csv", "label", None).x
 elif sys.argv[1] == "loadtxt":
     x = np.loadtxt("datasets/big.csv", delimiter=",", skiprows=1, usecols=range(20), dtype=np.float32)
 elif sys.argv[1] == "predict":  # the predict stage's work, from the model file to the predictions file

@@ -18,7 +18,7 @@ from stages.features import Preprocessing, fit
 from stages.plumbing.errors import UserError, abbreviate, listing
 from stages.plumbing.files import Tensors, tensors_bytes
 from stages.plumbing.params import DataParams
-from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_csv, read_parquet
+from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_table
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
 TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5], [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]
@@ -92,10 +92,8 @@ def load_table(params: DataParams) -> Table:
     check_dataset_path(params.path)
     features, categorical = params.features and tuple(params.features), tuple(params.categorical)
     missing, exclude = MISSING_FIX if params.missing == "error" else None, tuple(params.exclude)
-    if params.source == "parquet":
-        return read_parquet(params.path, params.label, features, categorical, missing, exclude)
-    return read_csv(
-        params.path, params.label, features, params.delimiter, params.encoding, categorical, missing, exclude
+    return read_table(
+        params.path, params.label, features, categorical, exclude, missing, params.delimiter, params.encoding
     )
 
 

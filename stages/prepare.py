@@ -4,35 +4,27 @@ had them."""
 
 import numpy as np
 
-from stages.data import (
-    TOY_COLUMNS,
-    TOY_NEW,
-    Prepared,
-    check_table,
-    load_table,
-    prepare_split,
-    prepared_bytes,
-    training_and_evaluation,
-    without_missing,
-)
+from stages import data
 from stages.plumbing.errors import listing
 from stages.plumbing.files import StageArguments, identities, write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
 from stages.plumbing.tables import Table, csv_bytes
 
 
-def prepare(params: DataParams) -> tuple[Prepared, Table, int]:
+def prepare(params: DataParams) -> tuple[data.Prepared, Table, int]:
     """The prepared data, the rows to predict, and how many rows were left out for missing values."""
-    table, left_out = without_missing(load_table(params), params.missing)  # the built-in sources have no gaps
+    table, left_out = data.without_missing(data.load_table(params), params.missing)  # the built-in sources have no gaps
     if params.source in TABLES:
-        check_table(table, params.path, params.label, left_out)
+        data.check_table(table, params.path, params.label, left_out)
     else:
-        check_table(table, f"data.source={params.source}")
-    train, evaluation = training_and_evaluation(table, params)
+        data.check_table(table, f"data.source={params.source}")
+    train, evaluation = data.training_and_evaluation(table, params)
     new_rows = evaluation
     if params.source == "toy":
-        new_rows = Table(np.array(TOY_NEW, dtype=np.float32), np.zeros(len(TOY_NEW), np.int64), (), TOY_COLUMNS)
-    return prepare_split(train, evaluation, params), new_rows, left_out
+        new_rows = Table(
+            np.array(data.TOY_NEW, dtype=np.float32), np.zeros(len(data.TOY_NEW), np.int64), (), data.TOY_COLUMNS
+        )
+    return data.prepare_split(train, evaluation, params), new_rows, left_out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,14 +36,16 @@ def main(argv: list[str] | None = None) -> None:
     if params.source in TABLES:  # what it is before it is read
         args.inputs |= identities([params.path])
     prepared, new_rows, left_out = prepare(params)
-    classes = list(enumerate(prepared.classes))
     summary = (
         f"{params.source}: {len(prepared.train.y)} training rows, "
         + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")
         + (f"{left_out} left out for missing values (data.missing: {params.missing}), " if left_out else "")
         + ("column 1 (no name) read as row names and left out, " if new_rows.row_names else "")
-        + f"{prepared.n_features} features, classes {listing([f'{i}={c}' for i, c in classes])}"
+        + f"{prepared.n_features} features, classes {listing([f'{i}={c}' for i, c in enumerate(prepared.classes)])}"
     )
-    label = params.label if params.source in TABLES else None
-    outputs = {args.out: prepared_bytes(prepared), args.new_rows: csv_bytes(new_rows, label)}
+    # The rows as the table had them (and, from a table, their classes: a row is never blank then).
+    columns = {column: new_rows.x[:, j] for j, column in enumerate(new_rows.columns)} | new_rows.categorical
+    if params.source in TABLES:
+        columns[params.label] = np.array(new_rows.classes, dtype=object)[new_rows.y]
+    outputs = {args.out: data.prepared_bytes(prepared), args.new_rows: csv_bytes(columns)}
     write_outputs(outputs, summary, args.inputs)

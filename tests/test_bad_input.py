@@ -377,7 +377,7 @@ def replace_model(workdir: Path) -> None:
 CHANGES = {
     "prepared under train": (train, "train", replace_prepared, PREPARED),
     "params under train": (train, "train", edit_params, "params.yaml"),
-    "params under prepare": (prepare, "prepare_split", edit_params, "params.yaml"),
+    "params under prepare": (prepare, "prepare", edit_params, "params.yaml"),
     "model under evaluate": (evaluate, "confusion_csv", replace_model, MODEL),
 }
 

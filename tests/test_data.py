@@ -15,7 +15,7 @@ import pytest
 from stages.data import TOY_X, TOY_Y, check_table, load_table, prepare_table, split, synthetic
 from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
-from stages.plumbing.tables import MISSING_FIX, Table, detect_delimiter, read_csv, read_parquet
+from stages.plumbing.tables import MISSING_FIX, Table, detect_delimiter, read_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,7 +140,7 @@ def datasets(tmp_path, monkeypatch):
 
 def test_the_example_csv(monkeypatch):
     monkeypatch.chdir(REPO)
-    table = read_csv("datasets/wine.csv", "cultivar", None)
+    table = read_table("datasets/wine.csv", "cultivar", None)
     assert tuple(table.x.shape) == (178, 13)
     assert table.classes == ("barbera", "barolo", "grignolino")  # sorted: a stable, recorded order
     assert np.bincount(table.y).tolist() == [48, 59, 71]
@@ -148,7 +148,7 @@ def test_the_example_csv(monkeypatch):
 
 def test_csv_string_labels_and_chosen_features(datasets):
     (datasets / "t.csv").write_text("a,b,kind,c\n1,2,dog,3\n4,5,cat,6\n7,8,dog,9\n")
-    table = read_csv("datasets/t.csv", "kind", ("c", "a"))
+    table = read_table("datasets/t.csv", "kind", ("c", "a"))
     assert table.classes == ("cat", "dog")
     assert table.y.tolist() == [1, 0, 1]
     assert table.x.tolist() == [[3, 1], [6, 4], [9, 7]]
@@ -156,7 +156,7 @@ def test_csv_string_labels_and_chosen_features(datasets):
 
 def test_csv_numeric_labels_are_ordered_as_numbers(datasets):
     (datasets / "t.csv").write_text("x,y\n1,10\n2,9\n3,10\n")
-    table = read_csv("datasets/t.csv", "y", None)
+    table = read_table("datasets/t.csv", "y", None)
     assert table.classes == ("9", "10") and table.y.tolist() == [1, 0, 1]
 
 
@@ -187,13 +187,13 @@ def test_bad_csv(datasets, text, path, label, expected):
 def test_csv_feature_that_is_not_a_column(datasets):
     (datasets / "t.csv").write_text("x,y\n1,a\n")
     with pytest.raises(UserError, match=r"no column 'z' \(data.features\); columns: x, y"):
-        read_csv("datasets/t.csv", "y", ("z",))
+        read_table("datasets/t.csv", "y", ("z",))
 
 
 def test_fewer_than_two_classes(datasets):
     (datasets / "t.csv").write_text("x,y\n1,a\n2,a\n")
     with pytest.raises(UserError, match=r"datasets/t.csv: fewer than two classes \(a\); a classifier needs two"):
-        check_table(read_csv("datasets/t.csv", "y", None), "datasets/t.csv")
+        check_table(read_table("datasets/t.csv", "y", None), "datasets/t.csv")
 
 
 # Tables as spreadsheets and databases export them -------------------------------------------------
@@ -223,7 +223,7 @@ def write_table(path: Path, encoding: str, **dialect) -> None:
 )
 def test_exported_dialects_and_encodings(datasets, encoding, dialect):
     write_table(datasets / "t.csv", encoding, **dialect)
-    table = read_csv("datasets/t.csv", "klasse", None, encoding="utf-8" if encoding == "utf-8-sig" else encoding)
+    table = read_table("datasets/t.csv", "klasse", None, encoding="utf-8" if encoding == "utf-8-sig" else encoding)
     assert table.classes == ("Birnen", "Äpfel")
     assert table.y.tolist() == [1, 0, 1]
     assert table.x.tolist() == [[1.5, 2.0], [3.0, 4.25], [5.0, 6.0]]
@@ -232,8 +232,8 @@ def test_exported_dialects_and_encodings(datasets, encoding, dialect):
 def test_a_named_delimiter_wins_over_detection(datasets):
     (datasets / "t.csv").write_text("x|y,z\n1|a,b\n2|c,d\n")  # one of each in the header: a comma, by default
     with pytest.raises(UserError, match=r"text, not numbers, in column\(s\) x\|y; "):
-        read_csv("datasets/t.csv", "z", None)
-    table = read_csv("datasets/t.csv", "y,z", None, delimiter="|")
+        read_table("datasets/t.csv", "z", None)
+    table = read_table("datasets/t.csv", "y,z", None, delimiter="|")
     assert table.x.tolist() == [[1], [2]] and table.classes == ("a,b", "c,d")
 
 
@@ -254,17 +254,17 @@ def write_parquet(path: Path, columns: dict) -> None:
 
 def test_parquet_reads_as_the_same_table_as_csv(datasets):
     write_table(datasets / "t.csv", "utf-8", dialect="excel")
-    from_csv = read_csv("datasets/t.csv", "klasse", None)
+    from_csv = read_table("datasets/t.csv", "klasse", None)
     write_parquet(datasets / "t.parquet", {"größe": [1.5, 3.0, 5.0], "wert; mit Semikolon": pa.array([2, 4.25, 6],
                   pa.float32()), "klasse": ["Äpfel", "Birnen", "Äpfel"]})  # fmt: skip
-    from_parquet = read_parquet("datasets/t.parquet", "klasse", None)
+    from_parquet = read_table("datasets/t.parquet", "klasse", None)
     assert np.array_equal(from_parquet.x, from_csv.x) and from_parquet.x.dtype == np.float32
     assert np.array_equal(from_parquet.y, from_csv.y) and from_parquet.classes == from_csv.classes
 
 
 def test_parquet_integer_labels_and_chosen_features(datasets):
     write_parquet(datasets / "t.parquet", {"a": [1, 2, 3], "b": [4, 5, 6], "y": [10, 9, 10]})
-    table = read_parquet("datasets/t.parquet", "y", ("b",))
+    table = read_table("datasets/t.parquet", "y", ("b",))
     assert table.classes == ("9", "10") and table.y.tolist() == [1, 0, 1] and table.x.tolist() == [[4], [5], [6]]
 
 
@@ -286,7 +286,7 @@ def test_parquet_integer_labels_and_chosen_features(datasets):
 def test_bad_parquet(datasets, columns, expected):
     write_parquet(datasets / "t.parquet", columns)
     with pytest.raises(UserError) as error:
-        read_parquet("datasets/t.parquet", "y", None)
+        read_table("datasets/t.parquet", "y", None)
     assert str(error.value).startswith(expected)
 
 
@@ -294,13 +294,13 @@ def test_parquet_with_a_repeated_column_name(datasets):
     pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0]), pa.array(["a"])], ["x", "x", "y"]),
                    datasets / "t.parquet")  # fmt: skip
     with pytest.raises(UserError, match=r"the header names column 'x' more than once"):
-        read_parquet("datasets/t.parquet", "y", None)
+        read_table("datasets/t.parquet", "y", None)
 
 
-def test_a_file_that_is_not_parquet(datasets):
-    (datasets / "t.parquet").write_text("x,y\n1,a\n")
+def test_a_damaged_parquet_file(datasets):
+    (datasets / "t.parquet").write_bytes(b"PAR1 and then not Parquet")  # a table's format is its first bytes
     with pytest.raises(UserError, match=r"^datasets/t.parquet: not a readable Parquet file \(.+\)$"):
-        read_parquet("datasets/t.parquet", "y", None)
+        read_table("datasets/t.parquet", "y", None)
 
 
 @pytest.mark.parametrize(
@@ -316,16 +316,16 @@ def test_a_file_that_is_not_parquet(datasets):
 def test_a_number_is_read_as_float_reads_it_or_its_row_is_named(datasets, value, problem):
     (datasets / "t.csv").write_text(f"a,y\n2,z\n\n{value},x\n")
     if problem is None:
-        assert read_csv("datasets/t.csv", "y", None).x[1, 0] == np.float32(value)
+        assert read_table("datasets/t.csv", "y", None).x[1, 0] == np.float32(value)
     else:
         with pytest.raises(UserError, match=f"^datasets/t.csv{re.escape(problem)}"):
-            read_csv("datasets/t.csv", "y", None)
+            read_table("datasets/t.csv", "y", None)
 
 
 def test_parquet_categorical_labels_as_pandas_writes_them(datasets):
     labels = pa.array(["cat", "dog", "cat"]).dictionary_encode()
     write_parquet(datasets / "t.parquet", {"x": [1.0, 2.0, 3.0], "y": labels})
-    table = read_parquet("datasets/t.parquet", "y", None)
+    table = read_table("datasets/t.parquet", "y", None)
     assert table.classes == ("cat", "dog") and table.y.tolist() == [0, 1, 0]
 
 
@@ -345,11 +345,11 @@ def test_names_as_files_write_them(datasets, text, label, features, expected):
     (datasets / "t.csv").write_text(text)
     if isinstance(expected, str):
         with pytest.raises(UserError, match=f"^{re.escape(expected)}"):
-            read_csv("datasets/t.csv", label, features)
+            read_table("datasets/t.csv", label, features)
     elif isinstance(expected[0], list):
-        assert read_csv("datasets/t.csv", label, features).x.tolist() == expected
+        assert read_table("datasets/t.csv", label, features).x.tolist() == expected
     else:
-        assert read_csv("datasets/t.csv", label, features).classes == expected
+        assert read_table("datasets/t.csv", label, features).classes == expected
 
 
 def test_the_index_pandas_stored_in_parquet_is_no_feature(datasets):
@@ -357,7 +357,7 @@ def test_the_index_pandas_stored_in_parquet_is_no_feature(datasets):
     table = pa.table({"a": [1.0, 2.0], "y": ["p", "q"], "__index_level_0__": [7, 9]})
     pandas = {"index_columns": ["__index_level_0__"], "columns": []}
     pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas)}), datasets / "t.parquet")
-    read = read_parquet("datasets/t.parquet", "y", None)
+    read = read_table("datasets/t.parquet", "y", None)
     assert read.x.tolist() == [[1.0], [2.0]] and read.classes == ("p", "q")
 
 
@@ -365,9 +365,9 @@ def test_the_index_pandas_stored_in_parquet_is_no_feature(datasets):
 def test_malformed_pandas_metadata_in_parquet_is_no_index(datasets, metadata):
     table = pa.table({"a": [1.0, 2.0], "y": ["p", "q"]}).replace_schema_metadata({b"pandas": metadata})
     pq.write_table(table, datasets / "t.parquet")
-    assert read_parquet("datasets/t.parquet", "y", None).x.tolist() == [[1.0], [2.0]]
+    assert read_table("datasets/t.parquet", "y", None).x.tolist() == [[1.0], [2.0]]
 
 
 def test_float32_labels_are_named_as_float32_writes_them(datasets):
     write_parquet(datasets / "t.parquet", {"a": [1.0, 2.0], "y": pa.array([0.1, 0.25], pa.float32())})
-    assert read_parquet("datasets/t.parquet", "y", None).classes == ("0.1", "0.25")
+    assert read_table("datasets/t.parquet", "y", None).classes == ("0.1", "0.25")

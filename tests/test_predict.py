@@ -331,7 +331,6 @@ PREDICT_TABLES = {  # a table for the toy model (columns x1..x4), predict's opti
     "a repeated column it does not read": (b"x1,z,x2,x3,x4,z\n1,a,2,3,4,b\n", [], None),
     "a repeated column it reads": (b"x1,x2,x3,x4,x1\n1,2,3,4,5\n", [], "the header names column 'x1' more than once"),
     "Parquet named .csv": ("parquet", [], None),
-    "a wrong encoding": (b"x1,x2,x3,x4\n1,2,3,4\n", ["--encoding", "nope"], "--encoding nope: not a text encoding"),
 }  # fmt: skip
 
 

@@ -1,17 +1,17 @@
-"""Reading and writing the stages' files, so that no fault leaves a stage half done
-(docs/reliability.md says what each mechanism promises).
+"""Reading and writing the stages' files, so that no fault leaves a stage half done (docs/reliability.md).
 
-- A stage's command line declares which of its paths are inputs and which outputs (StageArguments):
-  no output may be an input, params.yaml, another output or a user's table. It notes what each input
-  is (device, inode, size, modification time) before the stage reads it.
-- write_outputs writes every output to a temporary file beside it and renames them into place only
-  once all are complete, and only if every input is still the file it was: otherwise the outputs
-  would claim inputs they were not made from (params.yaml saved, or a table replaced, while it ran).
+- A stage's command line declares its inputs and outputs (StageArguments): no output may be an input,
+  params.yaml, another output or a user's table; what each input is (device, inode, size, modification
+  time) is noted before the stage reads it.
+- write_outputs writes every output to a temporary file beside it and renames them into place once all
+  are complete, and only if every input is still the file it was: else the outputs would claim inputs
+  they were not made from (params.yaml saved, or a table replaced, while the stage ran).
 - Tensors are safetensors files: a JSON header and the raw bytes, readable with numpy alone (so
   `evaluate` needs no torch), with nothing in them that changes from run to run.
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -43,14 +43,14 @@ Inputs = dict[str, tuple[int, ...] | None]
 
 def identities(paths: Iterable[str | Path]) -> Inputs:
     """What each file is now: its device, inode, size and modification time (None when there is none)."""
-    found: Inputs = {}
-    for path in paths:
-        try:
-            info = os.stat(path)
-            found[str(path)] = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        except OSError:
-            found[str(path)] = None
-    return found
+    return {str(path): _identity(path) for path in paths}
+
+
+def _identity(path: str | Path) -> tuple[int, ...] | None:
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+    return None
 
 
 def open_input(path: str | Path, what: str, fix: str) -> BinaryIO:
@@ -65,12 +65,9 @@ def open_input(path: str | Path, what: str, fix: str) -> BinaryIO:
 
 
 class StageArguments(argparse.ArgumentParser):
-    """argparse for a stage's command line; a wrong one is reported the way the stages report every
-    mistake, in one line, `<stage>: error: <what>; usage: ...`, with argparse's exit status 2.
-
-    Each path is declared an input or an output, and before any work the paths must name distinct
-    files: an output that is an input (or params.yaml, or a user's table) would overwrite it, and two
-    outputs that are one file would lose one of them."""
+    """argparse for a stage's command line, whose mistakes are one line, `<stage>: error: <what>; usage:
+    ...`, exit status 2. Its paths are inputs or outputs, and must name distinct files: an output that
+    is an input (or params.yaml, or a user's table) would overwrite it; two outputs, one of them."""
 
     def __init__(self, stage: str, description: str | None) -> None:
         super().__init__(prog=f"python -m stages {stage}", description=description)
@@ -87,8 +84,7 @@ class StageArguments(argparse.ArgumentParser):
         self.outputs.append(name)
 
     def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:  # type: ignore[override]
-        """The arguments, once every output is known to be neither an input, params.yaml, another
-        output, nor a file under datasets/; `inputs` holds the identities of params.yaml and the inputs."""
+        """The arguments, the outputs checked; `inputs` holds the identities of params.yaml and the inputs."""
         parsed = super().parse_args(args)
         seen = {os.path.realpath("params.yaml"): "params.yaml"}
         seen |= {os.path.realpath(getattr(parsed, name)): name for name in self.inputs}
@@ -138,8 +134,7 @@ def write_outputs(outputs: Outputs, summary: str = "", inputs: Inputs | None = N
 
 
 def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
-    """`content` in a new file beside `path`, named at random (one a killed run left is a dot-file that
-    no stage reads)."""
+    """`content` in a new file beside `path`, named at random (one a killed run left is a dot-file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
@@ -175,9 +170,8 @@ def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
 
 class Tensors:
     """A tensors file written by tensors_bytes, checked and open for reading: its info, the SHA-256 of
-    its bytes, its tensors' shapes, and their rows when asked for (safetensors' own slice reading: a
-    process holds the rows it asked for, whatever the file's size). A tensor that holds NaN or
-    infinity, which no stage writes, is a damaged file."""
+    its bytes, its tensors' shapes, and their rows when asked for (safetensors' slice reading: a process
+    holds the rows it asked for). A NaN or an infinity, which no stage writes, is a damaged file."""
 
     def __init__(self, path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> None:
         self.path, self.fix = path, fix

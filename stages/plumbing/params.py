@@ -26,7 +26,7 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _encoding(value: str) -> str:
+def text_encoding(value: str) -> str:
     try:
         "".encode(value)  # a text encoding; codecs such as base64 or rot13 raise LookupError here
     except (LookupError, ValueError):  # ValueError: UnicodeError, as the 'undefined' codec raises
@@ -54,7 +54,7 @@ class DataParams:
     exclude: list[Text] = Field(default_factory=list)  # csv, parquet: columns never used as inputs (an ID)
     missing: Literal["error", "drop", "mean"] = "error"  # csv, parquet: what a missing value does
     delimiter: Literal[",", ";", "\t", "|"] | None = None  # csv: None detects it from the header line
-    encoding: Annotated[str, AfterValidator(_encoding)] = "utf-8"  # csv (a byte-order mark is dropped)
+    encoding: Annotated[str, AfterValidator(text_encoding)] = "utf-8"  # csv (a byte-order mark is dropped)
     n_samples: Annotated[Int, Field(ge=2)] = 1000  # synthetic
     n_features: Annotated[Int, Field(ge=1)] = 20  # synthetic
     n_classes: Annotated[Int, Field(ge=2)] = 3  # synthetic

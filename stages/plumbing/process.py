@@ -1,12 +1,12 @@
 """A stage process, from its first statement to its exit: `python -m stages STAGE ARGS` (stages/__main__.py)
-calls run_stage, which sets the process up before it imports the stage (torch takes seconds to load),
-runs it inside the error boundary (boundary, below) and exits.
+calls run_stage, which sets up the signals before it imports the stage (torch takes seconds to load),
+runs it inside the one error boundary and exits.
 
 Ctrl-C (SIGINT), SIGTERM and a closed terminal (SIGHUP) end a stage with one line and exit status 128 +
-the signal's number, by SystemExit, which unwinds as an exception does: a write in progress still
-removes its temporary files. Once the stage is ending (a first signal, its last line, or its outputs
-being renamed into place) these signals change nothing. One the stage inherits as ignored (`nohup`) stays
-ignored; a closed output pipe (`| head`) ends the stage quietly, as it ends any Unix tool.
+the signal's number, by SystemExit, which unwinds as an exception does: a write in progress removes its
+temporary files. Once the stage is ending (a first signal, its last line, or its outputs being renamed
+into place) these signals change nothing. One the stage inherits as ignored (`nohup`) stays ignored; a
+closed output pipe (`| head`) ends the stage quietly, as it ends any Unix tool.
 """
 
 import contextlib
@@ -22,10 +22,8 @@ from stages.plumbing.errors import UserError, first_line, say
 
 STAGES = ("prepare", "train", "evaluate", "predict")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# The exit status of a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong
-# command line (2); docs/reliability.md lists them all.
-BUG_STATUS = 70
-TRACEBACK_VARIABLE = "SOFTMAX_TRACEBACK"
+BUG_STATUS = 70  # a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong command line (2)
+TRACEBACK = "SOFTMAX_TRACEBACK=1 shows the traceback"
 
 
 def _stopped(stage: str, signum: int, frame: object) -> None:
@@ -35,16 +33,13 @@ def _stopped(stage: str, signum: int, frame: object) -> None:
 
 
 def ending() -> None:
-    """From here on Ctrl-C, SIGTERM and SIGHUP change nothing in a stage process, so that none stops the renames
-    of its outputs halfway (some new, others old) or adds a line after its last. (Only where run_stage
-    handles them: a stage run inside another program, a test, leaves that program's signals alone.)"""
+    """From here on Ctrl-C, SIGTERM and SIGHUP change nothing, so that none stops the renames of the
+    outputs halfway (some new, others old) or adds a line after the stage's last. Only the handlers
+    run_stage set are replaced: a stage run inside another program (a test) leaves its signals alone.
+    (Not by SIG_IGN: Python would report a signal that came before as lost.)"""
     for stop in STOP_SIGNALS:
         if getattr(signal.getsignal(stop), "func", None) is _stopped:
-            signal.signal(stop, _unheeded)  # not SIG_IGN: Python would report a signal already caught
-
-
-def _unheeded(signum: int, frame: object) -> None:
-    pass
+            signal.signal(stop, lambda signum, frame: None)
 
 
 def handled(stop: signal.Signals) -> bool:
@@ -55,8 +50,8 @@ def handled(stop: signal.Signals) -> bool:
 @contextlib.contextmanager
 def signals_end_at_once() -> Iterator[None]:
     """Around a native call that waits and does not return to Python (joining torchrun's processes),
-    where a Python handler would never run: Ctrl-C, SIGTERM and SIGHUP end the process at once, as
-    they end any program. Nothing is written before that point."""
+    where a Python handler would never run: the stop signals end the process at once, as they end any
+    program. Nothing is written before that point."""
     handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in STOP_SIGNALS if handled(stop)}
     try:
         yield
@@ -66,51 +61,46 @@ def signals_end_at_once() -> Iterator[None]:
 
 
 def boundary(name: str, main: Callable[[], object]) -> int:
-    """Run a stage's main() inside the stage's one error boundary, and return its exit status: whatever
-    ends it ends in one line. A UserError is `<stage>: error: <message>`, status 1, and so is an OSError
-    (the system refused a file), an import that fails (torch under a tiny `ulimit -v`) and running out
-    of memory; any other exception is a bug, `<stage>: bug: <type>: <message>` and how to see its
-    traceback, status 70. Under torchrun only the first process prints."""
+    """Run a stage's main() inside the one error boundary and return its exit status: whatever ends it
+    ends in one line (under torchrun, the first process's). A UserError, an OSError (the system refused
+    a file), a failed import (torch under a tiny `ulimit -v`) and running out of memory are
+    `<stage>: error: ...`, status 1; any other exception is a bug, `<stage>: bug: ...`, status 70."""
     try:
         main()
         return 0
     except UserError as error:
         line, status = f"{name}: error: {error}", 1
-    except OSError as error:  # what the system refused: a path too long or looping, a failing disk, ...
+    except OSError as error:  # a path too long or looping, a failing disk, ...
         what = f"{str(error.filename)[:200]}: {error.strerror}" if error.filename else first_line(error)
         line, status = f"{name}: error: {what}; check that path, its permissions and the disk", 1
     except Exception as error:
-        if os.environ.get(TRACEBACK_VARIABLE):
+        if os.environ.get("SOFTMAX_TRACEBACK"):
             raise
-        what, traceback = f"{type(error).__name__}: {first_line(error)}", f"{TRACEBACK_VARIABLE}=1 shows the traceback"
+        what = f"{type(error).__name__}: {first_line(error)}"
         # numpy's MemoryError, torch's on CUDA (OutOfMemoryError) or on the CPU (a RuntimeError)
         if isinstance(error, MemoryError) or "OutOfMemory" in what or "can't allocate memory" in what:
             line, status = f"{name}: error: out of memory; lower the data's or the run's size, or give it more", 1
         elif isinstance(error, ImportError):  # an installation's fault, not this code's
-            line, status = f"{name}: error: {what} ({traceback})", 1
+            line, status = f"{name}: error: {what} ({TRACEBACK})", 1
         else:
-            line = f"{name}: bug: {what} (not your mistake: please report it with params.yaml; {traceback})"
+            line = f"{name}: bug: {what} (not your mistake: please report it with params.yaml; {TRACEBACK})"
             status = BUG_STATUS
-    ending()  # no signal adds a line after this one
+    ending()
     say(line)
     return status
 
 
 def run_stage(argv: list[str]) -> NoReturn:
-    """The stage process: `argv` is the stage's name and its arguments. Sets up the signals, imports and
-    runs the stage inside the error boundary, and ends the process.
-
-    It ends with os._exit once stdout and stderr are flushed: Python's teardown of the thousands of
-    modules torch loads takes half a second of every train process and has nothing left to do, and
-    its atexit callbacks (torch.distributed's, after another process died) would add lines after
-    the stage's last."""
+    """The stage process: `argv` is the stage's name and its arguments. It ends with os._exit once stdout
+    and stderr are flushed: Python's teardown of the thousands of modules torch loads takes half a
+    second and has nothing left to do, and its atexit callbacks (torch.distributed's, after another
+    process died) would add lines after the stage's last."""
     if not argv or argv[0] not in STAGES:
         say(f"stages: error: the stage must be one of {', '.join(STAGES)}; usage: python -m stages STAGE ARGS")
         os._exit(2)
     stage = argv[0]
-    for stop in STOP_SIGNALS:
-        if handled(stop):
-            signal.signal(stop, functools.partial(_stopped, stage))
+    for stop in filter(handled, STOP_SIGNALS):
+        signal.signal(stop, functools.partial(_stopped, stage))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         status = boundary(stage, lambda: importlib.import_module(f"stages.{stage}").main(argv[1:]))

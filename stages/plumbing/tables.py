@@ -1,7 +1,7 @@
-"""User tables: CSV and Parquet files under datasets/, read by pyarrow into a Table. A file pyarrow
-cannot parse is pyarrow's own error, prefixed with the file; what the stages need of a table (its
-columns, numbers within float32, a value where data.missing asks for one) is one line naming the column
-and the data row, counted from 1."""
+"""User tables: CSV and Parquet files, read by pyarrow into a Table. A file pyarrow cannot parse is
+pyarrow's own error, prefixed with the file; what the stages need of a table (its columns, numbers
+within float32, a value where data.missing asks for one) is one line naming the column and the data
+row, counted from 1."""
 
 import codecs
 import contextlib
@@ -31,7 +31,6 @@ class Table:
 
 # What prepare says of a missing value when data.missing is error (predict says what the model needs).
 MISSING_FIX = "set data.missing: drop (leave such rows out) or mean (fill in the training mean)"
-LABEL_FIX = "every row needs its class (data.missing: drop or mean leaves such rows out)"
 TEXT_FIX = "list each in data.categorical, or in data.exclude to leave it out"
 
 
@@ -56,39 +55,31 @@ def nameless(column: str) -> bool:
 
 
 def _columns(
-    path: str,
-    header: list[str],
-    label: str | None,
-    features: tuple[str, ...] | None,
-    categorical: tuple[str, ...],
-    exclude: tuple[str, ...],
-    index: list[str],
-    hint: str = "",
-) -> list[str]:
+    path: str, header: list[str], label: str | None, features: tuple[str, ...] | None, categorical: tuple[str, ...],
+    exclude: tuple[str, ...], index: list[str], hint: str
+) -> list[str]:  # fmt: skip
     """The numeric feature columns, checked against the header: no column read by name is named twice,
     the label is no feature, and by default every column but the label, the categorical ones, the
-    excluded ones, the index (`index`: the columns the file says are one) and a first column without a
-    name (row names). A column both in `features` and in `categorical` is a categorical one."""
+    excluded ones, the index (the columns the file says are one) and a first column without a name (row
+    names). A column both in `features` and in `categorical` is a categorical one."""
     used = None if features is None else {*features, *categorical, label}  # None: every column
     for names, what in ((header, f"{path}: the header names column"), (features or [], "data.features names"),
                         (categorical, "data.categorical names")):  # fmt: skip
         twice = [column for column, count in Counter(names).items() if count > 1 and (not used or column in used)]
         if twice:
             raise UserError(f"{what} {abbreviate(twice[0])} more than once; name each column once")
+    columns = f"columns: {listing(header)}"
     if label is not None and label not in header:
-        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); columns: {listing(header)}{hint}")
+        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); {columns}{hint}")
     if label is not None and label in [*(features or []), *categorical]:
         fix = "a model must not see the answer: remove it from data.features and data.categorical"
         raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
-    present = set(header)
-    for column in [*(features or []), *categorical, *exclude]:
-        if column not in present and label is None:  # predict's table
+    for column in {*(features or []), *categorical, *exclude} - set(header):
+        if label is None:  # predict's table
             fix = "give a table with the model's columns (under dvc repro, predict.path names it)"
-            columns = f"columns: {listing(header)}"
             raise UserError(f"{path}: no column {abbreviate(column)}, which the model reads; {columns}; {fix}")
-        if column not in present:
-            key = "features" if column in (features or ()) else "categorical" if column in categorical else "exclude"
-            raise UserError(f"{path}: no column {abbreviate(column)} (data.{key}); columns: {listing(header)}")
+        key = "features" if column in (features or ()) else "categorical" if column in categorical else "exclude"
+        raise UserError(f"{path}: no column {abbreviate(column)} (data.{key}); {columns}")
     if features is not None:
         return [column for column in features if column not in {*categorical, *exclude}]
     unnamed = [i for i, column in enumerate(header, 1) if nameless(column)]
@@ -101,27 +92,40 @@ def _columns(
     return names
 
 
-def read_csv(
+def read_table(
     path: str,
     label: str | None,
     features: tuple[str, ...] | None,
+    categorical: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    missing: str | None = MISSING_FIX,
     delimiter: str | None = None,
     encoding: str = "utf-8",
-    categorical: tuple[str, ...] = (),
-    missing: str | None = MISSING_FIX,
-    exclude: tuple[str, ...] = (),
 ) -> Table:
-    """A CSV table with a header row, read as spreadsheets and databases export tables (pyarrow's
-    reader: a byte-order mark dropped, LF, CRLF or CR line ends, quoted fields with line breaks, blank
-    lines skipped). The delimiter is `delimiter`, or else the header line's most frequent. A field is
-    missing where pyarrow finds one by default (empty, NA, N/A, NaN, null, ...): with `missing` (a fix to
-    name) that is an error, without it NaN, None or the class -1. `label` None: a table without classes
-    (predict's rows)."""
+    """A table with a header row: Parquet (by its first bytes, whatever its name) or CSV, read as
+    spreadsheets and databases export it (pyarrow's reader: a byte-order mark dropped, LF, CRLF or CR
+    line ends, quoted fields with line breaks, blank lines skipped; the delimiter is `delimiter`, or else
+    the header line's most frequent). A value is missing where pyarrow finds one (CSV: empty, NA, N/A,
+    NaN, null, ...; Parquet: a null, or NaN): with `missing` (a fix to name) that is an error, without
+    it NaN, None or the class -1. Only the columns used are read. `label` None: predict's rows."""
     import pyarrow as pa  # imported only here: a third of a second
     import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
 
     with open_input(path, "table", "check the path") as f:
         start = f.read(1 << 16)
+    texts = [*categorical, *([label] if label is not None else [])]
+    if start[:4] == b"PAR1":
+        try:
+            schema = pq.read_schema(path)
+            index = []  # the frame's index, as pandas' metadata names it (none when it is missing or malformed)
+            with contextlib.suppress(TypeError, KeyError, ValueError):
+                index = [column for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
+            names = _columns(path, schema.names, label, features, categorical, exclude, index, "")
+            table = pq.read_table(path, columns=[*names, *texts])
+        except (pa.ArrowException, OSError) as error:
+            raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
+        return _table(path, table, names, texts, label, missing, features is None and nameless(schema.names[0]))
     header_line = ""
     with contextlib.suppress(UnicodeError):  # a codec that cannot skip bad bytes (idna) raises even so
         header_line = next((line for line in start.decode(encoding, "ignore").splitlines() if line.strip()), "")
@@ -142,7 +146,6 @@ def read_csv(
         words = [c for c in names if not any(number(inferred.field(c).type) for number in numbers)]
         if label is not None and words:
             raise UserError(f"{path}: text, not numbers, in column(s) {listing(words)}; {TEXT_FIX}")
-        texts = [*categorical, *([label] if label is not None else [])]
         types = {c: pa.float32() for c in names} | {c: pa.string() for c in texts}
         convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=True)
         table = pa_csv.read_csv(path, read, parse, convert)
@@ -157,41 +160,13 @@ def read_csv(
     return _table(path, table, names, texts, label, missing, features is None and nameless(header[0]))
 
 
-def read_parquet(
-    path: str,
-    label: str | None,
-    features: tuple[str, ...] | None,
-    categorical: tuple[str, ...] = (),
-    missing: str | None = MISSING_FIX,
-    exclude: tuple[str, ...] = (),
-) -> Table:
-    """A Parquet file: numeric feature columns (integers, floats, decimals, booleans), `categorical`
-    columns of text (or numbers), and a label column of strings or numbers; the columns pandas stored as
-    its index are no features. A null, or a NaN (as pandas writes a missing number), is a missing value,
-    as read_csv takes one. Only the columns used are read."""
-    import pyarrow as pa  # only for this source: its import takes a third of a second
-    import pyarrow.parquet as pq
-
-    open_input(path, "table", "check the path").close()
-    try:
-        schema = pq.read_schema(path)
-        index = []  # the frame's index, as pandas' metadata names it (none when that is missing or malformed)
-        with contextlib.suppress(TypeError, KeyError, ValueError):
-            index = [column for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
-        names = _columns(path, schema.names, label, features, categorical, exclude, index)
-        texts = [*categorical, *([label] if label is not None else [])]
-        table = pq.read_table(path, columns=[*names, *texts])
-    except (pa.ArrowException, OSError) as error:
-        raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
-    return _table(path, table, names, texts, label, missing, features is None and nameless(schema.names[0]))
-
-
-def _table(
-    path: str, table, names: list[str], texts: list[str], label: str | None, missing: str | None, row_names: bool
-) -> Table:
+def _table(path: str, table, names: list[str], texts: list[str], label: str | None, missing: str | None,
+           row_names: bool) -> Table:  # fmt: skip
     """The Table of the columns pyarrow read (`names`, then `texts`): the numbers as float32, the text
-    as _texts makes it, each row's class."""
+    as text, each row's class."""
     import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
 
     if table.num_rows == 0:
         raise UserError(f"{path}: the table is empty; it needs a header row and at least one data row")
@@ -208,12 +183,16 @@ def _table(
         if len(bad):
             what = f"is missing; {missing}" if np.isnan(x[bad[0], j]) else "is beyond float32's range; fix that value"
             raise UserError(f"{path}, row {bad[0] + 1}: column {abbreviate(column)} {what}")
-    values = {column: _texts(table.column(j)) for j, column in enumerate(texts, len(names))}
-    for column, value in values.items():
-        absent = np.flatnonzero(value == None)  # noqa: E711 (elementwise)
-        if len(absent) and missing:
-            fix = LABEL_FIX if column == label else missing
-            raise UserError(f"{path}, row {absent[0] + 1}: column {abbreviate(column)} is missing; {fix}")
+    values = {}
+    for column, data in zip(texts, table.columns[len(names) :], strict=True):
+        # Any type as text (2007.0 is 2007, a float32's 0.1 is 0.1; pandas' categories), stripped, and None
+        # where missing, however the file stores it: what the CSV reader reads as missing is missing.
+        text = pc.utf8_trim_whitespace(data.cast(pa.string()))
+        absent = pc.is_in(text, value_set=pa.array(pa_csv.ConvertOptions().null_values))
+        values[column] = pc.if_else(absent, None, text).to_numpy(zero_copy_only=False)
+        if missing and (gaps := np.flatnonzero(values[column] == None)).size:  # noqa: E711 (elementwise)
+            fix = "every row needs its class (data.missing: drop or mean leaves such rows out)" * (column == label)
+            raise UserError(f"{path}, row {gaps[0] + 1}: column {abbreviate(column)} is missing; {fix or missing}")
     if label is None:
         return Table(x, np.zeros(len(x), np.int64), (), tuple(names), values)
     labels = values.pop(label)
@@ -224,36 +203,17 @@ def _table(
     with contextlib.suppress(InvalidOperation):  # not every one a number
         classes = sorted(classes, key=Decimal)
     y = np.full(len(labels), -1, dtype=np.int64)
-    lookup = dict(zip(classes, range(len(classes)), strict=True))
+    lookup = {name: i for i, name in enumerate(classes)}
     y[known] = [lookup[v] for v in labels[known]]
     return Table(x, y, tuple(classes), tuple(names), values, row_names)
 
 
-def _texts(column) -> np.ndarray:
-    """A text column's values (any pyarrow type: strings, numbers, pandas' categories) as text, stripped,
-    as an object array with None where a value is missing: a null, or what pyarrow's CSV reader reads as
-    one (empty, NA, NaN, ...), however the file stores it, so that a CSV written from them reads back
-    the same. A number is written as pyarrow writes it (2007.0 is 2007, a float32 0.1 is 0.1)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pa_csv
-
-    values = pc.utf8_trim_whitespace(column.cast(pa.string()))
-    absent = pc.is_in(values, value_set=pa.array(pa_csv.ConvertOptions().null_values))
-    return pc.if_else(absent, None, values).to_numpy(zero_copy_only=False)
-
-
-def csv_bytes(table: Table, label: str | None = None) -> bytes:
-    """The table's feature columns (and its classes as the column `label`) as CSV, as read_csv reads
-    them back: UTF-8, LF line ends, floats in their shortest form, a missing value as an empty field;
-    the header and text fields quoted."""
+def csv_bytes(columns: dict[str, np.ndarray]) -> bytes:
+    """Columns as CSV, as read_table reads them back: UTF-8, LF line ends, floats in their shortest form,
+    a missing value as an empty field; the header and text fields quoted."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    columns = {c: pa.array(table.x[:, j], from_pandas=True) for j, c in enumerate(table.columns)}
-    columns |= {c: pa.array(values, pa.string()) for c, values in table.categorical.items()}
-    if label is not None:  # a row with a class is never blank, even when its only feature is missing
-        columns[label] = pa.array(np.array(table.classes, dtype=object)[table.y], pa.string())
     sink = io.BytesIO()
-    pa_csv.write_csv(pa.table(columns), sink)
+    pa_csv.write_csv(pa.table({c: pa.array(v, from_pandas=True) for c, v in columns.items()}), sink)
     return sink.getvalue()
