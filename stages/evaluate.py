@@ -16,13 +16,11 @@ from stages.plumbing.files import StageArguments, float32_text, open_input, sha2
 
 class Tally:
     """What the scores are computed from, added up a block of rows at a time, so that evaluate holds one
-    block, however many rows a split has: rows, correct predictions, the sum of the costs, and per class
-    the rows, the predictions and the right ones."""
+    block, however many rows a split has: the confusion matrix (actual class, predicted class) and the
+    sum of the costs."""
 
     def __init__(self, n_classes: int) -> None:
-        self.rows = self.correct = 0
-        self.cost = 0.0
-        self.actual, self.predicted, self.right = (np.zeros(n_classes, np.int64) for _ in range(3))
+        self.confusion, self.cost = np.zeros((n_classes, n_classes), np.int64), 0.0
 
     def add(self, model: Classifier, data: Split) -> np.ndarray:
         """Count the rows of `data`; returns the predicted class of each."""
@@ -33,22 +31,16 @@ class Tally:
         return predicted
 
     def count(self, actual: np.ndarray, predicted: np.ndarray) -> None:
-        self.rows += len(actual)
-        self.correct += int((predicted == actual).sum())
-        for counts, classes in (
-            (self.actual, actual),
-            (self.predicted, predicted),
-            (self.right, actual[actual == predicted]),
-        ):
-            counts += np.bincount(classes, minlength=len(counts))
+        k = len(self.confusion)
+        self.confusion += np.bincount(actual * k + predicted, minlength=k * k).reshape(k, k)
 
     def scores(self) -> dict[str, float]:
         """Accuracy, mean cross-entropy and macro F1 of the rows counted. Macro F1 averages over the classes
         that occur or are predicted (as scikit-learn's f1_score with average="macro" does); a class never
         predicted right scores 0."""
-        both = self.actual + self.predicted
-        f1 = float((2 * self.right[both > 0] / both[both > 0]).mean())
-        return {"accuracy": self.correct / self.rows, "cost": self.cost / self.rows, "f1_macro": f1}
+        rows, right, both = self.confusion.sum(), np.diag(self.confusion), self.confusion.sum(0) + self.confusion.sum(1)
+        f1 = float((2 * right[both > 0] / both[both > 0]).mean())
+        return {"accuracy": int(right.sum()) / rows, "cost": self.cost / rows, "f1_macro": f1}
 
 
 def scores(model: Classifier, data: Split) -> tuple[dict[str, float], np.ndarray]:
@@ -112,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             yield confusion_csv(block.y, predicted, list(prepared.classes), header=block.start == 0).encode()
 
     note = ""
-    shares, accuracy = evaluation.actual / evaluation.rows, evaluation.correct / evaluation.rows
+    shares, accuracy = evaluation.confusion.sum(1) / evaluation.confusion.sum(), evaluation.scores()["accuracy"]
     if accuracy < shares.max():  # a model worse than always answering the commonest class
         why = "the inputs may not tell the classes apart, or training stopped short (train.epochs, train.lr)"
         if model.b.shape == (1,):

@@ -12,7 +12,7 @@ standard deviation.
 """
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,8 @@ class Preprocessing:
             x = np.where(np.isnan(x), self.fill, x)
         if self.mean is None:
             return x
-        x = scaled(x, self.mean, self.std)
+        with np.errstate(over="ignore"):  # in float64, then float32, where it may overflow: checked below
+            x = ((x - self.mean.astype(np.float64)) / self.std.astype(np.float64)).astype(np.float32)
         bad = np.argwhere(~np.isfinite(x))  # a row far outside a tiny spread: beyond float32
         if len(bad):
             where = f"{table}, row {bad[0][0] + 1}" if table else "data.standardize"
@@ -88,20 +89,16 @@ class Preprocessing:
 
 def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
     """The preprocessing of the training split `train`."""
-    categories = []
-    for column, values in train.categorical.items():  # in data.categorical's order
-        categories.append((column, tuple(sorted({v for v in values if v is not None}))))
-        if not categories[-1][1]:
-            fix = "leave it out of data.categorical"
-            raise UserError(f"data.categorical: column {abbreviate(column)} has no value in the training split; {fix}")
-    columns = train.columns or tuple(f"x{i}" for i in range(1, train.x.shape[1] + 1))
+    # in data.categorical's order, each with the categories of the training split
+    categories = tuple(
+        (c, tuple(sorted({v for v in values if v is not None}))) for c, values in train.categorical.items()
+    )
     column, most = max(categories, key=lambda pair: len(pair[1]), default=("", ()))
     if len(most) > max(100, len(train.x) // 2):  # a category per row: an identifier, and a vast input
         fix = "is it an identifier? List it in data.exclude instead"
         count = f"{len(most):,} categories in {len(train.x):,} rows"
         raise UserError(f"data.categorical: column {abbreviate(column)} has {count}; {fix}")
-    categories = tuple(categories)
-    made = Preprocessing(columns, categories, missing)
+    made = Preprocessing(train.columns or tuple(f"x{i}" for i in range(1, train.x.shape[1] + 1)), categories, missing)
     x, _ = made.inputs(train)
     if missing == "mean":
         with np.errstate(invalid="ignore"), warnings.catch_warnings(action="ignore"):
@@ -110,23 +107,10 @@ def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
             column = made.features[int(np.flatnonzero(np.isnan(fill))[0])]
             fix = "list it in data.exclude, or fill it in yourself"
             raise UserError(f"data.missing: column {abbreviate(column)} has no value in the training split; {fix}")
-        made = Preprocessing(columns, categories, missing, fill)
+        made = replace(made, fill=fill)
         x = made.apply(x)
-    if standardize:
-        return Preprocessing(columns, categories, missing, made.fill, *standardization(x))
+    if standardize:  # in float64: for finite float32 inputs neither overflows (a float32 sum near 3e38 would)
+        mean = x.mean(axis=0, dtype=np.float64)
+        std = np.sqrt(((x - mean) ** 2).mean(axis=0)).astype(np.float32)
+        made = replace(made, mean=mean.astype(np.float32), std=np.where(std > 0, std, np.float32(1)))  # constant: 1
     return made
-
-
-def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each input over the training split, in float64: for finite
-    float32 inputs neither can overflow (the mean of values near 3e38 would, summed in float32). A
-    constant input keeps std 1. Stored as float32, with which the inputs are scaled."""
-    mean = x.mean(axis=0, dtype=np.float64)
-    std = np.sqrt(((x - mean) ** 2).mean(axis=0)).astype(np.float32)
-    return mean.astype(np.float32), np.where(std > 0, std, np.float32(1))  # 0 once in float32: 1
-
-
-def scaled(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(x - mean) / std in float64, then float32 (where it may overflow: apply() checks)."""
-    with np.errstate(over="ignore"):
-        return ((x - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)

@@ -65,11 +65,6 @@ class RawLinear:
     def state_dict(self) -> dict[str, Tensor]:
         return {"W": self.W.detach(), "b": self.b.detach()}
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        with torch.no_grad():
-            self.W.copy_(state["W"])
-            self.b.copy_(state["b"])
-
 
 class SoftmaxClassifier(nn.Module):
     """The high-level model: one nn.Linear; softmax lives inside F.cross_entropy."""
@@ -94,9 +89,6 @@ def lesson_weights(model: Model) -> tuple[Tensor, Tensor]:
     return model.W, model.b
 
 
-Cost = Callable[[Tensor, Tensor], Tensor]
-
-
 def build_model(impl: str, n_features: int, n_classes: int, device: torch.device | str = "cpu") -> Model:
     """A fresh model. high_level draws its initial weights from torch's generator: seed it first."""
     if impl == "high_level":
@@ -104,7 +96,7 @@ def build_model(impl: str, n_features: int, n_classes: int, device: torch.device
     return RawLinear(n_features, n_classes, device)
 
 
-def cost_function(impl: str, double_softmax: bool = False) -> Cost:
+def cost_function(impl: str, double_softmax: bool = False) -> Callable[[Tensor, Tensor], Tensor]:
     """The cost each implementation trains on: logits, class indices -> mean cross-entropy."""
     if impl == "low_level":
         return partial(low_level_cross_entropy, double_softmax=double_softmax)

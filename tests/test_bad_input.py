@@ -85,7 +85,6 @@ PARAMS = {
     "encoding base64": ("prepare", params_text("data", "encoding", "base64"), "data.encoding must be a text encoding Python knows"),
     "encoding undefined": ("prepare", params_text("data", "encoding", "undefined"), "data.encoding must be a text encoding Python knows"),
     "csv without label": ("prepare", "data:\n  source: csv\n  path: datasets/t.csv\n", "data.label must be the label column when data.source is csv, got None"),
-    "n_classes>n_samples": ("prepare", synthetic("n_classes", 5000), "data.n_classes must be at most data.n_samples (1000), got 5000"),
     "misspelt section": ("prepare", "data:\n  source: toy\ntrian:\n  epochs: 10\n", "unknown section 'trian'; the sections are data, train, predict"),
     "not yaml": ("train", "train: [epochs: 1\n", "not valid YAML: "),
     "repeated key": ("train", "data:\n  source: toy\ntrain:\n  lr: 0.1\n  epochs: 10\n  lr: 0.2\n", 'not valid YAML: found duplicate key "lr" with value "0.2" (original value: "0.1") (line 6); fix it'),

@@ -6,6 +6,7 @@ what it must be and what it got. Beyond pydantic's own checks: an integral float
 exp run -S train.epochs=1e3` writes 1000.0), and a list stands for a tuple (YAML has none).
 """
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -124,12 +125,8 @@ def _section(params: dict[str, Any], name: str) -> Any:
     if problem["type"] in ("missing", "missing_argument") and len(problem["loc"]) == 1:
         raise UserError(f"params.yaml: missing key '{where}'; add it to section '{name}'")
     message = problem["msg"].replace("a valid tuple", "a list")  # YAML has lists, no tuples
-    for prefix in ("Input should be ", "Value error, "):  # pydantic's, and the checks' above
-        if message.startswith(prefix):
-            must = f"must be {message.removeprefix(prefix)}"
-            break
-    else:  # a list's length: "Tuple should have at most 2 items after validation, not 3"
-        must = f"is wrong: {message[0].lower()}{message[1:]}"
+    must, shaped = re.subn(r"^(Input should be|Value error,) ", "must be ", message)  # pydantic's, and ours above
+    must = must if shaped else f"is wrong: {message[0].lower()}{message[1:]}"  # "Tuple should have at most 2 items"
     raise UserError(f"params.yaml: {where} {must}, got {abbreviate(problem['input'])}")
 
 
@@ -139,10 +136,6 @@ def data_params(params: dict[str, Any]) -> DataParams:
         for key, what in (("path", "the table's path"), ("label", "the label column")):
             if getattr(data, key) is None:
                 raise UserError(f"params.yaml: data.{key} must be {what} when data.source is {data.source}, got None")
-    if data.source == "synthetic" and data.n_classes > data.n_samples:
-        raise UserError(
-            f"params.yaml: data.n_classes must be at most data.n_samples ({data.n_samples}), got {data.n_classes}"
-        )
     return data
 
 
