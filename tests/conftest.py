@@ -22,6 +22,12 @@ torch.set_num_threads(1)
 ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (processes, DVC, the benchmark) first, so that the quick ones fill in the gaps at
+    the end and no worker of `pytest -n auto` starts a long test while the others have nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _no_process_left() -> Iterator[None]:
     """Every test ends the processes it started and left (a failed one may leave a training run): none
