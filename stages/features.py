@@ -54,7 +54,7 @@ class Preprocessing:
             one_hot[of_row == -2] = np.nan
             unknown |= of_row == -1
             parts.append(one_hot)
-        return np.hstack(parts).astype(np.float32, copy=False), int(unknown.sum())
+        return (np.hstack(parts) if len(parts) > 1 else table.x), int(unknown.sum())  # no copy without categories
 
     def apply(self, x: np.ndarray, table: str = "") -> np.ndarray:
         """Input vectors filled in and scaled, as the model takes them; `table` names the new rows they
@@ -64,7 +64,9 @@ class Preprocessing:
         if self.mean is None:
             return x
         with np.errstate(over="ignore"):  # in float64, then float32, where it may overflow: checked below
-            x = ((x - self.mean.astype(np.float64)) / self.std.astype(np.float64)).astype(np.float32)
+            scaled = x - self.mean.astype(np.float64)  # one float64 copy of x at a time
+            scaled /= self.std.astype(np.float64)
+            x = scaled.astype(np.float32)
         bad = np.argwhere(~np.isfinite(x))  # a row far outside a tiny spread: beyond float32
         if len(bad):
             where = f"{table}, row {bad[0][0] + 1}" if table else "data.standardize"
@@ -111,6 +113,6 @@ def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
         x = made.apply(x)
     if standardize:  # in float64: for finite float32 inputs neither overflows (a float32 sum near 3e38 would)
         mean = x.mean(axis=0, dtype=np.float64)
-        std = np.sqrt(((x - mean) ** 2).mean(axis=0)).astype(np.float32)
+        std = x.std(axis=0, dtype=np.float64).astype(np.float32)  # one float64 copy of x at a time
         made = replace(made, mean=mean.astype(np.float32), std=np.where(std > 0, std, np.float32(1)))  # constant: 1
     return made

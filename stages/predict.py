@@ -12,7 +12,7 @@ from stages.classifier import Classifier, load_classifier, log_probabilities
 from stages.plumbing.errors import listing
 from stages.plumbing.files import StageArguments, write_outputs
 from stages.plumbing.params import DELIMITERS, text_encoding
-from stages.plumbing.tables import Table, csv_bytes, read_table
+from stages.plumbing.tables import Table, csv_blocks, read_table
 
 FIX = "give the path of a model file that `dvc repro` trained, e.g. models/high_level.safetensors"
 
@@ -52,4 +52,4 @@ def main(argv: list[str] | None = None) -> None:
     summary += f"; {unknown} with a category new to the model" * bool(unknown) + f"; {filled} filled in" * bool(filled)
     columns = {"row": np.arange(1, len(predicted) + 1), "predicted": np.array(model.classes, dtype=object)[predicted]}
     columns |= {f"p_{c}": probabilities[:, i].astype(np.float32) for i, c in enumerate(model.classes)}
-    write_outputs({args.out: csv_bytes(columns)}, summary, args.inputs)
+    write_outputs({args.out: csv_blocks(columns)}, summary, args.inputs)

@@ -8,7 +8,7 @@ from stages import data
 from stages.plumbing.errors import listing
 from stages.plumbing.files import StageArguments, identities, write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
-from stages.plumbing.tables import Table, csv_bytes
+from stages.plumbing.tables import Table, csv_blocks
 
 
 def prepare(params: DataParams) -> tuple[data.Prepared, Table, int]:
@@ -47,5 +47,5 @@ def main(argv: list[str] | None = None) -> None:
     columns = {column: new_rows.x[:, j] for j, column in enumerate(new_rows.columns)} | new_rows.categorical
     if params.source in TABLES:
         columns[params.label] = np.array(new_rows.classes, dtype=object)[new_rows.y]
-    outputs = {args.out: data.prepared_bytes(prepared), args.new_rows: csv_bytes(columns)}
+    outputs = {args.out: data.prepared_bytes(prepared), args.new_rows: csv_blocks(columns)}
     write_outputs(outputs, summary, args.inputs)

@@ -8,6 +8,7 @@ import contextlib
 import io
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import PurePosixPath
@@ -58,23 +59,22 @@ def _columns(
     path: str, header: list[str], label: str | None, features: tuple[str, ...] | None, categorical: tuple[str, ...],
     exclude: tuple[str, ...], index: list[str], hint: str
 ) -> list[str]:  # fmt: skip
-    """The numeric feature columns, checked against the header: no column read by name is named twice,
-    the label is no feature, and by default every column but the label, the categorical ones, the
-    excluded ones, the index (the columns the file says are one) and a first column without a name (row
-    names). A column both in `features` and in `categorical` is a categorical one."""
+    """The numeric feature columns, checked against the header: the label is no feature, and by default
+    every column is one but the label, the categorical ones, the excluded ones, the index (the columns
+    the file says are one) and a first column without a name (row names). A column both in `features`
+    and in `categorical` is a categorical one."""
     used = None if features is None else {*features, *categorical, label}  # None: every column
-    for names, what in ((header, f"{path}: the header names column"), (features or [], "data.features names"),
-                        (categorical, "data.categorical names")):  # fmt: skip
-        twice = [column for column, count in Counter(names).items() if count > 1 and (not used or column in used)]
-        if twice:
-            raise UserError(f"{what} {abbreviate(twice[0])} more than once; name each column once")
+    twice = [column for column, count in Counter(header).items() if count > 1 and (not used or column in used)]
+    if twice:  # a column read by name must be one column
+        raise UserError(f"{path}: the header names column {abbreviate(twice[0])} more than once; name each once")
     columns = f"columns: {listing(header)}"
     if label is not None and label not in header:
         raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); {columns}{hint}")
     if label is not None and label in [*(features or []), *categorical]:
         fix = "a model must not see the answer: remove it from data.features and data.categorical"
         raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
-    for column in {*(features or []), *categorical, *exclude} - set(header):
+    present = set(header)
+    for column in [column for column in [*(features or []), *categorical, *exclude] if column not in present]:
         if label is None:  # predict's table
             fix = "give a table with the model's columns (under dvc repro, predict.path names it)"
             raise UserError(f"{path}: no column {abbreviate(column)}, which the model reads; {columns}; {fix}")
@@ -112,6 +112,8 @@ def read_table(
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
+    features = features and tuple(dict.fromkeys(features))  # a column listed twice is read once
+    categorical = tuple(dict.fromkeys(categorical))
     with open_input(path, "table", "check the path") as f:
         start = f.read(1 << 16)
     texts = [*categorical, *([label] if label is not None else [])]
@@ -123,41 +125,46 @@ def read_table(
                 index = [column for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
             names = _columns(path, schema.names, label, features, categorical, exclude, index, "")
             table = pq.read_table(path, columns=[*names, *texts])
+            header = schema.names
         except (pa.ArrowException, OSError) as error:
             raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
-        return _table(path, table, names, texts, label, missing, features is None and nameless(schema.names[0]))
-    header_line = ""
-    with contextlib.suppress(UnicodeError):  # a codec that cannot skip bad bytes (idna) raises even so
-        header_line = next((line for line in start.decode(encoding, "ignore").splitlines() if line.strip()), "")
-    option = "data." if label is not None else "--"  # prepare's parameters, or predict's options
-    if "\0" in header_line:  # UTF-16 read as UTF-8: what Excel saves as "Unicode text"
-        raise UserError(f"{path}: a NUL character in the header: UTF-16 text needs {option}encoding utf-16")
-    hint = f" (or {option}encoding {encoding} is not the file's)" if codecs.lookup(encoding).name != "utf-8" else ""
-    if delimiter and delimiter not in header_line:
-        hint += f" (or {option}delimiter {delimiter!r} is not the file's)"
-    read = pa_csv.ReadOptions(encoding=encoding, use_threads=False)  # a block at a time: the least memory
-    parse = pa_csv.ParseOptions(delimiter=delimiter or detect_delimiter(header_line), newlines_in_values=True)
-    header: list[str] = []
-    try:
-        inferred = pa_csv.open_csv(path, read, parse).schema  # the types pyarrow infers from a first block
-        header = inferred.names
-        names = _columns(path, header, label, features, categorical, exclude, [], hint)
-        numbers = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
-        words = [c for c in names if not any(number(inferred.field(c).type) for number in numbers)]
-        if label is not None and words:
-            raise UserError(f"{path}: text, not numbers, in column(s) {listing(words)}; {TEXT_FIX}")
-        types = {c: pa.float32() for c in names} | {c: pa.string() for c in texts}
-        convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=True)
-        table = pa_csv.read_csv(path, read, parse, convert)
-    except (pa.ArrowException, UnicodeError) as error:
-        problem = first_line(error)
-        if where := re.match(r"In CSV column #([0-9]+): ", problem):  # the file's column, counted from 0
-            problem = f"column {abbreviate(header[int(where[1])])}: {problem[where.end() :]}"
-        fix = f"set {option}encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
-        if "UTF8" not in problem and "decod" not in problem:
-            fix = (TEXT_FIX if label is not None else "the model reads it as a number") if "to float" in problem else ""
-        raise UserError(f"{path}: not a readable CSV ({problem})" + f"; {fix}" * bool(fix)) from None
-    return _table(path, table, names, texts, label, missing, features is None and nameless(header[0]))
+    else:
+        header_line = ""
+        with contextlib.suppress(UnicodeError):  # a codec that cannot skip bad bytes (idna) raises even so
+            header_line = next((line for line in start.decode(encoding, "ignore").splitlines() if line.strip()), "")
+        option = "data." if label is not None else "--"  # prepare's parameters, or predict's options
+        if "\0" in header_line:  # UTF-16 read as UTF-8: what Excel saves as "Unicode text"
+            raise UserError(f"{path}: a NUL character in the header: UTF-16 text needs {option}encoding utf-16")
+        hint = f" (or {option}encoding {encoding} is not the file's)" if codecs.lookup(encoding).name != "utf-8" else ""
+        if delimiter and delimiter not in header_line:
+            hint += f" (or {option}delimiter {delimiter!r} is not the file's)"
+        read = pa_csv.ReadOptions(encoding=encoding, use_threads=False)  # a block at a time: the least memory
+        parse = pa_csv.ParseOptions(delimiter=delimiter or detect_delimiter(header_line), newlines_in_values=True)
+        header: list[str] = []
+        try:
+            inferred = pa_csv.open_csv(path, read, parse).schema  # the types pyarrow infers from a first block
+            header = inferred.names
+            names = _columns(path, header, label, features, categorical, exclude, [], hint)
+            numbers = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+            words = [c for c in names if not any(number(inferred.field(c).type) for number in numbers)]
+            if label is not None and words:
+                raise UserError(f"{path}: text, not numbers, in column(s) {listing(words)}; {TEXT_FIX}")
+            types = {c: pa.float32() for c in names} | {c: pa.string() for c in texts}
+            convert = pa_csv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=True)
+            table = pa_csv.read_csv(path, read, parse, convert)
+        except (pa.ArrowException, UnicodeError) as error:
+            problem = first_line(error)
+            if where := re.match(r"In CSV column #([0-9]+): ", problem):  # the file's column, counted from 0
+                problem = f"column {abbreviate(header[int(where[1])])}: {problem[where.end() :]}"
+            fix = f"set {option}encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
+            if "UTF8" not in problem and "decod" not in problem:
+                as_number = TEXT_FIX if label is not None else "the model reads it as a number"
+                fix = as_number if "to float" in problem else ""
+            raise UserError(f"{path}: not a readable CSV ({problem})" + f"; {fix}" * bool(fix)) from None
+    result = _table(path, table, names, texts, label, missing, features is None and nameless(header[0]))
+    del table  # the memory pyarrow read the file with goes back to the system: the stage has other uses for it
+    pa.default_memory_pool().release_unused()
+    return result
 
 
 def _table(path: str, table, names: list[str], texts: list[str], label: str | None, missing: str | None,
@@ -185,35 +192,38 @@ def _table(path: str, table, names: list[str], texts: list[str], label: str | No
             raise UserError(f"{path}, row {bad[0] + 1}: column {abbreviate(column)} {what}")
     values = {}
     for column, data in zip(texts, table.columns[len(names) :], strict=True):
-        # Any type as text (2007.0 is 2007, a float32's 0.1 is 0.1; pandas' categories), stripped, and None
+        # Any type as text (2007.0 is 2007, a float32's 0.1 is 0.1; pandas' categories), stripped, and null
         # where missing, however the file stores it: what the CSV reader reads as missing is missing.
         text = pc.utf8_trim_whitespace(data.cast(pa.string()))
-        absent = pc.is_in(text, value_set=pa.array(pa_csv.ConvertOptions().null_values))
-        values[column] = pc.if_else(absent, None, text).to_numpy(zero_copy_only=False)
-        if missing and (gaps := np.flatnonzero(values[column] == None)).size:  # noqa: E711 (elementwise)
+        values[column] = pc.if_else(pc.is_in(text, value_set=pa.array(pa_csv.ConvertOptions().null_values)), None, text)
+        if missing and values[column].null_count:
+            row = pc.index(values[column].is_null(), True).as_py() + 1
             fix = "every row needs its class (data.missing: drop or mean leaves such rows out)" * (column == label)
-            raise UserError(f"{path}, row {gaps[0] + 1}: column {abbreviate(column)} is missing; {fix or missing}")
-    if label is None:
-        return Table(x, np.zeros(len(x), np.int64), (), tuple(names), values)
-    labels = values.pop(label)
-    known = labels != None  # noqa: E711 (elementwise)
+            raise UserError(f"{path}, row {row}: column {abbreviate(column)} is missing; {fix or missing}")
+    labels = values.pop(label).combine_chunks().dictionary_encode() if label is not None else None
+    categorical = {column: value.to_numpy(zero_copy_only=False) for column, value in values.items()}
+    if labels is None:
+        return Table(x, np.zeros(len(x), np.int64), (), tuple(names), categorical)
     # The classes sorted: as numbers when every one is a number (so "10" comes after "9"), compared
     # exactly as decimals (9007199254740993 is not ...992, as floats would have it).
-    classes = sorted(set(labels[known]))
+    found = labels.dictionary.to_pylist()
+    classes = sorted(found)
     with contextlib.suppress(InvalidOperation):  # not every one a number
         classes = sorted(classes, key=Decimal)
-    y = np.full(len(labels), -1, dtype=np.int64)
-    lookup = {name: i for i, name in enumerate(classes)}
-    y[known] = [lookup[v] for v in labels[known]]
-    return Table(x, y, tuple(classes), tuple(names), values, row_names)
+    lookup = np.array([classes.index(name) for name in found] + [-1])  # -1: the label is missing
+    y = lookup[labels.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+    return Table(x, y, tuple(classes), tuple(names), categorical, row_names)
 
 
-def csv_bytes(columns: dict[str, np.ndarray]) -> bytes:
-    """Columns as CSV, as read_table reads them back: UTF-8, LF line ends, floats in their shortest form,
-    a missing value as an empty field; the header and text fields quoted."""
+def csv_blocks(columns: dict[str, np.ndarray], rows: int = 1 << 16) -> Iterator[bytes]:
+    """Columns as CSV, as read_table reads them back, `rows` rows at a time (a table's CSV need not be
+    held whole): UTF-8, LF line ends, floats in their shortest form, a missing value as an empty field;
+    the header and text fields quoted."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    sink = io.BytesIO()
-    pa_csv.write_csv(pa.table({c: pa.array(v, from_pandas=True) for c, v in columns.items()}), sink)
-    return sink.getvalue()
+    table = pa.table({column: pa.array(values, from_pandas=True) for column, values in columns.items()})
+    for start in range(0, max(table.num_rows, 1), rows):
+        sink = io.BytesIO()
+        pa_csv.write_csv(table.slice(start, rows), sink, pa_csv.WriteOptions(include_header=start == 0))
+        yield sink.getvalue()
