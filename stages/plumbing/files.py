@@ -11,7 +11,6 @@
 """
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -43,14 +42,8 @@ Inputs = dict[str, tuple[int, ...] | None]
 
 def identities(paths: Iterable[str | Path]) -> Inputs:
     """What each file is now: its device, inode, size and modification time (None when there is none)."""
-    return {str(path): _identity(path) for path in paths}
-
-
-def _identity(path: str | Path) -> tuple[int, ...] | None:
-    with contextlib.suppress(OSError):
-        info = os.stat(path)
-        return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
-    return None
+    stats = {str(path): os.stat(path) if os.path.exists(path) else None for path in paths}
+    return {path: info and (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) for path, info in stats.items()}
 
 
 def open_input(path: str | Path, what: str, fix: str) -> BinaryIO:
@@ -76,12 +69,10 @@ class StageArguments(argparse.ArgumentParser):
         self.outputs: list[str] = []
 
     def add_input(self, name: str, help: str) -> None:
-        self.add_argument(name, help=help)
-        self.inputs.append(name)
+        self.inputs.append(self.add_argument(name, help=help).dest)
 
     def add_output(self, name: str, help: str) -> None:
-        self.add_argument(name, help=help)
-        self.outputs.append(name)
+        self.outputs.append(self.add_argument(name, help=help).dest)
 
     def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace:  # type: ignore[override]
         """The arguments, the outputs checked; `inputs` holds the identities of params.yaml and the inputs."""
@@ -93,10 +84,9 @@ class StageArguments(argparse.ArgumentParser):
             path = getattr(parsed, name)
             if os.path.commonpath([os.path.realpath(path), tables]) == tables:
                 raise UserError(
-                    f"the output {name} ({path}) is under {DATASETS_DIR}/, where the tables live; write it elsewhere"
+                    f"the output {name} ({path}) is under datasets/, where the tables live; write it elsewhere"
                 )
-            other = seen.setdefault(os.path.realpath(path), name)
-            if other != name:
+            if (other := seen.setdefault(os.path.realpath(path), name)) != name:
                 raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
         parsed.inputs = identities(["params.yaml", *(getattr(parsed, name) for name in self.inputs)])
         return parsed
