@@ -23,13 +23,6 @@ from stages.plumbing.tables import MISSING_FIX, TEXT_FIX, Table
 from tests.stage_runs import ARGS, EVALUATE_ARGS, MAINS, TRAIN_ARGS, files, params_text, run
 
 
-def bomb() -> str:
-    """A YAML alias bomb: its last element holds 9**9 strings, if the aliases were expanded."""
-    levels = ['&a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    levels += [f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
-    return f"[{', '.join(levels)}]"
-
-
 def csv_params(extra: str = "") -> str:
     """params.yaml for datasets/t.csv, its label y, and `extra` lines (a path or a label among them
     replaces that one)."""
@@ -39,23 +32,13 @@ def csv_params(extra: str = "") -> str:
     return f"data:\n  source: csv\n{path}{label}{standardize}{extra}"
 
 
-def synthetic(key: str, value: int) -> str:
-    return params_text("data", key, value).replace("source: toy", "source: synthetic")
-
-
 # params.yaml: (the stage, params.yaml's text, the line's beginning) ---------------------------------
 PARAMS = {
-    "device": ("train", params_text("train", "device", "tpu"), "train.device must be 'auto', 'cpu' or 'cuda', got 'tpu'"),
     "lr 0": ("train", params_text("train", "lr", 0), "train.lr must be greater than 0, got 0"),
-    "lr<0": ("train", params_text("train", "lr", -0.1), "train.lr must be greater than 0, got -0.1"),
     "lr text": ("train", params_text("train", "lr", "fast"), "train.lr must be a valid number, got 'fast'"),
     "lr nan": ("train", params_text("train", "lr", float("nan")), "train.lr must be a finite number, got nan"),
     "lr inf": ("train", params_text("train", "lr", raw=".inf"), "train.lr must be a finite number, got inf"),
-    "lr binary": ("train", params_text("train", "lr", raw="!!binary aGVsbG8="), "train.lr must be a valid number, got b'hello'"),
-    "lr 10**400": ("train", params_text("train", "lr", raw="1" + "0" * 400), "train.lr must be a valid number, got 1000"),
-    "lr bomb": ("train", params_text("train", "lr", raw=bomb()), "train.lr must be a valid number, got [["),
     "epochs 0": ("train", params_text("train", "epochs", 0), "train.epochs must be greater than or equal to 1, got 0"),
-    "epochs 1.5": ("train", params_text("train", "epochs", 1.5), "train.epochs must be a valid integer, got 1.5"),
     "epochs 1000.5": ("train", params_text("train", "epochs", raw="1000.5"), "train.epochs must be a valid integer, got 1000.5"),
     "epochs text": ("train", params_text("train", "epochs", "ten"), "train.epochs must be a valid integer, got 'ten'"),
     "epochs bool": ("train", params_text("train", "epochs", True), "train.epochs must be a valid integer, got True"),
@@ -73,8 +56,6 @@ PARAMS = {
     "no train": ("train", params_text("train"), "section 'train' must be a mapping with keys epochs, lr, seed, device, log_every, double_softmax"),
     "no train.lr": ("train", params_text().replace("  lr: 0.1\n", ""), "missing key 'train.lr'; add it to section 'train'"),
     "source": ("prepare", params_text("data", "source", "mnist"), "data.source must be 'toy', 'iris', 'digits', 'csv', 'parquet' or 'synthetic', got 'mnist'"),
-    "unknown data key": ("prepare", params_text("data", "pathh", "x.csv"), "unknown key 'data.pathh'; allowed in 'data': source, test_size, standardize, seed, path, label, features, categorical, exclude, missing, delimiter, encoding, n_samples, n_features, n_classes"),
-    "no data": ("prepare", params_text("data"), "section 'data' must be a mapping with keys source"),
     "test_size 1": ("prepare", params_text("data", "test_size", 1), "data.test_size must be less than 1, got 1"),
     "test_size<0": ("prepare", params_text("data", "test_size", -0.2), "data.test_size must be greater than or equal to 0, got -0.2"),
     "standardize": ("prepare", params_text("data", "standardize", "yes"), "data.standardize must be 'auto', True or False, got 'yes'"),
@@ -97,8 +78,7 @@ def test_a_bad_parameter_is_one_line(workdir, stage, text, expected):
     (workdir / "params.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())
     before = files(workdir)
     message = run(stage)
-    prefix = "stage: error: " if expected.startswith("params.yaml,") else "stage: error: params.yaml: "
-    assert message.startswith(prefix + expected) and len(message) < 400
+    assert message.startswith("stage: error: params.yaml: " + expected) and len(message) < 400
     assert files(workdir) == before
 
 
@@ -109,32 +89,22 @@ def test_an_integral_float_is_that_integer(text):
     assert (params.epochs, params.seed) == (1000, 1)
 
 
-def params_file(kind: str) -> Callable[[Path], None]:
-    def make(workdir: Path) -> None:
-        (workdir / "params.yaml").unlink()
-        if kind == "a directory":
-            (workdir / "params.yaml").mkdir()
-        elif kind == "a symlink loop":
-            (workdir / "params.yaml").symlink_to("params.yaml")
-
-    return make
-
-
 HERE = "run the stage from the repository root, where params.yaml is"
 PARAMS_FILES = {
-    "none": (params_file("none"), f"params.yaml: parameters file not found; {HERE}"),
-    "a directory": (params_file("a directory"), f"params.yaml: is a directory, not the parameters file; {HERE}"),
-    "a symlink loop": (
-        params_file("a symlink loop"),
-        "params.yaml: Too many levels of symbolic links; check that path, its permissions and the disk",
-    ),
+    "none": f"parameters file not found; {HERE}",
+    "a directory": f"is a directory, not the parameters file; {HERE}",
+    "a symlink loop": "Too many levels of symbolic links; check that path, its permissions and the disk",
 }
 
 
-@pytest.mark.parametrize("make, expected", PARAMS_FILES.values(), ids=PARAMS_FILES.keys())
-def test_a_params_file_that_cannot_be_read_is_one_line(workdir, make, expected):
-    make(workdir)
-    assert run("prepare") == f"stage: error: {expected}"
+@pytest.mark.parametrize("kind, expected", PARAMS_FILES.items())
+def test_a_params_file_that_cannot_be_read_is_one_line(workdir, kind, expected):
+    (workdir / "params.yaml").unlink()
+    if kind == "a directory":
+        (workdir / "params.yaml").mkdir()
+    elif kind == "a symlink loop":
+        (workdir / "params.yaml").symlink_to("params.yaml")
+    assert run("prepare") == f"stage: error: params.yaml: {expected}"
     assert not (workdir / "out.safetensors").exists()
 
 
@@ -165,6 +135,11 @@ TABLES = {
     "path missing": ("x,y\n1,a\n", "  path: datasets/none.csv\n", "datasets/none.csv: table data.path names not found; check data.path"),
     "path a directory": ("a directory", "", "datasets/t.csv: is a directory, not the table data.path names; check data.path"),
     "unreadable": ("unreadable", "", "datasets/t.csv: Permission denied; check that path, its permissions and the disk"),
+    "path absolute": ("x,y\n1,a\n", "  path: /tmp/t.csv\n", "data.path: /tmp/t.csv is not under datasets/; put the file there"),
+    "label alone": ("y\na\nb\n", "", "datasets/t.csv: no feature columns besides the label 'y'"),
+    "feature not a column": ("x,y\n1,a\n", "  features: [z]\n", "datasets/t.csv: no column 'z' (data.features); columns: x, y"),
+    "label an identifier": ("x,y\n" + "".join(f"{i},row{i}\n" for i in range(300)), "", "data.label: column 'y' gives 300 classes to 300 rows; is it an identifier? Name the column that holds the classes"),
+    "category an identifier": ("y,id,v\n" + "".join(f"{'AB'[i % 2]},id-{i:05},{i}\n" for i in range(300)), "  categorical: [id]\n", "data.categorical: column 'id' has 300 categories in 300 rows; is it an identifier? List it in data.exclude instead"),
 }  # fmt: skip
 
 
@@ -227,15 +202,6 @@ def test_a_quoted_line_break_where_pyarrow_starts_a_block(workdir):
     assert prepared.classes == ("q\n5,6,z", "w", "x") and len(prepared.train.y) == len(filler) // 6 + 21
 
 
-def test_a_label_column_that_is_an_identifier_names_data_label(workdir):
-    (workdir / "datasets" / "t.csv").write_text("x,y\n" + "".join(f"{i},row{i}\n" for i in range(300)))
-    (workdir / "params.yaml").write_text(csv_params())
-    assert run("prepare") == (
-        "stage: error: data.label: column 'y' gives 300 classes to 300 rows; is it an identifier? Name the column "
-        "that holds the classes"
-    )
-
-
 @pytest.mark.parametrize(
     "text, extra",
     [
@@ -263,15 +229,6 @@ def rewrite(path: str, arrays: dict | None = None, info: dict | None = None, dro
         old_arrays, old_info = tensors.arrays(), tensors.info
         new_info = {k: v for k, v in (old_info | (info or {})).items() if k != drop}
         (workdir / path).write_bytes(tensors_bytes(old_arrays | (arrays or {}), new_info))
-
-    return change
-
-
-def flip_last_byte(path: str) -> Callable[[Path], None]:
-    def change(workdir: Path) -> None:
-        content = bytearray((workdir / path).read_bytes())
-        content[-1] ^= 1
-        (workdir / path).write_bytes(bytes(content))
 
     return change
 
@@ -433,13 +390,6 @@ def test_an_output_that_would_lose_a_file_is_refused(trained, stage, argv, expec
     assert files(trained) == before and (trained / "pipe").is_fifo() and (trained / "link").is_symlink()
 
 
-@pytest.mark.parametrize("source", ["csv", "toy"])  # with toy too: dvc.yaml's prepare depends on data.path
-def test_prepare_writes_nothing_under_datasets(workdir, source):
-    (workdir / "params.yaml").write_text(csv_params().replace("csv", source, 1))
-    assert run("prepare", ["datasets/t.csv", "new.csv"]).endswith(ELSEWHERE)
-    assert (workdir / "datasets" / "t.csv").read_text() == "x,y\n1,a\n2,b\n"
-
-
 # Training that cannot go on: (params.yaml's text, the environment, the line) ------------------------
 def huge_test_row(workdir: Path) -> None:
     """One finite but huge test row: its cost overflows, though every training cost is fine."""
@@ -457,7 +407,7 @@ TRAINING = {
     "cost rose": (params_text("train", "lr", 0.9), {}, f"the cost rose from 1.099 to 5.719 at epoch 1000 with train.lr=0.9; {DIVERGED}"),
     "WORLD_SIZE alone": (params_text(), {"WORLD_SIZE": "2", **TORCHRUN}, "WORLD_SIZE=2 is set, but torchrun did not start this process; unset WORLD_SIZE"),
     "no RANK": (params_text(), {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x", "RANK": None}, "Error initializing torch.distributed using env:// rendezvous: environment variable RANK expected, but not set; launch the stage with torchrun, or unset WORLD_SIZE"),
-    "a RANK left in a shell": (params_text("train", "lr", -1), {"RANK": "1"}, "params.yaml: train.lr must be greater than 0, got -1"),
+    "a RANK and a run id left in a shell": (params_text("train", "lr", -1), {"RANK": "1", "TORCHELASTIC_RUN_ID": "x"}, "params.yaml: train.lr must be greater than 0, got -1"),
 }  # fmt: skip
 if not torch.cuda.is_available():
     TRAINING["cuda"] = (
@@ -544,24 +494,3 @@ def test_out_of_memory_and_a_bug_are_one_line_each(workdir, monkeypatch, capsys,
     monkeypatch.setenv("SOFTMAX_TRACEBACK", "1")  # the traceback on request: the exception, as Python shows it
     with pytest.raises(type(error)):
         boundary("train", lambda: train.main(TRAIN_ARGS))
-
-
-def test_a_collective_that_fails_is_one_line(monkeypatch):
-    """A process of torchrun's group that died: the others' all-reduce raises, as gloo does."""
-    from stages.plumbing import distributed
-
-    def reset(tensor):
-        raise RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:5: Connection reset by peer")
-
-    monkeypatch.setattr(distributed.dist, "all_reduce", reset)
-    with pytest.raises(
-        UserError,
-        match=r"^another process of the group stopped \(Read error \[127.0.0.1\]:5: Connection reset by peer\); ",
-    ):
-        distributed.sum_gradients([torch.zeros(2, requires_grad=True)], torch.zeros(()), 0.5)
-
-
-def test_a_stray_torchelastic_run_id_does_not_silence_errors(workdir, monkeypatch):
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    monkeypatch.setenv("RANK", "1")
-    assert run("evaluate", ["data/none.safetensors", *EVALUATE_ARGS[1:]]).endswith(DVC_PREPARE)
