@@ -44,10 +44,8 @@ ENV = {
     # The stages' `python` must be this interpreter, with torch; DVC must not phone home.
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
+    **dict.fromkeys(["GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"], "test"),
+    **dict.fromkeys(["GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"], "test@example.com"),
 }
 
 
@@ -139,11 +137,6 @@ def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
     assert stale_after("stages/predict.py") == predicts
 
 
-def test_second_repro_runs_nothing(clone):
-    assert "Data and pipelines are up to date." in dvc(clone, "repro")
-    assert sh(clone, "git", "status", "--porcelain") == ""
-
-
 def test_verify_names_an_output_that_differs_from_dvc_lock(clone):
     """`make verify` (here on one stage's chain) in a clone whose dvc.lock records another MD5 for one
     output: the stages rerun in a scratch copy, the other outputs match, that one is named, exit 1, and
@@ -167,12 +160,9 @@ def test_verify_names_an_output_that_differs_from_dvc_lock(clone):
 VERIFY_MISTAKES = {
     "no repository": ({}, "no dvc.yaml here; run it in the repository"),
     "no dvc.lock": ({"dvc.yaml": "stages: {}\n"}, "no dvc.lock here; run `dvc repro` first"),
-    "a broken dvc.lock": (
-        {"dvc.yaml": "", "dvc.lock": "stages: ["},
-        "dvc.lock is not a lock file DVC wrote (ParserError",
-    ),
+    "broken YAML": ({"dvc.yaml": "", "dvc.lock": "stages: ["}, "dvc.lock is not a lock file DVC wrote (ParserError"),
     "another YAML file": ({"dvc.yaml": "", "dvc.lock": "x: 1\n"}, "dvc.lock is not a lock file DVC wrote (KeyError"),
-}
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", VERIFY_MISTAKES)
@@ -403,9 +393,9 @@ def outputs_of(root: Path) -> dict[str, tuple[int, bytes]]:
     return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
 
 
-def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProcess:
-    """`dvc repro -f` in a session of its own (as a terminal would run it), and kill(dvc, stage) as soon
-    as the first train stage is running; returns how DVC ended."""
+def repro_killed_during_training(clone: Path, signum: int) -> subprocess.CompletedProcess:
+    """`dvc repro -f` in a session of its own (as a terminal would run it), and `signum` sent to its process
+    group as soon as the first train stage is running; returns how DVC ended."""
     dvc_process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f"], cwd=clone, env=ENV,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)  # fmt: skip
@@ -418,7 +408,7 @@ def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProce
     train = wait_for(train_stages, "a train stage to start")
     wait_for(lambda: importing_torch(train[0].pid), "the train stage to import torch")
     before = outputs_of(clone)
-    kill(dvc_process, train[0])
+    os.killpg(dvc_process.pid, signum)
     # The stage ends too, whichever process was killed, and writes nothing on its way out (a stage that
     # outlived DVC would finish training a few seconds later and write its model).
     _, alive = psutil.wait_procs([train[0]], timeout=60)
@@ -428,33 +418,20 @@ def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProce
     return subprocess.CompletedProcess(dvc_process.args, dvc_process.returncode, output)
 
 
-def assert_nothing_left_and_mended(clone: Path) -> None:
+# A SIGKILL to DVC's process group, and a terminal's Ctrl-C (SIGINT to the foreground process group: DVC and
+# its stage), with the stage's line then.
+STOPS = {"SIGKILL": (signal.SIGKILL, ""), "Ctrl-C": (signal.SIGINT, "train: interrupted; its outputs were not written")}
+
+
+@pytest.mark.parametrize("signum, line", STOPS.values(), ids=STOPS.keys())
+def test_a_stopped_stage_leaves_nothing_behind(clone, signum, line):
+    ended = repro_killed_during_training(clone, signum)
+    assert ended.returncode != 0 and "Traceback" not in ended.stdout and line in ended.stdout, ended.stdout
     assert stage_processes(clone) == []  # so nothing of the killed run can write later
     dvc(clone, "repro")
     assert "Data and pipelines are up to date." in dvc(clone, "status")
     for name in RESULTS:
         assert (clone / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs after the rerun"
-
-
-@pytest.mark.parametrize(
-    "kill",
-    [
-        pytest.param(lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGKILL), id="SIGKILL DVC's group"),
-    ],
-)
-def test_a_killed_stage_leaves_nothing_behind(clone, kill):
-    ended = repro_killed_during_training(clone, kill)
-    assert ended.returncode != 0
-    assert_nothing_left_and_mended(clone)
-
-
-def test_ctrl_c_stops_the_stage_with_one_line(clone):
-    # A terminal's Ctrl-C sends SIGINT to the foreground process group: DVC and its stage.
-    ended = repro_killed_during_training(clone, lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGINT))
-    assert ended.returncode != 0
-    assert "Traceback" not in ended.stdout, ended.stdout
-    assert "train: interrupted; its outputs were not written" in ended.stdout
-    assert_nothing_left_and_mended(clone)
 
 
 def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
