@@ -181,8 +181,9 @@ CURVES = {
 def test_each_implementation_prints_the_labs_published_costs(
     impl, double_softmax, curve, toy_data, lesson_params, capsys
 ):
-    train(impl, toy_data, dataclasses.replace(lesson_params, double_softmax=double_softmax), CPU)
+    trained = train(impl, toy_data, dataclasses.replace(lesson_params, double_softmax=double_softmax), CPU)
     assert capsys.readouterr().out.splitlines() == REPRODUCED[curve]
+    assert accuracy(trained.model, toy_data.eval) >= 7 / 8
 
 
 @pytest.mark.parametrize("changes, tolerance", [({}, 1e-6), ({"batch_size": 3, "epochs": 200}, 1e-5)])
