@@ -21,14 +21,19 @@ def no_train_outputs(workdir) -> bool:
     return not (workdir / "models").exists() and not (workdir / "plots").exists()
 
 
-@pytest.mark.parametrize(
-    "stage, args, mistake, expected",
-    [
-        ("prepare", ["data/p.safetensors", "data/new_rows.csv"], ("data", "source", "nope"), "data.source"),
-        ("train", TRAIN_ARGS, ("train", "lr", -1), "params.yaml: train.lr must be greater than 0, got -1"),
-        ("evaluate", [a.replace("models/low_level", "models/none") for a in EVALUATE_ARGS], None, "models/none"),
-    ],
-)
+def on_path(tmp_path_factory, name: str, code: str) -> dict[str, str]:
+    """The environment of a stage that finds the module file `name`, holding `code`, before any other."""
+    folder = tmp_path_factory.mktemp("path")
+    (folder / name).parent.mkdir(exist_ok=True)
+    (folder / name).write_text(code)
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{REPO}"}
+
+
+@pytest.mark.parametrize("stage, args, mistake, expected", [
+    ("prepare", ["data/p.safetensors", "data/new_rows.csv"], ("data", "source", "nope"), "data.source"),
+    ("train", TRAIN_ARGS, ("train", "lr", -1), "params.yaml: train.lr must be greater than 0, got -1"),
+    ("evaluate", [a.replace("models/low_level", "models/none") for a in EVALUATE_ARGS], None, "models/none"),
+])  # fmt: skip
 def test_every_stage_reports_mistakes_alike(workdir, stage, args, mistake, expected):
     """Exit status 2 for a wrong command line (argparse's), 1 for a parameter or file; one line each."""
     wrong = stage_process(workdir, stage, [*args, "extra"], **PIPES)
@@ -63,14 +68,11 @@ def test_python_m_stages_dot_stage_is_the_stage(workdir):
     assert (workdir / "a.csv").read_bytes() == (workdir / "b.csv").read_bytes()
 
 
-@pytest.mark.parametrize(
-    "signum, status, line",
-    [
-        (signal.SIGINT, 130, "train: interrupted; its outputs were not written\n"),  # Ctrl-C
-        (signal.SIGTERM, 143, "train: terminated; its outputs were not written\n"),  # kill, or DVC died
-        (signal.SIGHUP, 129, "train: terminated; its outputs were not written\n"),  # the terminal closed
-    ],
-)
+@pytest.mark.parametrize("signum, status, line", [
+    (signal.SIGINT, 130, "train: interrupted; its outputs were not written\n"),  # Ctrl-C
+    (signal.SIGTERM, 143, "train: terminated; its outputs were not written\n"),  # kill, or DVC died
+    (signal.SIGHUP, 129, "train: terminated; its outputs were not written\n"),  # the terminal closed
+])  # fmt: skip
 @pytest.mark.parametrize("times", [1, 3])  # Ctrl-C pressed again while the stage cleans up: nothing more
 def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, line, times):
     stage = stage_process(workdir, "train", **PIPES)
@@ -110,13 +112,9 @@ def test_a_signal_ignored_before_the_stage_stays_ignored(workdir, ignored):
 
 def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(workdir, tmp_path_factory):
     """SIGTERM right after the first rename: the stage still renames the others and ends with 0."""
-    hook = tmp_path_factory.mktemp("hook")
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal\nreplace = os.replace\n"
-        "def renamed_then_terminated(*args):\n    replace(*args)\n    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "os.replace = renamed_then_terminated\n"
-    )
-    env = {"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}
+    env = on_path(tmp_path_factory, "sitecustomize.py", "import os, signal\nreplace = os.replace\n"
+                  "def renamed_then_terminated(*args):\n    replace(*args)\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+                  "os.replace = renamed_then_terminated\n")  # fmt: skip
     stage = stage_process(workdir, "train", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert stage.wait(timeout=120) == 0 and "terminated" not in stage.stderr.read()
     assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
@@ -152,10 +150,8 @@ def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
 
 
 def test_a_failed_import_is_one_line(workdir, tmp_path_factory):
-    fake = tmp_path_factory.mktemp("fake")
-    (fake / "torch").mkdir()
-    (fake / "torch" / "__init__.py").write_text("raise ImportError('libtorch_cpu.so: failed to map')\n")
-    stage = stage_process(workdir, "train", env={"PYTHONPATH": f"{fake}{os.pathsep}{REPO}"}, **PIPES)
+    env = on_path(tmp_path_factory, "torch/__init__.py", "raise ImportError('libtorch_cpu.so: failed to map')\n")
+    stage = stage_process(workdir, "train", env=env, **PIPES)
     assert stage.wait(timeout=60) == 1
     assert stage.stderr.read() == (
         "train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)\n"
@@ -165,15 +161,10 @@ def test_a_failed_import_is_one_line(workdir, tmp_path_factory):
 def test_ctrl_c_before_the_stage_is_set_up_prints_no_traceback(workdir, tmp_path_factory):
     """Ctrl-C while `python -m stages` imports what sets the stage up (its first milliseconds), sent
     by an audit hook at that import: it ends as any program does, without a traceback."""
-    hook = tmp_path_factory.mktemp("hook")
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal, sys\n"
-        "def interrupt(event, args):\n"
-        "    if event == 'import' and args[0] == 'stages.plumbing.process':\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "sys.addaudithook(interrupt)\n"
-    )
-    stage = stage_process(workdir, "train", env={"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}, **PIPES)
+    env = on_path(tmp_path_factory, "sitecustomize.py", "import os, signal, sys\ndef interrupt(event, args):\n"
+                  "    if event == 'import' and args[0] == 'stages.plumbing.process':\n"
+                  "        os.kill(os.getpid(), signal.SIGINT)\nsys.addaudithook(interrupt)\n")  # fmt: skip
+    stage = stage_process(workdir, "train", env=env, **PIPES)
     _, stderr = stage.communicate(timeout=60)
     assert (stage.returncode, stderr) == (-signal.SIGINT, "")
     assert no_train_outputs(workdir)
