@@ -24,9 +24,9 @@ from stages.data import PreparedFile, load_prepared
 from stages.plumbing import distributed
 from stages.plumbing.errors import UserError
 from stages.plumbing.files import Tensors
+from tests.stage_runs import REPO
 from tests.waiting import importing_torch, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 TRAIN = {"epochs": 300, "lr": 0.1, "seed": 1, "device": "auto", "log_every": 100, "double_softmax": "false"}
 SYNTHETIC = "data:\n  source: synthetic\n  n_samples: 1000\n  n_features: 20\n  n_classes: 4\n  test_size: 0.2\n"
@@ -69,14 +69,6 @@ def results(workdir: Path) -> tuple[list[float], list[float], dict]:
     return column("costs.tsv"), column("test_costs.tsv"), Tensors(workdir / "model.safetensors", "", (), "").arrays()
 
 
-def train_stage(workdir: Path, impl: str, processes: int) -> subprocess.CompletedProcess:
-    """The train stage as `dvc repro` runs it, with train.processes set."""
-    params = (workdir / "params.yaml").read_text()
-    (workdir / "params.yaml").write_text(params.replace("train:\n", f"train:\n  processes: {processes}\n", 1))
-    command = [sys.executable, "-m", "stages", "train", impl, *STAGE_ARGS]
-    return subprocess.run(command, cwd=workdir, env=ENV, capture_output=True, text=True)
-
-
 def assert_equal_within_1e_6(alone: tuple, shared: tuple) -> None:
     for one, other in zip(alone[:2], shared[:2], strict=True):
         assert len(one) == len(other) and max((abs(a - b) for a, b in zip(one, other, strict=True)), default=0) < 1e-6
@@ -96,7 +88,9 @@ def test_two_processes_equal_one(tmp_path, data, impl):
     alone, shared = prepare(tmp_path, data, copies=2)
     with contextlib.chdir(alone), contextlib.redirect_stdout(io.StringIO()):
         train.main([impl, *STAGE_ARGS])  # one process, as the stage runs: in this one
-    result = train_stage(shared, impl, processes=2)
+    write_params(shared, data, processes=2)  # the stage as `dvc repro` runs it, with train.processes: 2
+    command = [sys.executable, "-m", "stages", "train", impl, *STAGE_ARGS]
+    result = subprocess.run(command, cwd=shared, env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Epoch    0/300") == 1  # the first process's lines alone
     assert_equal_within_1e_6(results(alone), results(shared))
@@ -144,9 +138,6 @@ def workers_of(launcher: subprocess.Popen, count: int) -> list[psutil.Process]:
     return workers
 
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-
-
 # Which process is killed, and the stage's one line then: the first process's, or, when the first process
 # is the one killed (out of memory), the stage's own.
 KILLED = {
@@ -191,7 +182,8 @@ def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, su
         write_params(workdir, "synthetic", **train_changes)
         options = ["--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1", "--master-addr=127.0.0.1"]
         logs = ["--log-dir", str(workdir / "logs"), "--redirects", "3"]  # the process's streams in files
-        command = [*TORCHRUN, *options, f"--master-port={port}", *logs, "-m", "stages", "train", "low_level"]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", *options, f"--master-port={port}", *logs]
+        command = [*torchrun, "-m", "stages", "train", "low_level"]
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         nodes.append((workdir, subprocess.Popen([*command, *STAGE_ARGS], cwd=workdir, env=ENV, **quiet)))
     return nodes
