@@ -17,24 +17,16 @@ from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
 from stages.plumbing.tables import MISSING_FIX, Table, detect_delimiter, read_table
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def test_toy_is_the_lessons_data():
-    table = load_table(DataParams(source="toy"))
-    assert table.x.tolist() == TOY_X and table.y.tolist() == TOY_Y
-    assert table.x.dtype == np.float32 and table.classes == ("0", "1", "2")
-
-
-@pytest.mark.parametrize(
-    "source, shape, classes",
-    [("iris", (150, 4), ("setosa", "versicolor", "virginica")), ("digits", (1797, 64), tuple("0123456789"))],
-)
-def test_scikit_learn_sources(source, shape, classes):
+@pytest.mark.parametrize("source, shape, classes", [
+    ("toy", (8, 4), ("0", "1", "2")),
+    ("iris", (150, 4), ("setosa", "versicolor", "virginica")),
+    ("digits", (1797, 64), tuple("0123456789")),
+])  # fmt: skip
+def test_the_lessons_and_scikit_learns_sources(source, shape, classes):
     table = load_table(DataParams(source=source))
     assert tuple(table.x.shape) == shape and table.x.dtype == np.float32
-    assert table.classes == classes
-    assert np.bincount(table.y).min() > 0
+    assert table.classes == classes and np.bincount(table.y).min() > 0
+    assert source != "toy" or (table.x.tolist(), table.y.tolist()) == (TOY_X, TOY_Y)
 
 
 def test_synthetic_is_seeded_and_balanced():
@@ -97,13 +89,20 @@ def test_standardization_uses_the_training_split_only():
     assert np.array_equal(mean, raw_train.x.astype(np.float64).mean(axis=0).astype(np.float32))
 
 
-def test_standardization_of_finite_values_near_float32s_largest_stays_finite():
-    """Summed in float32 the mean of these overflows, and every feature became -inf."""
-    x = np.array([[3.0e38, 1.0], [3.2e38, 2.0], [-1e38, 3.0], [3.3e38, 4.0]], dtype=np.float32)
-    table = Table(x, np.array([0, 1, 0, 1]), ("a", "b"))
-    prepared = prepare_table(table, DataParams(source="csv", standardize=True))
-    assert np.isfinite(prepared.train.x).all() and np.isfinite(prepared.preprocessing.mean).all()
-    np.testing.assert_allclose(prepared.train.x.mean(axis=0), [0, 0], atol=1e-6)
+FINITE = {  # features that standardization could turn into an infinity or a NaN: (the features, labels, test_size)
+    "near float32's largest": ([[3.0e38, 1.0], [3.2e38, 2.0], [-1e38, 3.0], [3.3e38, 4.0]], [0, 1, 0, 1], 0),  # a float32 sum overflows
+    "a spread that is 0 once in float32": ([[0, 1], [0, 2], [1e-45, 3]], [0, 0, 1], 0),
+    "one value far from the rest": ([[1e-30]] * 20 + [[1e30]], [i % 2 for i in range(20)] + [0], 0.1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("x, y, test_size", FINITE.values(), ids=FINITE.keys())
+def test_standardization_of_finite_values_stays_finite(x, y, test_size):
+    table = Table(np.array(x, np.float32), np.array(y), ("a", "b"))
+    prepared = prepare_table(table, DataParams(source="csv", standardize=True, test_size=test_size))
+    pre = prepared.preprocessing
+    assert all(np.isfinite(a).all() for a in (prepared.train.x, prepared.eval.x, pre.mean, pre.std))
+    np.testing.assert_allclose(prepared.train.x.mean(axis=0), 0, atol=1e-6)
 
 
 def test_a_constant_feature_is_left_unscaled():
@@ -126,14 +125,6 @@ def datasets(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "datasets").mkdir()
     return tmp_path / "datasets"
-
-
-def test_the_example_csv(monkeypatch):
-    monkeypatch.chdir(REPO)
-    table = read_table("datasets/wine.csv", "cultivar", None)
-    assert tuple(table.x.shape) == (178, 13)
-    assert table.classes == ("barbera", "barolo", "grignolino")  # sorted: a stable, recorded order
-    assert np.bincount(table.y).tolist() == [48, 59, 71]
 
 
 def test_csv_string_labels_and_chosen_features(datasets):
