@@ -17,6 +17,7 @@ from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
 from stages.plumbing.tables import MISSING_FIX, Table, detect_delimiter, read_table
 
+
 @pytest.mark.parametrize("source, shape, classes", [
     ("toy", (8, 4), ("0", "1", "2")),
     ("iris", (150, 4), ("setosa", "versicolor", "virginica")),
