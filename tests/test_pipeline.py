@@ -61,9 +61,8 @@ def dvc(cwd: Path, *args: str, env: dict[str, str] = ENV) -> str:
 
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory, worker_id: str) -> Path:
-    """The pipeline's code and parameters committed in a new git repository, reproduced and its results
-    committed: built once per test session, by the first xdist worker that needs it (the others wait
-    for its lock), in the temporary directory the workers share."""
+    """The pipeline committed in a new git repository, reproduced and its results committed: once per session,
+    by the first xdist worker that needs it (the others wait for its lock), where the workers share files."""
     shared = tmp_path_factory.getbasetemp()
     shared = shared if worker_id == "master" else shared.parent
     root = shared / "reproduced"
@@ -83,8 +82,7 @@ def reproduced(tmp_path_factory, worker_id: str) -> Path:
 
 @pytest.fixture
 def clone(reproduced: Path, tmp_path: Path) -> Path:
-    """A copy of the reproduced repository for this test alone (a copy takes milliseconds), so that
-    what one test changes or breaks cannot reach another."""
+    """A copy of the reproduced repository for this test alone: what one test breaks cannot reach another."""
     copy = tmp_path / "repo"
     # .dvc/tmp is DVC's state for the repository it lies in (locks, the experiments' queue).
     shutil.copytree(
@@ -138,9 +136,8 @@ def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
 
 
 def test_verify_names_an_output_that_differs_from_dvc_lock(clone):
-    """`make verify` (here on one stage's chain) in a clone whose dvc.lock records another MD5 for one
-    output: the stages rerun in a scratch copy, the other outputs match, that one is named, exit 1, and
-    the workspace is untouched. (A clean clone's `make verify` of every stage, exit 0, is CI's.)"""
+    """`make verify` of one stage's chain where dvc.lock records another MD5 for one output: that one is named,
+    exit 1, the workspace untouched. (A clean clone's `make verify` of every stage, exit 0, is CI's.)"""
     recorded = verify.read_lock(clone / "dvc.lock")["evaluate@functional"]["outs"]["metrics/functional.json"]
     (clone / "dvc.lock").write_text((clone / "dvc.lock").read_text().replace(recorded, "0" * 32))
     before = outputs_of(clone) | {"dvc.lock": (clone / "dvc.lock").read_bytes()}
@@ -208,16 +205,15 @@ class S3(NamedTuple):
         client = boto3.client("s3", **self.credentials())
         return [item["Key"] for item in client.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
 
-    def credentials(self, secret: str | None = None) -> dict[str, str]:
+    def credentials(self) -> dict[str, str]:
         return dict(endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=self.key_id,
-                    aws_secret_access_key=secret or self.secret)  # fmt: skip
+                    aws_secret_access_key=self.secret)  # fmt: skip
 
 
 @pytest.fixture
 def s3(monkeypatch) -> Iterator[S3]:
-    """An S3 API on 127.0.0.1: moto's server (as dvc-s3's own tests run it), with a bucket and a user
-    whose key signs every request. After the set-up's four requests it checks signatures as AWS does,
-    so a wrong secret is refused. (moto and boto3 load here: seconds that the other tests need not wait.)"""
+    """moto's S3 server on 127.0.0.1 (as dvc-s3's tests run it), a bucket and a user whose key signs every request:
+    after the set-up's four requests it checks signatures as AWS does. (moto loads here, not for every test.)"""
     import boto3
     import moto.settings
     from moto.core.authorization import ActionAuthenticatorMixin
@@ -253,9 +249,8 @@ def use_s3(repo: Path, s3: S3, secret: str | None = None, endpoint: str | None =
 
 @pytest.mark.parametrize("remote", ["local folder", "S3"])
 def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path, remote, request):
-    """A team's day: push after repro; a teammate's clone pulls and reruns nothing; the model registry
-    serves a model. Through the default remote (.dvc/config: ~/dvc-storage/softmax-three-ways), and
-    through an S3 API configured as docs/remote.md says."""
+    """A team's day: push after repro; a teammate's clone pulls and reruns nothing; the model registry serves a
+    model. Through the default remote (.dvc/config) and through an S3 API configured as docs/remote.md says."""
     env = {**ENV, "HOME": str(tmp_path / "home")}
     if remote == "S3":
         s3 = request.getfixturevalue("s3")
@@ -349,10 +344,8 @@ def test_a_spreadsheet_export_end_to_end(clone):
 
 
 def test_a_queued_sweep_on_iris_then_the_best_applied(clone):
-    """docs/data.md's sweep: queued experiments on iris with a test split, each in a temporary copy of its
-    own, run together; `dvc exp show` has them side by side, and one applied to the workspace is what
-    `dvc metrics diff` compares with the commit. high_level's chain alone (a stage name, as `dvc repro`
-    takes one): the queue is what is tested, not the three models."""
+    """docs/data.md's sweep: queued experiments on iris with a test split, side by side in `dvc exp show`; one
+    applied is what `dvc metrics diff` compares with the commit. (high_level's chain alone: the queue is tested.)"""
     iris = ["-S", "data.source=iris", "-S", "data.test_size=0.2", "-S", "data.standardize=true"]
     dvc(clone, "exp", "run", "--queue", "-S", "train.lr=0.05,0.2", *iris, "evaluate@high_level")
     dvc(clone, "exp", "run", "--run-all")
@@ -393,9 +386,13 @@ def outputs_of(root: Path) -> dict[str, tuple[int, bytes]]:
     return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
 
 
-def repro_killed_during_training(clone: Path, signum: int) -> subprocess.CompletedProcess:
-    """`dvc repro -f` in a session of its own (as a terminal would run it), and `signum` sent to its process
-    group as soon as the first train stage is running; returns how DVC ended."""
+# A SIGKILL to DVC's process group, and a terminal's Ctrl-C (SIGINT to the foreground process group: DVC and
+# its stage), as soon as the first train stage is running; and the stage's line then.
+STOPS = {"SIGKILL": (signal.SIGKILL, ""), "Ctrl-C": (signal.SIGINT, "train: interrupted; its outputs were not written")}
+
+
+@pytest.mark.parametrize("signum, line", STOPS.values(), ids=STOPS.keys())
+def test_a_stopped_stage_leaves_nothing_behind(clone, signum, line):
     dvc_process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f"], cwd=clone, env=ENV,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)  # fmt: skip
@@ -409,24 +406,13 @@ def repro_killed_during_training(clone: Path, signum: int) -> subprocess.Complet
     wait_for(lambda: importing_torch(train[0].pid), "the train stage to import torch")
     before = outputs_of(clone)
     os.killpg(dvc_process.pid, signum)
-    # The stage ends too, whichever process was killed, and writes nothing on its way out (a stage that
-    # outlived DVC would finish training a few seconds later and write its model).
+    # The stage ends too, and writes nothing on its way out (a stage that outlived DVC would finish
+    # training a few seconds later and write its model).
     _, alive = psutil.wait_procs([train[0]], timeout=60)
     assert alive == [], "the train stage lives on"
     assert outputs_of(clone) == before, "the killed run's stage wrote outputs"
     output, _ = dvc_process.communicate(timeout=60)
-    return subprocess.CompletedProcess(dvc_process.args, dvc_process.returncode, output)
-
-
-# A SIGKILL to DVC's process group, and a terminal's Ctrl-C (SIGINT to the foreground process group: DVC and
-# its stage), with the stage's line then.
-STOPS = {"SIGKILL": (signal.SIGKILL, ""), "Ctrl-C": (signal.SIGINT, "train: interrupted; its outputs were not written")}
-
-
-@pytest.mark.parametrize("signum, line", STOPS.values(), ids=STOPS.keys())
-def test_a_stopped_stage_leaves_nothing_behind(clone, signum, line):
-    ended = repro_killed_during_training(clone, signum)
-    assert ended.returncode != 0 and "Traceback" not in ended.stdout and line in ended.stdout, ended.stdout
+    assert dvc_process.returncode != 0 and "Traceback" not in output and line in output, output
     assert stage_processes(clone) == []  # so nothing of the killed run can write later
     dvc(clone, "repro")
     assert "Data and pipelines are up to date." in dvc(clone, "status")
