@@ -10,7 +10,6 @@ the browser really had no network.
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -29,20 +28,8 @@ CHARTS = [
 ]
 
 
-class Canvases(HTMLParser):
-    """The size of each canvas, by the id of the chart's <div> that holds it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.chart: str | None = None
-        self.sizes: dict[str, tuple[int, int]] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "div" and attributes.get("id") in CHARTS:
-            self.chart = attributes["id"]
-        elif tag == "canvas" and self.chart is not None:
-            self.sizes[self.chart] = (int(attributes["width"]), int(attributes["height"]))
+# A chart's <div>, and the size of the canvas drawn in it (before the next chart's <div>)
+CANVAS = re.compile(r'<div id="(\w+)"[^>]*>(?:(?!<div id=)[\s\S])*?<canvas width="(\d+)" height="(\d+)"')
 
 
 def offline_browser(page: Path, profile: Path) -> tuple[dict[str, tuple[int, int]], list[str]]:
@@ -56,10 +43,9 @@ def offline_browser(page: Path, profile: Path) -> tuple[dict[str, tuple[int, int
         command = ["unshare", "-n", *command]  # no network interface at all (needs root)
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    parser = Canvases()
-    parser.feed(result.stdout)
+    sizes = {chart: (int(width), int(height)) for chart, width, height in CANVAS.findall(result.stdout)}
     errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and re.search("Uncaught|Error", line)]
-    return parser.sizes, errors
+    return sizes, errors
 
 
 @pytest.mark.skipif(BROWSER is None, reason="no headless Chromium (Debian: apt-get install chromium-headless-shell)")
