@@ -458,13 +458,10 @@ def test_a_fix_a_line_names_works_as_written(workdir, table, data, fix_named, fi
     assert line() != before
 
 
-@pytest.mark.parametrize(
-    "error, status, line",
-    [
-        (MemoryError(), 1, "train: error: out of memory; lower the data's or the run's size, or give it more"),
-        (RuntimeError("something the code did not expect\nsecond line"), 70, "train: bug: RuntimeError: something the code did not expect (not your mistake: please report it with params.yaml; SOFTMAX_TRACEBACK=1 shows the traceback)"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("error, status, line", [
+    (MemoryError(), 1, "train: error: out of memory; lower the data's or the run's size, or give it more"),
+    (RuntimeError("something the code did not expect\nsecond line"), 70, "train: bug: RuntimeError: something the code did not expect (not your mistake: please report it with params.yaml; SOFTMAX_TRACEBACK=1 shows the traceback)"),
+])  # fmt: skip
 def test_out_of_memory_and_a_bug_are_one_line_each(workdir, monkeypatch, capsys, error, status, line):
     def failing(*args):
         raise error

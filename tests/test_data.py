@@ -58,16 +58,13 @@ def test_split_is_stratified_seeded_and_complete():
     assert np.array_equal(train.x, again_train.x) and not np.array_equal(train.x, other_train.x)
 
 
-@pytest.mark.parametrize(
-    ("test_size", "counts", "expected"),
-    [
-        (0.2, [416_667, 416_667, 416_666], [83_334, 83_333, 83_333]),  # 250,000 of 1,250,000, not 249,999
-        (0.7, [5, 5], [4, 3]),  # 7 of 10, although 0.7 * 10 == 7.000000000000001 in floats
-        (0.1, [10, 10, 10], [1, 1, 1]),  # 3 of 30: 0.1 * 30 == 3.0000000000000004
-        (0.1, [2, 2], [1, 0]),  # ceil(0.4): at least one test row; the tie goes to the first class
-        (0.25, [6, 3, 3], [1, 1, 1]),  # 3 rows: shares 1.5, 0.75, 0.75 round down, the two largest remainders get one more
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize(("test_size", "counts", "expected"), [
+    (0.2, [416_667, 416_667, 416_666], [83_334, 83_333, 83_333]),  # 250,000 of 1,250,000, not 249,999
+    (0.7, [5, 5], [4, 3]),  # 7 of 10, although 0.7 * 10 == 7.000000000000001 in floats
+    (0.1, [10, 10, 10], [1, 1, 1]),  # 3 of 30: 0.1 * 30 == 3.0000000000000004
+    (0.1, [2, 2], [1, 0]),  # ceil(0.4): at least one test row; the tie goes to the first class
+    (0.25, [6, 3, 3], [1, 1, 1]),  # 3 rows: shares 1.5, 0.75, 0.75 round down, the two largest remainders get one more
+])  # fmt: skip
 def test_split_counts_test_rows_as_scikit_learn_does(test_size, counts, expected):
     y = np.repeat(np.arange(len(counts)), counts)
     table = Table(np.zeros((len(y), 1), np.float32), y, tuple(map(str, range(len(counts)))))
@@ -147,20 +144,17 @@ def write_table(path: Path, encoding: str, **dialect) -> None:
         csv.writer(f, **dialect).writerows(ROWS)
 
 
-@pytest.mark.parametrize(
-    "encoding, dialect",
-    [
-        ("utf-8", {"dialect": "excel"}),  # comma, CRLF, quotes where needed
-        ("utf-8-sig", {"dialect": "excel"}),  # a spreadsheet's "CSV UTF-8": a byte-order mark
-        ("utf-8", {"dialect": "excel", "delimiter": ";"}),  # the semicolon of locales with a decimal comma
-        ("utf-8", {"dialect": "excel-tab"}),
-        ("utf-8", {"dialect": "unix"}),  # every field quoted, LF
-        ("utf-8", {"delimiter": "|", "quoting": csv.QUOTE_NONNUMERIC}),
-        ("latin-1", {"dialect": "excel", "delimiter": ";"}),
-        ("cp1252", {"dialect": "excel"}),
-        ("utf-16", {"dialect": "excel-tab"}),  # "Unicode text"
-    ],
-)
+@pytest.mark.parametrize("encoding, dialect", [
+    ("utf-8", {"dialect": "excel"}),  # comma, CRLF, quotes where needed
+    ("utf-8-sig", {"dialect": "excel"}),  # a spreadsheet's "CSV UTF-8": a byte-order mark
+    ("utf-8", {"dialect": "excel", "delimiter": ";"}),  # the semicolon of locales with a decimal comma
+    ("utf-8", {"dialect": "excel-tab"}),
+    ("utf-8", {"dialect": "unix"}),  # every field quoted, LF
+    ("utf-8", {"delimiter": "|", "quoting": csv.QUOTE_NONNUMERIC}),
+    ("latin-1", {"dialect": "excel", "delimiter": ";"}),
+    ("cp1252", {"dialect": "excel"}),
+    ("utf-16", {"dialect": "excel-tab"}),  # "Unicode text"
+])  # fmt: skip
 def test_exported_dialects_and_encodings(datasets, encoding, dialect):
     write_table(datasets / "t.csv", encoding, **dialect)
     table = read_table("datasets/t.csv", "klasse", None, encoding="utf-8" if encoding == "utf-8-sig" else encoding)
@@ -216,22 +210,19 @@ def test_parquet_labels_and_chosen_features(datasets, columns, features, classes
     assert (table.classes, table.y.tolist(), table.x.tolist()) == (classes, y, x)
 
 
-@pytest.mark.parametrize(
-    "columns, expected",
-    [
-        ({"x": [1.0, None], "y": ["a", "b"]}, f"datasets/t.parquet, row 2: column 'x' is missing; {MISSING_FIX}"),
-        ({"x": [1.0, 2.0], "y": ["a", None]}, "datasets/t.parquet, row 2: column 'y' is missing; every row needs its class"),
-        ({"x": [1.0, float("nan")], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is missing; set data.missing"),
-        ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is beyond float32's range"),
-        ({"x": ["1", "z"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers; list each in data.categorical"),
-        ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: column 'y' is missing"),
-        ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
-        ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
-        # pandas stores a missing label of a float column as NaN, not as null
-        ({"x": [1.0, 2.0], "y": [1.0, float("nan")]}, "datasets/t.parquet, row 2: column 'y' is missing"),
-        (pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0]), pa.array(["a"])], ["x", "x", "y"]), "datasets/t.parquet: the header names column 'x' more than once"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("columns, expected", [
+    ({"x": [1.0, None], "y": ["a", "b"]}, f"datasets/t.parquet, row 2: column 'x' is missing; {MISSING_FIX}"),
+    ({"x": [1.0, 2.0], "y": ["a", None]}, "datasets/t.parquet, row 2: column 'y' is missing; every row needs its class"),
+    ({"x": [1.0, float("nan")], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is missing; set data.missing"),
+    ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is beyond float32's range"),
+    ({"x": ["1", "z"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers; list each in data.categorical"),
+    ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: column 'y' is missing"),
+    ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
+    ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
+    # pandas stores a missing label of a float column as NaN, not as null
+    ({"x": [1.0, 2.0], "y": [1.0, float("nan")]}, "datasets/t.parquet, row 2: column 'y' is missing"),
+    (pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0]), pa.array(["a"])], ["x", "x", "y"]), "datasets/t.parquet: the header names column 'x' more than once"),
+])  # fmt: skip
 def test_bad_parquet(datasets, columns, expected):
     write_parquet(datasets / "t.parquet", columns)
     with pytest.raises(UserError) as error:
@@ -245,16 +236,13 @@ def test_a_damaged_parquet_file(datasets):
         read_table("datasets/t.parquet", "y", None)
 
 
-@pytest.mark.parametrize(
-    "value, problem",
-    [
-        (".5", None), ("5.", None), ("+.5", None), (" 1 ", None), ("1e-400", None), ("-0", None),
-        ("3.4028235e38", None), ("1_000", ": text, not numbers, in column(s) a"), ("١٢", ": text, not numbers"),
-        ("1.5e", ": text, not numbers"), ("0x10", ": not a readable CSV (column 'a'"), ("", ", row 2: column 'a' is missing"),
-        ("Infinity", ", row 2: column 'a' is beyond float32"), ("NaN", ", row 2: column 'a' is missing"),
-        ("1e39", ", row 2: column 'a' is beyond float32"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("value, problem", [
+    (".5", None), ("5.", None), ("+.5", None), (" 1 ", None), ("1e-400", None), ("-0", None),
+    ("3.4028235e38", None), ("1_000", ": text, not numbers, in column(s) a"), ("١٢", ": text, not numbers"),
+    ("1.5e", ": text, not numbers"), ("0x10", ": not a readable CSV (column 'a'"), ("", ", row 2: column 'a' is missing"),
+    ("Infinity", ", row 2: column 'a' is beyond float32"), ("NaN", ", row 2: column 'a' is missing"),
+    ("1e39", ", row 2: column 'a' is beyond float32"),
+])  # fmt: skip
 def test_a_number_is_read_as_float_reads_it_or_its_row_is_named(datasets, value, problem):
     (datasets / "t.csv").write_text(f"a,y\n2,z\n\n{value},x\n")
     if problem is None:
@@ -264,18 +252,15 @@ def test_a_number_is_read_as_float_reads_it_or_its_row_is_named(datasets, value,
             read_table("datasets/t.csv", "y", None)
 
 
-@pytest.mark.parametrize(
-    "text, label, features, expected",
-    [
-        # R's write.csv() and pandas' to_csv() write row names as a nameless first column: never a feature
-        (",a,y\n0,1,p\n1,2,q\n", "y", None, [[1.0], [2.0]]),
-        ('"","a","y"\n"1",1,"p"\n"2",2,"q"\n', "y", None, [[1.0], [2.0]]),
-        ("Unnamed: 0,a,y\n0,1,p\n1,2,q\n", "y", None, [[1.0], [2.0]]),
-        (",a,y\n0,1,p\n1,2,q\n", "y", ("a",), [[1.0], [2.0]]),
-        # spaces around a header name are kept, and shown
-        ("a , y\n1,p\n2,q\n", "a", None, "datasets/t.csv: no label column 'a' (data.label); columns: 'a ', ' y'"),
-    ],
-)
+@pytest.mark.parametrize("text, label, features, expected", [
+    # R's write.csv() and pandas' to_csv() write row names as a nameless first column: never a feature
+    (",a,y\n0,1,p\n1,2,q\n", "y", None, [[1.0], [2.0]]),
+    ('"","a","y"\n"1",1,"p"\n"2",2,"q"\n', "y", None, [[1.0], [2.0]]),
+    ("Unnamed: 0,a,y\n0,1,p\n1,2,q\n", "y", None, [[1.0], [2.0]]),
+    (",a,y\n0,1,p\n1,2,q\n", "y", ("a",), [[1.0], [2.0]]),
+    # spaces around a header name are kept, and shown
+    ("a , y\n1,p\n2,q\n", "a", None, "datasets/t.csv: no label column 'a' (data.label); columns: 'a ', ' y'"),
+])  # fmt: skip
 def test_names_as_files_write_them(datasets, text, label, features, expected):
     (datasets / "t.csv").write_text(text)
     if isinstance(expected, str):

@@ -83,14 +83,11 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
     np.testing.assert_array_equal(read["W"], arrays["W"])
 
 
-@pytest.mark.parametrize(
-    "content, expected",
-    [
-        (b"", "not a readable trained model"),
-        (b"\x10\x00\x00\x00\x00\x00\x00\x00{}", "not a readable trained model"),
-        (b"x,y\n1,2\n", "not a readable trained model"),
-    ],
-)
+@pytest.mark.parametrize("content, expected", [
+    (b"", "not a readable trained model"),
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{}", "not a readable trained model"),
+    (b"x,y\n1,2\n", "not a readable trained model"),
+])  # fmt: skip
 def test_damaged_tensor_files(tmp_path, content, expected):
     (tmp_path / "m.safetensors").write_bytes(content)
     with pytest.raises(UserError, match=rf"m.safetensors: {expected} \(.*\); run it$"):
@@ -126,14 +123,11 @@ def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "names",
-    [
-        ["a" * 100 + "_model", "a" * 100 + "_costs"],  # alike in their first 100 characters
-        ["é" * 120 + ".bin", "é" * 120 + ".tsv"],  # 244 bytes each: a valid name, cut by bytes
-        ["a" * 250],  # its temporary's name is cut short: within 255 bytes
-    ],
-)
+@pytest.mark.parametrize("names", [
+    ["a" * 100 + "_model", "a" * 100 + "_costs"],  # alike in their first 100 characters
+    ["é" * 120 + ".bin", "é" * 120 + ".tsv"],  # 244 bytes each: a valid name, cut by bytes
+    ["a" * 250],  # its temporary's name is cut short: within 255 bytes
+])  # fmt: skip
 def test_outputs_with_long_names_alike_get_temporaries_of_their_own(tmp_path, names):
     write_outputs({str(tmp_path / name): name for name in names})
     assert {path.name: path.read_text() for path in tmp_path.iterdir()} == {name: name for name in names}
