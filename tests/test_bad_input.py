@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
 from stages.data import Prepared, Split, load_prepared, load_table, prepare_table, prepared_bytes, toy
@@ -322,10 +323,8 @@ CHANGES = {
 }
 
 
-@pytest.mark.parametrize("stage, hooked, change, changed", CHANGES.values(), ids=CHANGES.keys())
-def test_an_input_that_changes_under_a_stage_leaves_nothing_written(
-    trained, monkeypatch, stage, hooked, change, changed
-):
+@pytest.mark.parametrize("stage, hooked, change, what", CHANGES.values(), ids=CHANGES.keys())
+def test_an_input_changed_under_a_stage_leaves_nothing_written(trained, monkeypatch, stage, hooked, change, what):
     """Outputs would name inputs they were not made from (a model that evaluate accepts, a dvc.lock that
     DVC records after the command)."""
     original = getattr(stage, hooked)
@@ -338,9 +337,7 @@ def test_an_input_that_changes_under_a_stage_leaves_nothing_written(
     name = stage.__name__.removeprefix("stages.")
     outputs = {"prepare": ARGS["prepare"], "train": TRAIN_ARGS[2:], "evaluate": EVALUATE_ARGS[3:]}[name]
     before = {path: (trained / path).read_bytes() for path in outputs if (trained / path).is_file()}
-    assert run(name) == (
-        f"stage: error: {changed} changed while the stage ran, so nothing was written; run the stage again"
-    )
+    assert run(name) == f"stage: error: {what} changed while the stage ran, so nothing was written; run the stage again"
     assert {path: (trained / path).read_bytes() for path in outputs if (trained / path).is_file()} == before
 
 
@@ -395,11 +392,7 @@ TRAINING = {
     "a RANK and a run id left in a shell": (params_text("train", "lr", -1), {"RANK": "1", "TORCHELASTIC_RUN_ID": "x"}, "params.yaml: train.lr must be greater than 0, got -1"),
 }  # fmt: skip
 if not torch.cuda.is_available():
-    TRAINING["cuda"] = (
-        params_text("train", "device", "cuda"),
-        {},
-        "train.device is 'cuda' but CUDA is not available here (torch ",
-    )
+    TRAINING["cuda"] = (params_text("train", "device", "cuda"), {}, "train.device is 'cuda' but CUDA is not available here (torch ")  # fmt: skip
 
 
 @pytest.mark.parametrize("text, environment, expected", TRAINING.values(), ids=TRAINING.keys())
@@ -440,8 +433,6 @@ FIXES = {
 
 @pytest.mark.parametrize("table, data, fix_named, fix", FIXES.values(), ids=FIXES.keys())
 def test_a_fix_a_line_names_works_as_written(workdir, table, data, fix_named, fix):
-    from ruamel.yaml import YAML
-
     (workdir / "datasets" / "t.csv").write_text(table)
     params = YAML(typ="safe").load(params_text())
     params["data"] = {"source": "csv", "path": "datasets/t.csv", "label": "y", **data}

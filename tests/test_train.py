@@ -178,9 +178,7 @@ CURVES = {
 
 
 @pytest.mark.parametrize("impl, double_softmax, curve", CURVES.values(), ids=CURVES.keys())
-def test_each_implementation_prints_the_labs_published_costs(
-    impl, double_softmax, curve, toy_data, lesson_params, capsys
-):
+def test_each_implementation_prints_the_labs_costs(impl, double_softmax, curve, toy_data, lesson_params, capsys):
     trained = train(impl, toy_data, dataclasses.replace(lesson_params, double_softmax=double_softmax), CPU)
     assert capsys.readouterr().out.splitlines() == REPRODUCED[curve]
     assert accuracy(trained.model, toy_data.eval) >= 7 / 8
