@@ -243,17 +243,6 @@ def prepared(table: Table, **params) -> Callable[[Path], None]:
     return lambda workdir: write_outputs({"data/prepared.safetensors": prepared_bytes(data)})
 
 
-def other_costs(workdir: Path) -> None:
-    train.main(["functional", TRAIN_ARGS[1], "models/functional.safetensors", "plots/cost/low_level.tsv",
-                "plots/test_cost/functional.tsv", "models/functional.onnx"])  # fmt: skip
-
-
-def blown_up(workdir: Path) -> None:  # finite weights whose cost, in float64, is far beyond float32
-    W = np.full((4, 3), 1e38, np.float32)
-    W[:, 0] = -1e38
-    rewrite("models/low_level.safetensors", {"W": W, "b": np.zeros(1, np.float32)})(workdir)
-
-
 PREPARED, MODEL, COSTS = "data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv"
 DVC_PREPARE, DVC_TRAIN = "run `dvc repro prepare` first", "run `dvc repro` to train it"
 DIGITS = load_table(DataParams(source="digits"))
@@ -265,7 +254,7 @@ INPUTS = {
     "classes an array": ("train", rewrite(PREPARED, {"classes": np.zeros(2, np.float32)}, drop="classes"), f"{PREPARED}: not a prepared data (another file in its place?)"),
     "no model": ("evaluate", lambda w: (w / MODEL).unlink(), f"{MODEL}: trained model not found; {DVC_TRAIN}"),
     "model truncated": ("evaluate", lambda w: (w / MODEL).write_bytes((w / MODEL).read_bytes()[:100]), f"{MODEL}: not a readable trained model ("),
-    "weights beyond float32": ("evaluate", blown_up, "train.cost is "),
+    "weights beyond float32": ("evaluate", rewrite(MODEL, {"W": np.float32([[-1e38, 1e38, 1e38]] * 4), "b": np.zeros(1, np.float32)}), "train.cost is "),  # finite; the cost, in float64, far beyond float32
     "another dataset": ("evaluate", lambda w: write_outputs({PREPARED: prepared_bytes(prepare_table(DIGITS, DataParams(source="digits")))}), f"{MODEL}: was trained on other prepared data than {PREPARED}; {DVC_TRAIN}"),
     "another class list": ("evaluate", prepared(Table(toy().x, toy().y, ("a", "b", "c"))), f"{MODEL}: was trained on other prepared data than {PREPARED}"),
     "another split": ("evaluate", prepared(toy(), standardize=True), f"{MODEL}: was trained on other prepared data than {PREPARED}; {DVC_TRAIN}"),
@@ -273,7 +262,7 @@ INPUTS = {
     "costs empty": ("evaluate", write(COSTS, ""), f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
     "costs nan": ("evaluate", write(COSTS, "epoch\tcost\n0\t1.0\n1\tnan\n"), f"{COSTS}: not the training costs written with this model"),
     "costs inf": ("evaluate", write(COSTS, "epoch\tcost\n0\tinf\n"), f"{COSTS}: not the training costs written with this model"),
-    "another run's costs": ("evaluate", other_costs, f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
+    "another run's costs": ("evaluate", lambda w: train.main(["functional", PREPARED, "models/functional.safetensors", COSTS, "plots/test_cost/functional.tsv", "models/functional.onnx"]), f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
     # predict: new rows (new.csv) and the model file alone
     "new rows lack a column": ("predict", write("new.csv", "x1,x2,x4\n1,2,3\n"), "new.csv: no column 'x3', which the model reads; columns: x1, x2, x4; give a table with the model's columns (under dvc repro, predict.path names it)"),
     "new rows, text": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n1,abc,3,4\n"), "new.csv: not a readable CSV (column 'x2': Row #3: CSV conversion error to float: invalid value 'abc'); the model reads it as a number"),
