@@ -1,6 +1,5 @@
 """Each user mistake gets one line that names the parameter or file and the fix, exit status 1, and no
-output written. Each class of mistake is one table of cases, run by one test; a case's id says which
-broke. (What a stage's process does with signals, pipes and its parent: test_process.py.)"""
+output written: one table of cases per class of mistake, a case's id says which broke."""
 
 import contextlib
 import io

@@ -1,6 +1,5 @@
-"""`train.device: auto`: CUDA only when the run is large enough to gain from it, and it says why.
-
-CI has no GPU: CUDA's presence is simulated, and only the choice is checked (no CUDA call is made)."""
+"""`train.device: auto`: CUDA only when the run is large enough to gain from it, and it says why. CUDA's
+presence is simulated, and only the choice is checked (no CUDA call is made)."""
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """Data-parallel training with two processes (gloo on the CPU), each reading only its rows, gives the
-single-process result to 1e-6: the same costs at every epoch, test costs and trained weights, with
-full batches and mini-batches, launched by `train.processes: 2` or by two torchrun launchers as two
-machines would. No process outlives the one that started it."""
+single-process result to 1e-6 (costs, test costs, weights), launched by `train.processes: 2` or by two
+torchrun launchers as two machines would."""
 
 import contextlib
 import io

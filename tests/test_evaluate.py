@@ -69,9 +69,8 @@ def test_scores_match_torch(scale):
 
 
 def test_the_example_csv_with_a_test_split(tmp_path, monkeypatch):
-    """docs/data.md's row for datasets/wine.csv: every implementation above 0.9 on the test split, the
-    metrics of both splits, the test cost every log_every epochs, and the confusion rows named by the
-    cultivars (strings as labels)."""
+    """docs/data.md's row for datasets/wine.csv: every implementation above 0.9 on the test split, metrics of
+    both splits, the test cost every log_every epochs, the confusion rows named by the cultivars."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "datasets").mkdir()
     shutil.copy(REPO / "datasets" / "wine.csv", tmp_path / "datasets" / "wine.csv")

@@ -1,11 +1,6 @@
-"""`dvc plots show` gives a page that draws every chart in a real browser with no network.
-
-The page is opened by a headless Chromium from the distribution (Debian: apt-get install
-chromium-headless-shell; `.ci/run` installs it), in a network namespace of its own where that is
-allowed, and always with every host name unresolvable. The same page made with DVC's built-in
-template, which loads the libraries from a CDN, must draw nothing there: so the test can fail, and
-the browser really had no network.
-"""
+"""`dvc plots show` gives a page that draws every chart in a headless Chromium with no network (a network
+namespace of its own where allowed, every host name unresolvable). The same page made with DVC's CDN template
+must draw nothing there: so the test can fail, and the browser really had no network."""
 
 import re
 import shutil

@@ -158,9 +158,8 @@ def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, columns,
 
 @pytest.mark.parametrize("impl", ["low_level", "high_level"])
 def test_a_model_worse_than_the_commonest_class_says_so(survey, impl):
-    """A feature that tells nothing, standardized, and one class four times as common as the other:
-    the lesson's scalar bias cannot learn that, nn.Linear's bias per class can. evaluate's line says
-    when a model scores below always answering the commonest class (its outputs are written all the same)."""
+    """A feature that tells nothing and a class four times as common as the other: the lesson's scalar bias
+    cannot learn that, nn.Linear's can; evaluate says when a model scores below the commonest class."""
     rows = "".join(f"{'ab'[i % 5 == 0]},{(i * 7) % 11}\n" for i in range(50))
     (survey / "datasets" / "t.csv").write_text("y,x\n" + rows)
     (survey / "params.yaml").write_text(params_yaml(source="csv", path="datasets/t.csv", label="y"))
@@ -179,9 +178,8 @@ def test_a_model_worse_than_the_commonest_class_says_so(survey, impl):
 
 @pytest.mark.parametrize("missing", ["mean", "drop"])
 def test_the_quality_bar_against_scikit_learn(survey, missing):
-    """On the survey table, with its text columns one-hot and its gaps filled in or dropped, high_level's
-    test accuracy is within 0.02 of LogisticRegression's on the same split and input vectors. (low_level
-    and functional keep the lesson's scalar b, which cannot learn a class's prior: docs/data.md.)"""
+    """On the survey table, its text columns one-hot and its gaps filled in or dropped, high_level's test
+    accuracy is within 0.02 of LogisticRegression's on the same split and input vectors (docs/data.md)."""
     from sklearn.linear_model import LogisticRegression
 
     data = SURVEY | {"categorical": ["island", "sex"], "missing": missing}

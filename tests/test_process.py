@@ -1,6 +1,5 @@
-"""A stage as its own process, `python -m stages STAGE ARGS`: one line and its exit status whatever ends
-it (a mistake, a signal, a closed pipe, a failed import), nothing written after it, and signals a user
-set aside left aside. docs/reliability.md lists what each status means."""
+"""A stage as its own process, `python -m stages STAGE ARGS`: one line and its exit status whatever ends it
+(docs/reliability.md), nothing written after it, and signals a user set aside left aside."""
 
 import os
 import signal
