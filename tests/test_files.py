@@ -51,12 +51,6 @@ def test_a_failed_write_changes_no_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["large.txt", "small.txt"]  # no temporary file left
 
 
-def test_a_file_where_an_output_directory_goes(tmp_path):
-    (tmp_path / "plots").write_text("not a directory")
-    with pytest.raises(UserError, match=r"plots: cannot write \(File exists\); nothing"):
-        write_outputs({str(tmp_path / "plots" / "cost.tsv"): "x"})
-
-
 def test_a_read_only_directory(tmp_path, monkeypatch):
     # As root (CI) permission bits do not stop a write: the refusal is simulated where it happens.
     os_open = os.open
