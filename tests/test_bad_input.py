@@ -130,6 +130,7 @@ TABLES = {
     "empty": ("x,y\n\n\n", "", "datasets/t.csv: the table is empty; it needs a header row and at least one data row"),
     "wrong delimiter": ("a,b,y\n1,2,x\n3,4,z\n", "  delimiter: ';'\n", "no label column 'y' (data.label); columns: a,b,y (or data.delimiter ';' is not the file's)"),
     "utf-8 as utf-16": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", "datasets/t.csv: not a readable CSV (UTF-16 stream does not start with BOM)"),
+    "spaces around a name": ("a , y\n1,p\n2,q\n", "  label: a\n", "datasets/t.csv: no label column 'a' (data.label); columns: 'a ', ' y'"),  # kept, and shown
     "label a number": ("x,y\n1,a\n", "  label: 2020\n", "datasets/t.csv: no label column '2020' (data.label); columns: x, y"),  # a name
     "nameless second column": ("a,,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 2 has no name; name it, or list data.features"),
     "exclude a column it lacks": ("a,b,y\n0,1,p\n1,2,q\n", "  exclude: [id]\n", "datasets/t.csv: no column 'id' (data.exclude); columns: a, b, y"),

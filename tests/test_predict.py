@@ -21,6 +21,7 @@ from stages.features import Preprocessing, fit
 from stages.plumbing.params import DataParams
 from stages.plumbing.process import boundary
 from stages.plumbing.tables import Table
+from tests.stage_runs import TRAIN_ARGS
 
 SPECIES = ("Adelie", "Chinstrap", "Gentoo")
 
@@ -290,18 +291,13 @@ PREDICT_TABLES = {  # a table for the toy model (columns x1..x4), predict's opti
 
 
 @pytest.mark.parametrize("content, options, expected", PREDICT_TABLES.values(), ids=PREDICT_TABLES.keys())
-def test_predict_reads_tables_as_prepare_does(survey, content, options, expected):
-    (survey / "params.yaml").write_text(params_yaml(TRAIN.replace("lr: 0.5", "lr: 0.1"), source="toy"))
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        prepare.main(["prepared", "new.csv"])
-        train.main(["low_level", "prepared", "model", "costs.tsv", "test_costs.tsv", "onnx"])
+def test_predict_reads_tables_as_prepare_does(trained, content, options, expected):
     if content == "parquet":
-        pq.write_table(pa.table({"x1": [1], "x2": [2], "x3": [3], "x4": [4]}), survey / "rows.csv")
+        pq.write_table(pa.table({"x1": [1], "x2": [2], "x3": [3], "x4": [4]}), trained / "rows.csv")
     else:
-        (survey / "rows.csv").write_bytes(content)
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        status = boundary("predict", lambda: predict.main(["model", "rows.csv", "out.csv", *options]))
+        (trained / "rows.csv").write_bytes(content)
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        status = boundary("predict", lambda: predict.main([TRAIN_ARGS[2], "rows.csv", "out.csv", *options]))
     assert stderr.getvalue().count("\n") == 1, stderr.getvalue()
     if expected is None:
         assert status == 0 and Path("out.csv").read_text().count("\n") == 2
