@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,17 +17,15 @@ from stages.data import Split
 from stages.evaluate import Tally, confusion_csv, scores
 from stages.features import Preprocessing
 from stages.models import IMPLEMENTATIONS
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.stage_runs import REPO
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_macro_f1_matches_scikit_learn(seed):
     generator = torch.Generator().manual_seed(seed)
     actual = torch.randint(4, (50,), generator=generator)
-    predicted = torch.where(
-        torch.rand(50, generator=generator) < 0.6, actual, torch.randint(4, (50,), generator=generator)
-    )
+    kept = torch.rand(50, generator=generator) < 0.6
+    predicted = torch.where(kept, actual, torch.randint(4, (50,), generator=generator))
     predicted[predicted == 3] = 2  # class 3 never predicted: its F1 is 0
     expected = f1_score(actual.numpy(), predicted.numpy(), average="macro")
     # Class 4 occurs nowhere: left out, as by scikit-learn.

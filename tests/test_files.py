@@ -6,7 +6,6 @@ import resource
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from safetensors.numpy import save
 
 from stages.plumbing.errors import UserError
 from stages.plumbing.files import Tensors, float32_text, tensors_bytes, write_outputs
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.stage_runs import REPO
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])

@@ -431,11 +431,9 @@ def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
     pq.write_table(table, root / "datasets" / "big.parquet")
     dvc(root, "add", "datasets/big.parquet")
     assert (root / "datasets" / ".gitignore").read_text() == "/big.parquet\n"
-    params = (root / "params.yaml").read_text()
-    params = params.replace("source: toy ", "source: parquet ").replace(
-        "path: datasets/wine.csv", "path: datasets/big.parquet"
-    )
-    (root / "params.yaml").write_text(params.replace("label: cultivar", "label: label"))
+    params = (root / "params.yaml").read_text().replace("source: toy ", "source: parquet ")
+    params = params.replace("datasets/wine.csv", "datasets/big.parquet").replace("label: cultivar", "label: label")
+    (root / "params.yaml").write_text(params)
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "a table under DVC")
     tracked = sh(root, "git", "ls-files", "datasets").split()
