@@ -35,13 +35,11 @@ def csv_params(extra: str = "") -> str:
 PARAMS = {
     "lr 0": ("train", params_text("train", "lr", 0), "train.lr must be greater than 0, got 0"),
     "lr text": ("train", params_text("train", "lr", "fast"), "train.lr must be a valid number, got 'fast'"),
-    "lr nan": ("train", params_text("train", "lr", float("nan")), "train.lr must be a finite number, got nan"),
     "lr inf": ("train", params_text("train", "lr", raw=".inf"), "train.lr must be a finite number, got inf"),
     "epochs 0": ("train", params_text("train", "epochs", 0), "train.epochs must be greater than or equal to 1, got 0"),
     "epochs 1000.5": ("train", params_text("train", "epochs", raw="1000.5"), "train.epochs must be a valid integer, got 1000.5"),
     "epochs text": ("train", params_text("train", "epochs", "ten"), "train.epochs must be a valid integer, got 'ten'"),
     "epochs bool": ("train", params_text("train", "epochs", True), "train.epochs must be a valid integer, got True"),
-    "epochs date": ("train", params_text("train", "epochs", raw="2024-01-01"), "train.epochs must be a valid integer, got datetime.date(2024, 1, 1)"),
     "epochs 7**400": ("train", params_text("train", "epochs", raw="7" * 400), "train.epochs must be less than or equal to 9223372036854775807, got 7777"),
     "seed<0": ("train", params_text("train", "seed", -1), "train.seed must be greater than or equal to 0, got -1"),
     "log_every": ("train", params_text("train", "log_every", 0), "train.log_every must be greater than or equal to 1, got 0"),

@@ -114,16 +114,6 @@ def test_each_process_reads_only_its_rows(tmp_path, monkeypatch):
     assert share <= peak < share + (1000 * 88) // 4  # not the whole file's 1,000 rows
 
 
-def test_more_processes_than_gpus_is_one_line(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # as torchrun sets it
-    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
-    with pytest.raises(UserError, match=r"^torchrun started 2 processes on this machine, but it has 1 GPU\(s\); run "
-                       r"torchrun --nproc-per-node=1, or set train.device: cpu$"):  # fmt: skip
-        distributed.start(torch.device("cuda"))
-
-
 def workers_of(launcher: subprocess.Popen, count: int) -> list[psutil.Process]:
     """The `count` train processes a launcher started, once they are all there and importing torch."""
 
@@ -164,10 +154,17 @@ def test_a_process_killed_leaves_one_line(tmp_path, which):
     assert not (workdir / "model.safetensors").exists()
 
 
-def test_more_processes_than_cpus_is_one_line(monkeypatch):
+def test_more_processes_than_cpus_or_gpus_is_one_line(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     with pytest.raises(UserError, match=r"^train.processes=3, but this machine gives the stage 2 CPU\(s\); at most 2$"):
         distributed.launch(3, ["train"])
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):  # as torchrun sets them, with TORCHELASTIC_RUN_ID
+        monkeypatch.setenv(name, "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^torchrun started 2 processes on this machine, but it has 1 GPU\(s\); run "
+                       r"torchrun --nproc-per-node=1, or set train.device: cpu$"):  # fmt: skip
+        distributed.start(torch.device("cuda"))
 
 
 def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, subprocess.Popen]]:

@@ -71,17 +71,12 @@ def test_test_runs_the_whole_suite_on_every_core_and_test_quick_leaves_out_the_s
     assert quick[-1] == 'python -m pytest -n auto -m "not slow"'
 
 
-def test_another_torch_value_is_one_line():
-    result = make("-n", "repro", "TORCH=cuda")
-    assert result.returncode != 0
-    assert "TORCH=cuda: the choices are TORCH=cpu" in result.stderr and len(result.stderr.splitlines()) == 1
-
-
-def made_venv(path: Path, torch: str) -> Path:
-    """A .venv as `make` leaves it (nothing in it but the marks), made with TORCH=`torch`."""
-    path.mkdir()
-    (path / ".installed").touch()
-    (path / ".torch").write_text(f"{torch}\n")
+def made_venv(path: Path, torch: str | None) -> Path:
+    """A .venv as `make` leaves it (nothing in it but the marks), made with TORCH=`torch`; None: no .venv yet."""
+    if torch is not None:
+        path.mkdir()
+        (path / ".installed").touch()
+        (path / ".torch").write_text(f"{torch}\n")
     return path
 
 
@@ -92,10 +87,11 @@ def test_a_venv_remembers_torch_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("made_with, asked, expected", [
+    (None, "TORCH=cuda", "TORCH=cuda: the choices are TORCH=cpu"),
     ("", "TORCH=cpu", "TORCH=cpu, but {venv} was made without TORCH=cpu: rm -rf {venv} first to switch"),
     ("cpu", "TORCH=", "TORCH=, but {venv} was made with TORCH=cpu: rm -rf {venv} first to switch"),
 ])  # fmt: skip
-def test_asking_an_existing_venv_for_the_other_torch_is_one_line(tmp_path, made_with, asked, expected):
+def test_a_torch_the_venv_cannot_take_is_one_line(tmp_path, made_with, asked, expected):
     venv = made_venv(tmp_path / "venv", made_with)
     result = make("-n", f"VENV={venv}", asked, "repro")
     assert result.returncode != 0 and result.stdout == ""
