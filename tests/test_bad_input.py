@@ -148,7 +148,8 @@ TABLES = {
 @pytest.mark.parametrize("text, extra, expected", TABLES.values(), ids=TABLES.keys())
 def test_a_bad_table_is_one_line(workdir, monkeypatch, text, extra, expected):
     if text == "a directory":
-        directory("datasets/t.csv")(workdir)
+        (workdir / "datasets" / "t.csv").unlink()
+        (workdir / "datasets" / "t.csv").mkdir()
     elif text == "unreadable":  # what a user without the permission gets (root, who runs CI, may read anything)
         denied = PermissionError(13, "Permission denied", "datasets/t.csv")
         monkeypatch.setattr("stages.plumbing.files.open", lambda *args: (_ for _ in ()).throw(denied), raising=False)
@@ -228,14 +229,6 @@ def write(path: str, content: bytes | str) -> Callable[[Path], None]:
     return change
 
 
-def directory(path: str) -> Callable[[Path], None]:
-    def change(workdir: Path) -> None:
-        (workdir / path).unlink()
-        (workdir / path).mkdir()
-
-    return change
-
-
 def prepared(table: Table, **params) -> Callable[[Path], None]:
     data = prepare_table(table, DataParams(source="toy", **params))
     return lambda workdir: write_outputs({"data/prepared.safetensors": prepared_bytes(data)})
@@ -247,7 +240,7 @@ DIGITS = load_table(DataParams(source="digits"))
 INPUTS = {
     "no prepared data": ("train", lambda w: (w / PREPARED).unlink(), f"{PREPARED}: prepared data not found; {DVC_PREPARE}"),
     "prepared data is a CSV": ("train", write(PREPARED, "x,y\n1,2\n"), f"{PREPARED}: not a readable prepared data ("),
-    "prepared data a directory": ("train", directory(PREPARED), f"{PREPARED}: is a directory, not the prepared data; {DVC_PREPARE}"),
+    "prepared data a directory": ("train", both(lambda w: (w / PREPARED).unlink(), lambda w: (w / PREPARED).mkdir()), f"{PREPARED}: is a directory, not the prepared data; {DVC_PREPARE}"),
     "a model as prepared data": ("evaluate", lambda w: (w / PREPARED).write_bytes((w / MODEL).read_bytes()), f"{PREPARED}: not a prepared data (another file in its place?); {DVC_PREPARE}"),
     "classes an array": ("train", rewrite(PREPARED, {"classes": np.zeros(2, np.float32)}, drop="classes"), f"{PREPARED}: not a prepared data (another file in its place?)"),
     "no model": ("evaluate", lambda w: (w / MODEL).unlink(), f"{MODEL}: trained model not found; {DVC_TRAIN}"),

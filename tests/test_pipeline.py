@@ -125,9 +125,7 @@ def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
         finally:
             path.write_bytes(original)
 
-    trains = {f"train@{impl}" for impl in IMPLEMENTATIONS}
-    evaluates = {f"evaluate@{impl}" for impl in IMPLEMENTATIONS}
-    predicts = {f"predict@{impl}" for impl in IMPLEMENTATIONS}
+    trains, evaluates, predicts = ({f"{s}@{i}" for i in IMPLEMENTATIONS} for s in ("train", "evaluate", "predict"))
     assert stale_after("datasets/README.md") == set()
     assert stale_after("stages/__init__.py") == {"prepare"} | trains | evaluates | predicts
     assert stale_after("stages/models.py") == trains
