@@ -75,14 +75,10 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
     np.testing.assert_array_equal(read["W"], arrays["W"])
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "not a readable trained model"),
-    (b"\x10\x00\x00\x00\x00\x00\x00\x00{}", "not a readable trained model"),
-    (b"x,y\n1,2\n", "not a readable trained model"),
-])  # fmt: skip
-def test_damaged_tensor_files(tmp_path, content, expected):
+@pytest.mark.parametrize("content", [b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{}", b"x,y\n1,2\n"])
+def test_damaged_tensor_files(tmp_path, content):
     (tmp_path / "m.safetensors").write_bytes(content)
-    with pytest.raises(UserError, match=rf"m.safetensors: {expected} \(.*\); run it$"):
+    with pytest.raises(UserError, match=r"m.safetensors: not a readable trained model \(.*\); run it$"):
         Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
