@@ -311,14 +311,6 @@ def test_an_s3_remote_that_refuses_loses_nothing(clone, s3, fault):
     assert s3.objects() == []
 
 
-def test_plots_show_renders_the_three_cost_curves(clone):
-    dvc(clone, "plots", "show")
-    page = (clone / "dvc_plots" / "index.html").read_text()
-    assert "Training cost per epoch" in page
-    for impl in IMPLEMENTATIONS:
-        assert page.count(f'"filename": "{impl}.tsv"') == 1001  # one point per epoch, 0 to 1000
-
-
 def test_a_spreadsheet_export_end_to_end(clone):
     # Semicolons, CRLF, quoted fields and Latin-1, as a spreadsheet in a German locale saves "CSV"; trained
     # by two processes (train.processes: DVC reruns train under torchrun with nothing else edited).
