@@ -57,9 +57,10 @@ def test_every_chart_draws_in_a_browser_without_network(tmp_path):
         return root / out / "index.html"
 
     page = plots_show("offline")  # the template named in .dvc/config
-    assert "cdn.jsdelivr.net" not in page.read_text() and "Training cost per epoch" in page.read_text()
+    text = page.read_text()
+    assert "cdn.jsdelivr.net" not in text and "Training cost per epoch" in text
     for impl in ("low_level", "functional", "high_level"):
-        assert page.read_text().count(f'"filename": "{impl}.tsv"') == 1001 + 3  # a cost per epoch, 0 to 1000; 3 test costs
+        assert text.count(f'"filename": "{impl}.tsv"') == 1001 + 3  # a cost per epoch, 0 to 1000, and 3 test costs
     if BROWSER is None:
         pytest.skip("no headless Chromium (Debian: apt-get install chromium-headless-shell)")
     sizes, errors = offline_browser(page, tmp_path / "profile")
