@@ -6,6 +6,7 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import Mock
 
 import numpy as np
 import pytest
@@ -439,10 +440,7 @@ def test_a_fix_a_line_names_works_as_written(workdir, table, data, fix_named, fi
     (RuntimeError("something the code did not expect\nsecond line"), 70, "train: bug: RuntimeError: something the code did not expect (not your mistake: please report it with params.yaml; SOFTMAX_TRACEBACK=1 shows the traceback)"),
 ])  # fmt: skip
 def test_out_of_memory_and_a_bug_are_one_line_each(workdir, monkeypatch, capsys, error, status, line):
-    def failing(*args):
-        raise error
-
-    monkeypatch.setattr(train, "train", failing)
+    monkeypatch.setattr(train, "train", Mock(side_effect=error))
     assert boundary("train", lambda: train.main(TRAIN_ARGS)) == status
     assert capsys.readouterr().err.splitlines()[-1] == line
     monkeypatch.setenv("SOFTMAX_TRACEBACK", "1")  # the traceback on request: the exception, as Python shows it

@@ -47,8 +47,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
         assert reader["seconds"] > 0 and reader["peak_above_start_mb"] >= 0
     assert ingestion["time_ratio"] == pytest.approx(ours["seconds"] / numpy["seconds"])
     pro = figures["processes"]
-    for count in ("one", "two"):
-        run = pro[count]
+    for run in (pro["one"], pro["two"]):
         assert run["peak_mb"] > 0 and run["beyond_baseline_mb"] == pytest.approx(run["peak_mb"] - pro["baseline_mb"])
     assert pro["speedup"] == pytest.approx(pro["two"]["epochs_per_s"] / pro["one"]["epochs_per_s"])
     assert pro["memory_ratio"] == pytest.approx(pro["two"]["beyond_baseline_mb"] / pro["one"]["beyond_baseline_mb"])

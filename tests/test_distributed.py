@@ -48,24 +48,22 @@ def write_params(workdir: Path, name: str, **train_changes: object) -> None:
 def prepare(workdir: Path, name: str, copies: int = 1) -> list[Path]:
     """`copies` directories under `workdir` (as many machines), each with params.yaml and the prepared data."""
     dirs = [workdir / f"copy{n}" for n in range(copies)]
-    for copy in dirs:
-        copy.mkdir(parents=True)
-        write_params(copy, name)
+    dirs[0].mkdir(parents=True)
+    write_params(dirs[0], name)
     prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"]
     subprocess.run(prepare, cwd=dirs[0], env=ENV, check=True, capture_output=True)
     for copy in dirs[1:]:
-        for name in ("prepared.safetensors", "new_rows.csv"):
-            shutil.copy(dirs[0] / name, copy / name)
+        shutil.copytree(dirs[0], copy)
     return dirs
 
 
 def results(workdir: Path) -> tuple[list[float], list[float], dict]:
     """The costs of every epoch, the test costs and the model's tensors that a train stage wrote."""
-
-    def column(name: str) -> list[float]:
-        return [float(line.split("\t")[1]) for line in (workdir / name).read_text().splitlines()[1:]]
-
-    return column("costs.tsv"), column("test_costs.tsv"), Tensors(workdir / "model.safetensors", "", (), "").arrays()
+    costs, test_costs = (
+        [float(line.split("\t")[1]) for line in (workdir / name).read_text().splitlines()[1:]]
+        for name in ("costs.tsv", "test_costs.tsv")
+    )
+    return costs, test_costs, Tensors(workdir / "model.safetensors", "", (), "").arrays()
 
 
 def assert_equal_within_1e_6(alone: tuple, shared: tuple) -> None:
