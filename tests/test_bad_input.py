@@ -26,10 +26,9 @@ from tests.stage_runs import ARGS, EVALUATE_ARGS, MAINS, TRAIN_ARGS, files, para
 def csv_params(extra: str = "") -> str:
     """params.yaml for datasets/t.csv, its label y, and `extra` lines (a path or a label among them
     replaces that one)."""
-    path = "" if "  path:" in extra else "  path: datasets/t.csv\n"
-    label = "" if "  label:" in extra else "  label: y\n"
-    standardize = "" if "  standardize:" in extra else "  standardize: false\n"  # features read as they are
-    return f"data:\n  source: csv\n{path}{label}{standardize}{extra}"
+    defaults = {"path": "datasets/t.csv", "label": "y", "standardize": "false"}  # features read as they are
+    lines = "".join(f"  {key}: {value}\n" for key, value in defaults.items() if f"  {key}:" not in extra)
+    return f"data:\n  source: csv\n{lines}{extra}"
 
 
 # params.yaml: (the stage, params.yaml's text, the line's beginning) ---------------------------------
@@ -280,28 +279,20 @@ def test_an_input_that_is_missing_damaged_or_of_another_run_is_one_line(trained,
 
 
 # Inputs that change while a stage works: (the stage, the function it is in then, the change, the input) --
-def replace_prepared(workdir: Path) -> None:  # prepare run by hand meanwhile, in another process
-    standardized = prepare_table(toy(), DataParams(source="toy", standardize=True))
-    (workdir / "new.safetensors").write_bytes(prepared_bytes(standardized))
-    os.replace(workdir / "new.safetensors", workdir / PREPARED)
-
-
 def edit_params(workdir: Path) -> None:  # params.yaml edited in place, as an editor saves it
     with open(workdir / "params.yaml", "a") as f:
         f.write("# edited\n")
 
 
-def replace_model(workdir: Path) -> None:
-    os.replace(workdir / MODEL, workdir / "old.safetensors")
-    (workdir / MODEL).write_bytes((workdir / "old.safetensors").read_bytes())
-
-
+STANDARDIZED = prepared_bytes(prepare_table(toy(), DataParams(source="toy", standardize=True)))
 CHANGES = {
-    "prepared under train": (train, "train", replace_prepared, PREPARED),
+    # prepare run by hand meanwhile, in another process: a new file renamed into place
+    "prepared under train": (train, "train", both(write("new.safetensors", STANDARDIZED), lambda w: os.replace(w / "new.safetensors", w / PREPARED)), PREPARED),
     "params under train": (train, "train", edit_params, "params.yaml"),
     "params under prepare": (prepare, "prepare", edit_params, "params.yaml"),
-    "model under evaluate": (evaluate, "confusion_csv", replace_model, MODEL),
-}
+    # the model replaced by a copy of itself: another file, the same bytes
+    "model under evaluate": (evaluate, "confusion_csv", both(lambda w: os.replace(w / MODEL, w / "old.safetensors"), lambda w: (w / MODEL).write_bytes((w / "old.safetensors").read_bytes())), MODEL),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("stage, hooked, change, what", CHANGES.values(), ids=CHANGES.keys())
