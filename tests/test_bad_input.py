@@ -79,9 +79,8 @@ def test_a_bad_parameter_is_one_line(workdir, stage, text, expected):
     assert files(workdir) == before
 
 
-@pytest.mark.parametrize("text", ["1000.0", "1e3", "1.0e+3"])  # as `dvc exp run -S train.epochs=1e3` writes it
-def test_an_integral_float_is_that_integer(text):
-    params = train_params({"train": {"epochs": float(text), "lr": 0.1, "seed": 1.0, "device": "cpu", "log_every": 100,
+def test_an_integral_float_is_that_integer():  # as `dvc exp run -S train.epochs=1e3` writes it
+    params = train_params({"train": {"epochs": 1e3, "lr": 0.1, "seed": 1.0, "device": "cpu", "log_every": 100,
                                      "double_softmax": False}})  # fmt: skip
     assert (params.epochs, params.seed) == (1000, 1)
 

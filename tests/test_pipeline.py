@@ -160,9 +160,8 @@ VERIFY_MISTAKES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", VERIFY_MISTAKES)
-def test_verify_of_what_is_no_pipeline_is_one_line(tmp_path, capsys, case):
-    files, message = VERIFY_MISTAKES[case]
+@pytest.mark.parametrize("files, message", VERIFY_MISTAKES.values(), ids=VERIFY_MISTAKES.keys())
+def test_verify_of_what_is_no_pipeline_is_one_line(tmp_path, capsys, files, message):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     assert verify.main([str(tmp_path)]) == 2

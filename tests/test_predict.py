@@ -23,14 +23,12 @@ from stages.plumbing.process import boundary
 from stages.plumbing.tables import Table
 from tests.stage_runs import TRAIN_ARGS
 
-SPECIES = ("Adelie", "Chinstrap", "Gentoo")
-
 
 def survey_csv(rows: int = 344, seed: int = 0) -> str:
     """A table like a well-known penguin survey: a text label, two text columns among four measurements,
     and missing values written NA (about 3 % of the measurements, 4 % of one text column)."""
     rng = np.random.default_rng(seed)
-    species = rng.integers(0, 3, rows)
+    species, names = rng.integers(0, 3, rows), ("Adelie", "Chinstrap", "Gentoo")
     centres = np.array([[39, 18, 190, 3700], [49, 18, 196, 3730], [47, 15, 217, 5080]], dtype=float)
     spread = np.array([3, 1.2, 7, 450])
     measured = centres[species] + rng.normal(size=(rows, 4)) * spread
@@ -40,7 +38,7 @@ def survey_csv(rows: int = 344, seed: int = 0) -> str:
     lines = ["species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex"]
     for i in range(rows):
         values = [f"{v:.1f}" if rng.random() > 0.03 else "NA" for v in measured[i]]
-        lines.append(",".join([SPECIES[species[i]], island[i], *values, sex[i] if rng.random() > 0.04 else "NA"]))
+        lines.append(",".join([names[species[i]], island[i], *values, sex[i] if rng.random() > 0.04 else "NA"]))
     return "\n".join(lines) + "\n"
 
 
