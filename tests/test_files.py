@@ -21,8 +21,7 @@ def test_an_output_gets_the_mode_open_would_give_it(tmp_path, umask):
     old = os.umask(umask)
     try:
         write_outputs({str(tmp_path / "metrics" / "low_level.json"): "{}\n"})
-        with open(tmp_path / "reference", "w") as f:
-            f.write("{}\n")
+        (tmp_path / "reference").write_text("{}\n")  # as open() makes a file
     finally:
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "metrics" / "low_level.json").stat().st_mode)
