@@ -166,8 +166,7 @@ def test_more_processes_than_cpus_or_gpus_is_one_line(monkeypatch):
 
 
 def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, subprocess.Popen]]:
-    """Two torchrun launchers, as on two machines (docs/distributed.md): --nnodes=2, one process each, the
-    first machine's address 127.0.0.1, each in a copy of the repository's prepared data."""
+    """Two torchrun launchers, as on two machines (docs/distributed.md), each in a copy of the prepared data."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]

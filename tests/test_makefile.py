@@ -16,8 +16,7 @@ TORCH = re.search(r"^torch==(\S+)$", (REPO / "requirements.txt").read_text(), re
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
-    """`make ARGS` as a user types it, also when these tests run under `make test` (a make inside a
-    make would print "Entering directory" and inherit the outer one's flags)."""
+    """`make ARGS` as a user types it, also under `make test` (whose flags a make inside it would inherit)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
     return subprocess.run(["make", *args], cwd=REPO, env=env, capture_output=True, text=True, check=False)
 

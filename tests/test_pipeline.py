@@ -409,8 +409,7 @@ def test_a_stopped_stage_leaves_nothing_behind(clone, signum, line):
 
 
 def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
-    """docs/data.md's flow for a large table: `dvc add` it under datasets/, commit the .dvc file, and
-    `prepare` (which depends on data.path) is stale when the table changes."""
+    """docs/data.md's flow for a large table: `dvc add` it under datasets/; prepare is stale when it changes."""
     root = copy_pipeline(tmp_path / "repo")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 5)).astype(np.float32)  # the flow, not the size, is what is tested

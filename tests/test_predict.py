@@ -92,8 +92,7 @@ def mixed_csv(columns: list[str], gaps: bool, rows: int = 200, seed: int = 0) ->
 
 
 def onnx_probabilities(onnx_file: Path, table: Path) -> np.ndarray:
-    """The ONNX file run as a user of another runtime runs it: each of the table's columns by name,
-    numbers as float32 (NaN where empty), text as strings."""
+    """The ONNX file run as another runtime's user runs it: the table's columns by name, as float32 or text."""
     session = onnxruntime.InferenceSession(onnx_file.read_bytes(), providers=["CPUExecutionProvider"])
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     feed = {}
@@ -247,8 +246,7 @@ ROUND_TRIPS = {  # a table (CSV text, or Parquet columns), its data section: pre
 
 @pytest.mark.parametrize("table, data", ROUND_TRIPS.values(), ids=ROUND_TRIPS.keys())
 def test_new_rows_read_back_as_the_table_was_read(survey, table, data):
-    """prepare's new rows (the evaluation rows, as the table had them) are read by predict as prepare read
-    the table: the same rows, in order, and evaluate's probabilities to the bit."""
+    """prepare's new rows (the evaluation rows, as the table had them) give evaluate's probabilities to the bit."""
     path = "datasets/t.csv" if isinstance(table, str) else "datasets/t.parquet"
     if isinstance(table, str):
         (survey / path).write_text(table)
