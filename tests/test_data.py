@@ -115,10 +115,8 @@ def test_without_test_size_evaluation_is_on_the_training_data():
 
 
 @pytest.fixture
-def datasets(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "datasets").mkdir()
-    return tmp_path / "datasets"
+def datasets(workdir):
+    return workdir / "datasets"
 
 
 def test_csv_string_labels_and_chosen_features(datasets):

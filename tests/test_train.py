@@ -18,7 +18,7 @@ from stages.features import Preprocessing
 from stages.models import IMPLEMENTATIONS
 from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
-from stages.train import costs_tsv, numpy_state, train
+from stages.train import numpy_state, train
 
 CPU = torch.device("cpu")
 
@@ -231,10 +231,6 @@ def test_progress_goes_to_stderr_only_and_changes_nothing(toy_data, lesson_param
     assert loud_out.out == quiet_out.out and loud.costs == quiet.costs
     np.testing.assert_equal(numpy_state(loud.model), numpy_state(quiet.model))
     assert "train high_level: 100%" in loud_out.err and "21/21" in loud_out.err  # tqdm's bar
-
-
-def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():
-    assert costs_tsv([(0, 1.0986123085021973), (1, 0.2541479766368866)]) == "epoch\tcost\n0\t1.0986123\n1\t0.25414798\n"
 
 
 def test_a_batch_as_large_as_the_data_is_the_full_batch(toy_data, lesson_params):
