@@ -247,13 +247,12 @@ ROUND_TRIPS = {  # a table (CSV text, or Parquet columns), its data section: pre
 @pytest.mark.parametrize("table, data", ROUND_TRIPS.values(), ids=ROUND_TRIPS.keys())
 def test_new_rows_read_back_as_the_table_was_read(survey, table, data):
     """prepare's new rows (the evaluation rows, as the table had them) give evaluate's probabilities to the bit."""
-    path = "datasets/t.csv" if isinstance(table, str) else "datasets/t.parquet"
-    if isinstance(table, str):
-        (survey / path).write_text(table)
+    source = "csv" if isinstance(table, str) else "parquet"
+    if source == "csv":
+        (survey / "datasets/t.csv").write_text(table)
     else:
-        pq.write_table(pa.table(table), survey / path)
-    source = {"source": "csv" if isinstance(table, str) else "parquet", "path": path, "label": "y"}
-    (survey / "params.yaml").write_text(params_yaml(**source, **data))
+        pq.write_table(pa.table(table), survey / "datasets/t.parquet")
+    (survey / "params.yaml").write_text(params_yaml(source=source, path=f"datasets/t.{source}", label="y", **data))
     paths = run_pipeline(survey, "functional")
     model, prepared = load_classifier(paths["model"]), load_prepared(paths["prepared"])
     written = np.loadtxt(paths["out.csv"], delimiter=",", skiprows=1, usecols=range(2, 4), dtype=np.float32)
