@@ -73,9 +73,8 @@ def assert_equal_within_1e_6(alone: tuple, shared: tuple) -> None:
         np.testing.assert_allclose(shared[2][name], value, rtol=0, atol=1e-6)
 
 
-# Mini-batches, with a test split and with a last batch of fewer rows than processes: a batch's rows are
-# those its processes hold, the same for every implementation. (Full batches: test_two_machines_equal_one,
-# with the third implementation.)
+# Mini-batches, with a test split and with a last batch of fewer rows than processes (full batches, with the
+# third implementation: test_two_machines_equal_one).
 CASES = [("synthetic-mini-batches", "high_level"), ("toy-short-last-batch", "functional")]
 
 

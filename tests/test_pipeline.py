@@ -353,9 +353,6 @@ def test_a_queued_sweep_on_iris_then_the_best_applied(clone):
     assert test_costs[0] == "epoch\ttest_cost" and len(test_costs) == 1 + 11
 
 
-# Faults: a stage killed at any moment leaves nothing running, and the next repro mends the workspace -----
-
-
 def stage_processes(root: Path) -> list[psutil.Process]:
     """The stage processes (python -m stages STAGE) running in `root`."""
     found = []
