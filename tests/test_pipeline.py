@@ -112,6 +112,31 @@ def test_repro_reproduces_the_committed_results_which_are_the_lessons(clone):
     assert json.dumps(shown).count("final_cost") == 3
 
 
+def test_a_queued_sweep_on_iris_then_the_best_applied(clone):
+    """docs/data.md's sweep: queued experiments on iris with a test split, side by side in `dvc exp show`; one
+    applied is what `dvc metrics diff` compares with the commit. (high_level's chain alone: the queue is tested.)"""
+    iris = ["-S", "data.source=iris", "-S", "data.test_size=0.2", "-S", "data.standardize=true"]
+    dvc(clone, "exp", "run", "--queue", "-S", "train.lr=0.05,0.2", *iris, "evaluate@high_level")
+    dvc(clone, "exp", "run", "--run-all")
+    shown = json.loads(dvc(clone, "exp", "show", "--json"))
+    experiments = {
+        rev["data"]["params"]["params.yaml"]["data"]["train"]["lr"]: rev
+        for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]
+    }  # fmt: skip
+    assert sorted(experiments) == [0.05, 0.2]
+    for rev in experiments.values():
+        assert set(rev["data"]["metrics"]) == {f"metrics/{impl}.json" for impl in IMPLEMENTATIONS}  # side by side
+        test = rev["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]
+        assert set(test) == {"accuracy", "cost", "f1_macro"}
+    best = experiments[0.2]
+    assert best["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]["accuracy"] >= 0.9  # docs/data.md
+    dvc(clone, "exp", "apply", best["name"])
+    diff = json.loads(dvc(clone, "metrics", "diff", "--json"))
+    assert set(diff) == {"metrics/high_level.json"}
+    test_costs = (clone / "plots/test_cost/high_level.tsv").read_text().splitlines()
+    assert test_costs[0] == "epoch\ttest_cost" and len(test_costs) == 1 + 11
+
+
 def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
     def stale_after(edit: str) -> set[str]:
         path = clone / edit
@@ -326,31 +351,6 @@ def test_a_spreadsheet_export_end_to_end(clone):
         assert sh(clone, "git", "status", "--porcelain", "dvc.yaml") == ""
     finally:
         table.unlink()
-
-
-def test_a_queued_sweep_on_iris_then_the_best_applied(clone):
-    """docs/data.md's sweep: queued experiments on iris with a test split, side by side in `dvc exp show`; one
-    applied is what `dvc metrics diff` compares with the commit. (high_level's chain alone: the queue is tested.)"""
-    iris = ["-S", "data.source=iris", "-S", "data.test_size=0.2", "-S", "data.standardize=true"]
-    dvc(clone, "exp", "run", "--queue", "-S", "train.lr=0.05,0.2", *iris, "evaluate@high_level")
-    dvc(clone, "exp", "run", "--run-all")
-    shown = json.loads(dvc(clone, "exp", "show", "--json"))
-    experiments = {
-        rev["data"]["params"]["params.yaml"]["data"]["train"]["lr"]: rev
-        for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]
-    }  # fmt: skip
-    assert sorted(experiments) == [0.05, 0.2]
-    for rev in experiments.values():
-        assert set(rev["data"]["metrics"]) == {f"metrics/{impl}.json" for impl in IMPLEMENTATIONS}  # side by side
-        test = rev["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]
-        assert set(test) == {"accuracy", "cost", "f1_macro"}
-    best = experiments[0.2]
-    assert best["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]["accuracy"] >= 0.9  # docs/data.md
-    dvc(clone, "exp", "apply", best["name"])
-    diff = json.loads(dvc(clone, "metrics", "diff", "--json"))
-    assert set(diff) == {"metrics/high_level.json"}
-    test_costs = (clone / "plots/test_cost/high_level.tsv").read_text().splitlines()
-    assert test_costs[0] == "epoch\ttest_cost" and len(test_costs) == 1 + 11
 
 
 def stage_processes(root: Path) -> list[psutil.Process]:
