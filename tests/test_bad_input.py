@@ -90,7 +90,7 @@ PARAMS_FILES = {
 }
 
 
-@pytest.mark.parametrize("kind, expected", PARAMS_FILES.items())
+@pytest.mark.parametrize("kind, expected", PARAMS_FILES.items(), ids=PARAMS_FILES)
 def test_a_params_file_that_cannot_be_read_is_one_line(workdir, kind, expected):
     (workdir / "params.yaml").unlink()
     if kind == "a directory":
