@@ -12,8 +12,11 @@ import psutil
 import pytest
 import torch
 
-from stages.data import prepare_table, toy
+from stages import train
+from stages.data import prepare_table, prepared_bytes, toy
+from stages.plumbing.files import write_outputs
 from stages.plumbing.params import DataParams, TrainParams
+from tests.stage_runs import TRAIN_ARGS, params_text
 
 # The tests train in this process as the train stage does: on one thread (stages.plumbing.device.make_deterministic).
 torch.set_num_threads(1)
@@ -55,9 +58,8 @@ def torch_state_restored() -> Iterator[None]:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.backends.cudnn.benchmark = benchmark
-        if workspace is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        else:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        if workspace is not None:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
 
 
@@ -81,16 +83,12 @@ def toy_data():
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
+def workdir(tmp_path, monkeypatch, toy_data) -> Path:
     """A working directory as a stage sees it: params.yaml as committed, the toy set prepared, and a small
     table under datasets/."""
-    from stages.data import prepared_bytes
-    from stages.plumbing.files import write_outputs
-    from tests.stage_runs import params_text
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(params_text())
-    write_outputs({"data/prepared.safetensors": prepared_bytes(prepare_table(toy(), DataParams(source="toy")))})
+    write_outputs({"data/prepared.safetensors": prepared_bytes(toy_data)})
     (tmp_path / "datasets").mkdir()
     (tmp_path / "datasets" / "t.csv").write_text("x,y\n1,a\n2,b\n")
     return tmp_path
@@ -99,8 +97,5 @@ def workdir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def trained(workdir: Path) -> Path:
     """The working directory once low_level is trained with the committed parameters."""
-    from stages import train
-    from tests.stage_runs import TRAIN_ARGS
-
     train.main(TRAIN_ARGS)
     return workdir

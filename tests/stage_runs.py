@@ -1,6 +1,5 @@
-"""What the tests of a stage's mistakes and of its process share: the stages' command lines, params.yaml
-with one value changed, running a stage in this process as its own process would, and running it as a
-process."""
+"""What the tests of the stages share: their command lines, params.yaml with one value changed, a stage run in
+this process as its own process would run it, and a stage run as a process."""
 
 import contextlib
 import io

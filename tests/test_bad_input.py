@@ -1,21 +1,21 @@
 """Each user mistake gets one line that names the parameter or file and the fix, exit status 1, and no
-output written. Each class of mistake is one table of cases, run by one test; a case's id says which
-broke. (What a stage's process does with signals, pipes and its parent: test_process.py.)"""
+output written: one table of cases per class of mistake, a case's id says which broke."""
 
 import contextlib
 import io
 import os
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import Mock
 
 import numpy as np
 import pytest
 import torch
+from ruamel.yaml import YAML
 
 from stages import evaluate, prepare, train
 from stages.data import Prepared, Split, load_prepared, load_table, prepare_table, prepared_bytes, toy
 from stages.features import Preprocessing
-from stages.plumbing.errors import UserError
 from stages.plumbing.files import Tensors, tensors_bytes, write_outputs
 from stages.plumbing.params import DataParams, train_params
 from stages.plumbing.process import boundary
@@ -23,46 +23,23 @@ from stages.plumbing.tables import MISSING_FIX, TEXT_FIX, Table
 from tests.stage_runs import ARGS, EVALUATE_ARGS, MAINS, TRAIN_ARGS, files, params_text, run
 
 
-def bomb() -> str:
-    """A YAML alias bomb: its last element holds 9**9 strings, if the aliases were expanded."""
-    levels = ['&a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    levels += [f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
-    return f"[{', '.join(levels)}]"
-
-
 def csv_params(extra: str = "") -> str:
-    """params.yaml for datasets/t.csv, its label y, and `extra` lines (a path or a label among them
-    replaces that one)."""
-    path = "" if "  path:" in extra else "  path: datasets/t.csv\n"
-    label = "" if "  label:" in extra else "  label: y\n"
-    standardize = "" if "  standardize:" in extra else "  standardize: false\n"  # features read as they are
-    return f"data:\n  source: csv\n{path}{label}{standardize}{extra}"
-
-
-def synthetic(key: str, value: int) -> str:
-    return params_text("data", key, value).replace("source: toy", "source: synthetic")
+    """params.yaml for datasets/t.csv and its label y, with `extra` lines (each replaces a default it names)."""
+    defaults = {"path": "datasets/t.csv", "label": "y", "standardize": "false"}  # features read as they are
+    lines = "".join(f"  {key}: {value}\n" for key, value in defaults.items() if f"  {key}:" not in extra)
+    return f"data:\n  source: csv\n{lines}{extra}"
 
 
 # params.yaml: (the stage, params.yaml's text, the line's beginning) ---------------------------------
 PARAMS = {
-    "device": ("train", params_text("train", "device", "tpu"), "train.device must be 'auto', 'cpu' or 'cuda', got 'tpu'"),
     "lr 0": ("train", params_text("train", "lr", 0), "train.lr must be greater than 0, got 0"),
-    "lr<0": ("train", params_text("train", "lr", -0.1), "train.lr must be greater than 0, got -0.1"),
     "lr text": ("train", params_text("train", "lr", "fast"), "train.lr must be a valid number, got 'fast'"),
-    "lr nan": ("train", params_text("train", "lr", float("nan")), "train.lr must be a finite number, got nan"),
     "lr inf": ("train", params_text("train", "lr", raw=".inf"), "train.lr must be a finite number, got inf"),
-    "lr binary": ("train", params_text("train", "lr", raw="!!binary aGVsbG8="), "train.lr must be a valid number, got b'hello'"),
-    "lr 10**400": ("train", params_text("train", "lr", raw="1" + "0" * 400), "train.lr must be a valid number, got 1000"),
-    "lr bomb": ("train", params_text("train", "lr", raw=bomb()), "train.lr must be a valid number, got [["),
     "epochs 0": ("train", params_text("train", "epochs", 0), "train.epochs must be greater than or equal to 1, got 0"),
-    "epochs 1.5": ("train", params_text("train", "epochs", 1.5), "train.epochs must be a valid integer, got 1.5"),
     "epochs 1000.5": ("train", params_text("train", "epochs", raw="1000.5"), "train.epochs must be a valid integer, got 1000.5"),
     "epochs text": ("train", params_text("train", "epochs", "ten"), "train.epochs must be a valid integer, got 'ten'"),
     "epochs bool": ("train", params_text("train", "epochs", True), "train.epochs must be a valid integer, got True"),
-    "epochs date": ("train", params_text("train", "epochs", raw="2024-01-01"), "train.epochs must be a valid integer, got datetime.date(2024, 1, 1)"),
     "epochs 7**400": ("train", params_text("train", "epochs", raw="7" * 400), "train.epochs must be less than or equal to 9223372036854775807, got 7777"),
-    "seed<0": ("train", params_text("train", "seed", -1), "train.seed must be greater than or equal to 0, got -1"),
-    "log_every": ("train", params_text("train", "log_every", 0), "train.log_every must be greater than or equal to 1, got 0"),
     "double_softmax": ("train", params_text("train", "double_softmax", "yes please"), "train.double_softmax must be a valid boolean, got 'yes please'"),
     "betas mapping": ("train", params_text("train", "betas", raw="{0.9: 1, 0.99: 2}"), "train.betas must be a list, got {"),
     "betas 10**400": ("train", params_text("train", "betas", raw=f"[1{'0' * 400}, 0.9]"), "train.betas.0 must be a valid number, got 1000"),
@@ -73,8 +50,6 @@ PARAMS = {
     "no train": ("train", params_text("train"), "section 'train' must be a mapping with keys epochs, lr, seed, device, log_every, double_softmax"),
     "no train.lr": ("train", params_text().replace("  lr: 0.1\n", ""), "missing key 'train.lr'; add it to section 'train'"),
     "source": ("prepare", params_text("data", "source", "mnist"), "data.source must be 'toy', 'iris', 'digits', 'csv', 'parquet' or 'synthetic', got 'mnist'"),
-    "unknown data key": ("prepare", params_text("data", "pathh", "x.csv"), "unknown key 'data.pathh'; allowed in 'data': source, test_size, standardize, seed, path, label, features, categorical, exclude, missing, delimiter, encoding, n_samples, n_features, n_classes"),
-    "no data": ("prepare", params_text("data"), "section 'data' must be a mapping with keys source"),
     "test_size 1": ("prepare", params_text("data", "test_size", 1), "data.test_size must be less than 1, got 1"),
     "test_size<0": ("prepare", params_text("data", "test_size", -0.2), "data.test_size must be greater than or equal to 0, got -0.2"),
     "standardize": ("prepare", params_text("data", "standardize", "yes"), "data.standardize must be 'auto', True or False, got 'yes'"),
@@ -97,44 +72,32 @@ def test_a_bad_parameter_is_one_line(workdir, stage, text, expected):
     (workdir / "params.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())
     before = files(workdir)
     message = run(stage)
-    prefix = "stage: error: " if expected.startswith("params.yaml,") else "stage: error: params.yaml: "
-    assert message.startswith(prefix + expected) and len(message) < 400
+    assert message.startswith("stage: error: params.yaml: " + expected) and len(message) < 400
     assert files(workdir) == before
 
 
-@pytest.mark.parametrize("text", ["1000.0", "1e3", "1.0e+3"])  # as `dvc exp run -S train.epochs=1e3` writes it
-def test_an_integral_float_is_that_integer(text):
-    params = train_params({"train": {"epochs": float(text), "lr": 0.1, "seed": 1.0, "device": "cpu", "log_every": 100,
+def test_an_integral_float_is_that_integer():  # as `dvc exp run -S train.epochs=1e3` writes it
+    params = train_params({"train": {"epochs": 1e3, "lr": 0.1, "seed": 1.0, "device": "cpu", "log_every": 100,
                                      "double_softmax": False}})  # fmt: skip
     assert (params.epochs, params.seed) == (1000, 1)
 
 
-def params_file(kind: str) -> Callable[[Path], None]:
-    def make(workdir: Path) -> None:
-        (workdir / "params.yaml").unlink()
-        if kind == "a directory":
-            (workdir / "params.yaml").mkdir()
-        elif kind == "a symlink loop":
-            (workdir / "params.yaml").symlink_to("params.yaml")
-
-    return make
-
-
 HERE = "run the stage from the repository root, where params.yaml is"
 PARAMS_FILES = {
-    "none": (params_file("none"), f"params.yaml: parameters file not found; {HERE}"),
-    "a directory": (params_file("a directory"), f"params.yaml: is a directory, not the parameters file; {HERE}"),
-    "a symlink loop": (
-        params_file("a symlink loop"),
-        "params.yaml: Too many levels of symbolic links; check that path, its permissions and the disk",
-    ),
+    "none": f"parameters file not found; {HERE}",
+    "a directory": f"is a directory, not the parameters file; {HERE}",
+    "a symlink loop": "Too many levels of symbolic links; check that path, its permissions and the disk",
 }
 
 
-@pytest.mark.parametrize("make, expected", PARAMS_FILES.values(), ids=PARAMS_FILES.keys())
-def test_a_params_file_that_cannot_be_read_is_one_line(workdir, make, expected):
-    make(workdir)
-    assert run("prepare") == f"stage: error: {expected}"
+@pytest.mark.parametrize("kind, expected", PARAMS_FILES.items(), ids=PARAMS_FILES)
+def test_a_params_file_that_cannot_be_read_is_one_line(workdir, kind, expected):
+    (workdir / "params.yaml").unlink()
+    if kind == "a directory":
+        (workdir / "params.yaml").mkdir()
+    elif kind == "a symlink loop":
+        (workdir / "params.yaml").symlink_to("params.yaml")
+    assert run("prepare") == f"stage: error: params.yaml: {expected}"
     assert not (workdir / "out.safetensors").exists()
 
 
@@ -143,10 +106,14 @@ LONG = "datasets/" + "a" * 300 + ".csv"
 TABLES = {
     "no label": ("x,z\n1,a\n2,b\n", "", "datasets/t.csv: no label column 'y' (data.label); columns: x, z"),
     "nan": ("x,y\n1,a\nnan,b\n", "", f"datasets/t.csv, row 2: column 'x' is missing; {MISSING_FIX}"),
+    "N/A": ("x,y\n1,a\nN/A,b\n", "", f"datasets/t.csv, row 2: column 'x' is missing; {MISSING_FIX}"),
+    "dropped to one class": ("x,y\n1,a\nNA,b\n", "  missing: drop\n", "datasets/t.csv: fewer than two classes (a) once 1 rows with missing values are left out; a classifier needs two or more"),
+    "no value, mean": ("x,z,y\nNA,1,a\nNA,2,b\n", "  missing: mean\n", "data.missing: column 'x' has no value in the training"),
     "one class": ("x,y\n1,a\n2,a\n", "", "datasets/t.csv: fewer than two classes (a); a classifier needs two or more"),
     "test_size": ("x,y\n1,a\n2,b\n3,b\n", "  test_size: 0.6\n", "data.test_size=0.6 leaves class 'a' (1 rows) without training rows; lower"),
     "NaN label": ("x,y\n0,1\n1,NaN\n2,2\n", "", "datasets/t.csv, row 2: column 'y' is missing; every row needs its class (data.missing: drop or mean leaves such rows out)"),
     "empty label": ("x,y\n1,a\n2,\n", "", "datasets/t.csv, row 2: column 'y' is missing; every row needs its class"),
+    "null label": ("x,y\n1,a\n2,null\n", "", "datasets/t.csv, row 2: column 'y' is missing; every row needs its class"),
     "header twice": ("x,x,y\n1,2,a\n3,4,b\n", "", "datasets/t.csv: the header names column 'x' more than once; name each once"),
     "features label": ("x,y\n1,a\n2,b\n", "  features: [x, y]\n", "data.features or data.categorical names the label column 'y'; a model must not"),
     "not a number": ("x,y\n1,a\nseven,b\n", "", f"datasets/t.csv: text, not numbers, in column(s) x; {TEXT_FIX}"),
@@ -157,6 +124,7 @@ TABLES = {
     "empty": ("x,y\n\n\n", "", "datasets/t.csv: the table is empty; it needs a header row and at least one data row"),
     "wrong delimiter": ("a,b,y\n1,2,x\n3,4,z\n", "  delimiter: ';'\n", "no label column 'y' (data.label); columns: a,b,y (or data.delimiter ';' is not the file's)"),
     "utf-8 as utf-16": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", "datasets/t.csv: not a readable CSV (UTF-16 stream does not start with BOM)"),
+    "spaces around a name": ("a , y\n1,p\n2,q\n", "  label: a\n", "datasets/t.csv: no label column 'a' (data.label); columns: 'a ', ' y'"),  # kept, and shown
     "label a number": ("x,y\n1,a\n", "  label: 2020\n", "datasets/t.csv: no label column '2020' (data.label); columns: x, y"),  # a name
     "nameless second column": ("a,,y\n0,1,p\n1,2,q\n", "", "datasets/t.csv: column 2 has no name; name it, or list data.features"),
     "exclude a column it lacks": ("a,b,y\n0,1,p\n1,2,q\n", "  exclude: [id]\n", "datasets/t.csv: no column 'id' (data.exclude); columns: a, b, y"),
@@ -165,13 +133,19 @@ TABLES = {
     "path missing": ("x,y\n1,a\n", "  path: datasets/none.csv\n", "datasets/none.csv: table data.path names not found; check data.path"),
     "path a directory": ("a directory", "", "datasets/t.csv: is a directory, not the table data.path names; check data.path"),
     "unreadable": ("unreadable", "", "datasets/t.csv: Permission denied; check that path, its permissions and the disk"),
+    "path absolute": ("x,y\n1,a\n", "  path: /tmp/t.csv\n", "data.path: /tmp/t.csv is not under datasets/; put the file there"),
+    "label alone": ("y\na\nb\n", "", "datasets/t.csv: no feature columns besides the label 'y'"),
+    "feature not a column": ("x,y\n1,a\n", "  features: [z]\n", "datasets/t.csv: no column 'z' (data.features); columns: x, y"),
+    "label an identifier": ("x,y\n" + "".join(f"{i},row{i}\n" for i in range(300)), "", "data.label: column 'y' gives 300 classes to 300 rows; is it an identifier? Name the column that holds the classes"),
+    "category an identifier": ("y,id,v\n" + "".join(f"{'AB'[i % 2]},id-{i:05},{i}\n" for i in range(300)), "  categorical: [id]\n", "data.categorical: column 'id' has 300 categories in 300 rows; is it an identifier? List it in data.exclude instead"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("text, extra, expected", TABLES.values(), ids=TABLES.keys())
 def test_a_bad_table_is_one_line(workdir, monkeypatch, text, extra, expected):
     if text == "a directory":
-        directory("datasets/t.csv")(workdir)
+        (workdir / "datasets" / "t.csv").unlink()
+        (workdir / "datasets" / "t.csv").mkdir()
     elif text == "unreadable":  # what a user without the permission gets (root, who runs CI, may read anything)
         denied = PermissionError(13, "Permission denied", "datasets/t.csv")
         monkeypatch.setattr("stages.plumbing.files.open", lambda *args: (_ for _ in ()).throw(denied), raising=False)
@@ -227,33 +201,6 @@ def test_a_quoted_line_break_where_pyarrow_starts_a_block(workdir):
     assert prepared.classes == ("q\n5,6,z", "w", "x") and len(prepared.train.y) == len(filler) // 6 + 21
 
 
-def test_a_label_column_that_is_an_identifier_names_data_label(workdir):
-    (workdir / "datasets" / "t.csv").write_text("x,y\n" + "".join(f"{i},row{i}\n" for i in range(300)))
-    (workdir / "params.yaml").write_text(csv_params())
-    assert run("prepare") == (
-        "stage: error: data.label: column 'y' gives 300 classes to 300 rows; is it an identifier? Name the column "
-        "that holds the classes"
-    )
-
-
-@pytest.mark.parametrize(
-    "text, extra",
-    [
-        ("a,b,y\n0,1,p\n0,2,p\n1e-45,3,q\n", ""),  # a spread that is 0 once in float32
-        ("a,y\n" + "".join(f"1e-30,{'pq'[i % 2]}\n" for i in range(20)) + "1e30,p\n", "  test_size: 0.1\n"),
-    ],
-)
-def test_standardization_never_writes_a_non_finite_feature(workdir, text, extra):
-    (workdir / "datasets" / "t.csv").write_text(text)
-    (workdir / "params.yaml").write_text(csv_params(f"  standardize: true\n{extra}"))
-    try:
-        prepare.main(ARGS["prepare"])
-    except UserError:  # refused in one line is fine; written with a NaN or an infinity is not
-        assert not (workdir / "out.safetensors").exists()
-    else:
-        assert all(np.isfinite(a).all() for a in Tensors("out.safetensors", "prepared data", (), "").arrays().values())
-
-
 # The files of earlier stages: (the stage, what is done to the trained directory, the line) ----------
 def rewrite(path: str, arrays: dict | None = None, info: dict | None = None, drop: str = "") -> Callable[[Path], None]:
     """Rewrite the tensor file `path` with some arrays or info keys changed (or `drop` dropped)."""
@@ -263,15 +210,6 @@ def rewrite(path: str, arrays: dict | None = None, info: dict | None = None, dro
         old_arrays, old_info = tensors.arrays(), tensors.info
         new_info = {k: v for k, v in (old_info | (info or {})).items() if k != drop}
         (workdir / path).write_bytes(tensors_bytes(old_arrays | (arrays or {}), new_info))
-
-    return change
-
-
-def flip_last_byte(path: str) -> Callable[[Path], None]:
-    def change(workdir: Path) -> None:
-        content = bytearray((workdir / path).read_bytes())
-        content[-1] ^= 1
-        (workdir / path).write_bytes(bytes(content))
 
     return change
 
@@ -287,28 +225,9 @@ def write(path: str, content: bytes | str) -> Callable[[Path], None]:
     return change
 
 
-def directory(path: str) -> Callable[[Path], None]:
-    def change(workdir: Path) -> None:
-        (workdir / path).unlink()
-        (workdir / path).mkdir()
-
-    return change
-
-
 def prepared(table: Table, **params) -> Callable[[Path], None]:
     data = prepare_table(table, DataParams(source="toy", **params))
     return lambda workdir: write_outputs({"data/prepared.safetensors": prepared_bytes(data)})
-
-
-def other_costs(workdir: Path) -> None:
-    train.main(["functional", TRAIN_ARGS[1], "models/functional.safetensors", "plots/cost/low_level.tsv",
-                "plots/test_cost/functional.tsv", "models/functional.onnx"])  # fmt: skip
-
-
-def blown_up(workdir: Path) -> None:  # finite weights whose cost, in float64, is far beyond float32
-    W = np.full((4, 3), 1e38, np.float32)
-    W[:, 0] = -1e38
-    rewrite("models/low_level.safetensors", {"W": W, "b": np.zeros(1, np.float32)})(workdir)
 
 
 PREPARED, MODEL, COSTS = "data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv"
@@ -317,12 +236,12 @@ DIGITS = load_table(DataParams(source="digits"))
 INPUTS = {
     "no prepared data": ("train", lambda w: (w / PREPARED).unlink(), f"{PREPARED}: prepared data not found; {DVC_PREPARE}"),
     "prepared data is a CSV": ("train", write(PREPARED, "x,y\n1,2\n"), f"{PREPARED}: not a readable prepared data ("),
-    "prepared data a directory": ("train", directory(PREPARED), f"{PREPARED}: is a directory, not the prepared data; {DVC_PREPARE}"),
+    "prepared data a directory": ("train", both(lambda w: (w / PREPARED).unlink(), lambda w: (w / PREPARED).mkdir()), f"{PREPARED}: is a directory, not the prepared data; {DVC_PREPARE}"),
     "a model as prepared data": ("evaluate", lambda w: (w / PREPARED).write_bytes((w / MODEL).read_bytes()), f"{PREPARED}: not a prepared data (another file in its place?); {DVC_PREPARE}"),
     "classes an array": ("train", rewrite(PREPARED, {"classes": np.zeros(2, np.float32)}, drop="classes"), f"{PREPARED}: not a prepared data (another file in its place?)"),
     "no model": ("evaluate", lambda w: (w / MODEL).unlink(), f"{MODEL}: trained model not found; {DVC_TRAIN}"),
     "model truncated": ("evaluate", lambda w: (w / MODEL).write_bytes((w / MODEL).read_bytes()[:100]), f"{MODEL}: not a readable trained model ("),
-    "weights beyond float32": ("evaluate", blown_up, "train.cost is "),
+    "weights beyond float32": ("evaluate", rewrite(MODEL, {"W": np.float32([[-1e38, 1e38, 1e38]] * 4), "b": np.zeros(1, np.float32)}), "train.cost is "),  # finite; the cost, in float64, far beyond float32
     "another dataset": ("evaluate", lambda w: write_outputs({PREPARED: prepared_bytes(prepare_table(DIGITS, DataParams(source="digits")))}), f"{MODEL}: was trained on other prepared data than {PREPARED}; {DVC_TRAIN}"),
     "another class list": ("evaluate", prepared(Table(toy().x, toy().y, ("a", "b", "c"))), f"{MODEL}: was trained on other prepared data than {PREPARED}"),
     "another split": ("evaluate", prepared(toy(), standardize=True), f"{MODEL}: was trained on other prepared data than {PREPARED}; {DVC_TRAIN}"),
@@ -330,7 +249,7 @@ INPUTS = {
     "costs empty": ("evaluate", write(COSTS, ""), f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
     "costs nan": ("evaluate", write(COSTS, "epoch\tcost\n0\t1.0\n1\tnan\n"), f"{COSTS}: not the training costs written with this model"),
     "costs inf": ("evaluate", write(COSTS, "epoch\tcost\n0\tinf\n"), f"{COSTS}: not the training costs written with this model"),
-    "another run's costs": ("evaluate", other_costs, f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
+    "another run's costs": ("evaluate", lambda w: train.main(["functional", PREPARED, "models/functional.safetensors", COSTS, "plots/test_cost/functional.tsv", "models/functional.onnx"]), f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
     # predict: new rows (new.csv) and the model file alone
     "new rows lack a column": ("predict", write("new.csv", "x1,x2,x4\n1,2,3\n"), "new.csv: no column 'x3', which the model reads; columns: x1, x2, x4; give a table with the model's columns (under dvc repro, predict.path names it)"),
     "new rows, text": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n1,abc,3,4\n"), "new.csv: not a readable CSV (column 'x2': Row #3: CSV conversion error to float: invalid value 'abc'); the model reads it as a number"),
@@ -356,34 +275,24 @@ def test_an_input_that_is_missing_damaged_or_of_another_run_is_one_line(trained,
 
 
 # Inputs that change while a stage works: (the stage, the function it is in then, the change, the input) --
-def replace_prepared(workdir: Path) -> None:  # prepare run by hand meanwhile, in another process
-    standardized = prepare_table(toy(), DataParams(source="toy", standardize=True))
-    (workdir / "new.safetensors").write_bytes(prepared_bytes(standardized))
-    os.replace(workdir / "new.safetensors", workdir / PREPARED)
-
-
 def edit_params(workdir: Path) -> None:  # params.yaml edited in place, as an editor saves it
     with open(workdir / "params.yaml", "a") as f:
         f.write("# edited\n")
 
 
-def replace_model(workdir: Path) -> None:
-    os.replace(workdir / MODEL, workdir / "old.safetensors")
-    (workdir / MODEL).write_bytes((workdir / "old.safetensors").read_bytes())
-
-
+STANDARDIZED = prepared_bytes(prepare_table(toy(), DataParams(source="toy", standardize=True)))
 CHANGES = {
-    "prepared under train": (train, "train", replace_prepared, PREPARED),
+    # prepare run by hand meanwhile, in another process: a new file renamed into place
+    "prepared under train": (train, "train", both(write("new.safetensors", STANDARDIZED), lambda w: os.replace(w / "new.safetensors", w / PREPARED)), PREPARED),
     "params under train": (train, "train", edit_params, "params.yaml"),
     "params under prepare": (prepare, "prepare", edit_params, "params.yaml"),
-    "model under evaluate": (evaluate, "confusion_csv", replace_model, MODEL),
-}
+    # the model replaced by a copy of itself: another file, the same bytes
+    "model under evaluate": (evaluate, "confusion_csv", both(lambda w: os.replace(w / MODEL, w / "old.safetensors"), lambda w: (w / MODEL).write_bytes((w / "old.safetensors").read_bytes())), MODEL),
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("stage, hooked, change, changed", CHANGES.values(), ids=CHANGES.keys())
-def test_an_input_that_changes_under_a_stage_leaves_nothing_written(
-    trained, monkeypatch, stage, hooked, change, changed
-):
+@pytest.mark.parametrize("stage, hooked, change, what", CHANGES.values(), ids=CHANGES.keys())
+def test_an_input_changed_under_a_stage_leaves_nothing_written(trained, monkeypatch, stage, hooked, change, what):
     """Outputs would name inputs they were not made from (a model that evaluate accepts, a dvc.lock that
     DVC records after the command)."""
     original = getattr(stage, hooked)
@@ -396,9 +305,7 @@ def test_an_input_that_changes_under_a_stage_leaves_nothing_written(
     name = stage.__name__.removeprefix("stages.")
     outputs = {"prepare": ARGS["prepare"], "train": TRAIN_ARGS[2:], "evaluate": EVALUATE_ARGS[3:]}[name]
     before = {path: (trained / path).read_bytes() for path in outputs if (trained / path).is_file()}
-    assert run(name) == (
-        f"stage: error: {changed} changed while the stage ran, so nothing was written; run the stage again"
-    )
+    assert run(name) == f"stage: error: {what} changed while the stage ran, so nothing was written; run the stage again"
     assert {path: (trained / path).read_bytes() for path in outputs if (trained / path).is_file()} == before
 
 
@@ -415,6 +322,7 @@ OUTPUTS = {
     "train under datasets": ("train", [*TRAIN_ARGS[:2], "datasets/t.csv", *TRAIN_ARGS[3:]], f"the output model (datasets/t.csv) {ELSEWHERE}"),
     "evaluate under datasets": ("evaluate", [*EVALUATE_ARGS[:4], "datasets/sub/../t.csv"], f"the output confusion (datasets/sub/../t.csv) {ELSEWHERE}"),
     "a directory": ("train", [*TRAIN_ARGS[:2], "models", *TRAIN_ARGS[3:]], "models: cannot write (Is a directory); nothing was written"),
+    "a file where a folder goes": ("train", [*TRAIN_ARGS[:3], "log/costs.tsv", *TRAIN_ARGS[4:]], "log: cannot write (File exists); nothing was written"),
     "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe", TRAIN_ARGS[5]], "pipe: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
     "predictions = new rows": ("predict", [MODEL, "new.csv", "./new.csv"], f"the output out (./new.csv) is the same file as the table; {OWN}"),
     "predictions = model": ("predict", [MODEL, "new.csv", MODEL], f"the output out ({MODEL}) is the same file as the model; {OWN}"),
@@ -431,13 +339,6 @@ def test_an_output_that_would_lose_a_file_is_refused(trained, stage, argv, expec
     before = files(trained)
     assert run(stage, argv) == f"stage: error: {expected}"
     assert files(trained) == before and (trained / "pipe").is_fifo() and (trained / "link").is_symlink()
-
-
-@pytest.mark.parametrize("source", ["csv", "toy"])  # with toy too: dvc.yaml's prepare depends on data.path
-def test_prepare_writes_nothing_under_datasets(workdir, source):
-    (workdir / "params.yaml").write_text(csv_params().replace("csv", source, 1))
-    assert run("prepare", ["datasets/t.csv", "new.csv"]).endswith(ELSEWHERE)
-    assert (workdir / "datasets" / "t.csv").read_text() == "x,y\n1,a\n2,b\n"
 
 
 # Training that cannot go on: (params.yaml's text, the environment, the line) ------------------------
@@ -457,14 +358,10 @@ TRAINING = {
     "cost rose": (params_text("train", "lr", 0.9), {}, f"the cost rose from 1.099 to 5.719 at epoch 1000 with train.lr=0.9; {DIVERGED}"),
     "WORLD_SIZE alone": (params_text(), {"WORLD_SIZE": "2", **TORCHRUN}, "WORLD_SIZE=2 is set, but torchrun did not start this process; unset WORLD_SIZE"),
     "no RANK": (params_text(), {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x", "RANK": None}, "Error initializing torch.distributed using env:// rendezvous: environment variable RANK expected, but not set; launch the stage with torchrun, or unset WORLD_SIZE"),
-    "a RANK left in a shell": (params_text("train", "lr", -1), {"RANK": "1"}, "params.yaml: train.lr must be greater than 0, got -1"),
+    "a RANK and a run id left in a shell": (params_text("train", "lr", -1), {"RANK": "1", "TORCHELASTIC_RUN_ID": "x"}, "params.yaml: train.lr must be greater than 0, got -1"),
 }  # fmt: skip
 if not torch.cuda.is_available():
-    TRAINING["cuda"] = (
-        params_text("train", "device", "cuda"),
-        {},
-        "train.device is 'cuda' but CUDA is not available here (torch ",
-    )
+    TRAINING["cuda"] = (params_text("train", "device", "cuda"), {}, "train.device is 'cuda' but CUDA is not available here (torch ")  # fmt: skip
 
 
 @pytest.mark.parametrize("text, environment, expected", TRAINING.values(), ids=TRAINING.keys())
@@ -505,8 +402,6 @@ FIXES = {
 
 @pytest.mark.parametrize("table, data, fix_named, fix", FIXES.values(), ids=FIXES.keys())
 def test_a_fix_a_line_names_works_as_written(workdir, table, data, fix_named, fix):
-    from ruamel.yaml import YAML
-
     (workdir / "datasets" / "t.csv").write_text(table)
     params = YAML(typ="safe").load(params_text())
     params["data"] = {"source": "csv", "path": "datasets/t.csv", "label": "y", **data}
@@ -527,41 +422,14 @@ def test_a_fix_a_line_names_works_as_written(workdir, table, data, fix_named, fi
     assert line() != before
 
 
-@pytest.mark.parametrize(
-    "error, status, line",
-    [
-        (MemoryError(), 1, "train: error: out of memory; lower the data's or the run's size, or give it more"),
-        (RuntimeError("something the code did not expect\nsecond line"), 70, "train: bug: RuntimeError: something the code did not expect (not your mistake: please report it with params.yaml; SOFTMAX_TRACEBACK=1 shows the traceback)"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("error, status, line", [
+    (MemoryError(), 1, "train: error: out of memory; lower the data's or the run's size, or give it more"),
+    (RuntimeError("something the code did not expect\nsecond line"), 70, "train: bug: RuntimeError: something the code did not expect (not your mistake: please report it with params.yaml; SOFTMAX_TRACEBACK=1 shows the traceback)"),
+])  # fmt: skip
 def test_out_of_memory_and_a_bug_are_one_line_each(workdir, monkeypatch, capsys, error, status, line):
-    def failing(*args):
-        raise error
-
-    monkeypatch.setattr(train, "train", failing)
+    monkeypatch.setattr(train, "train", Mock(side_effect=error))
     assert boundary("train", lambda: train.main(TRAIN_ARGS)) == status
     assert capsys.readouterr().err.splitlines()[-1] == line
     monkeypatch.setenv("SOFTMAX_TRACEBACK", "1")  # the traceback on request: the exception, as Python shows it
     with pytest.raises(type(error)):
         boundary("train", lambda: train.main(TRAIN_ARGS))
-
-
-def test_a_collective_that_fails_is_one_line(monkeypatch):
-    """A process of torchrun's group that died: the others' all-reduce raises, as gloo does."""
-    from stages.plumbing import distributed
-
-    def reset(tensor):
-        raise RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:5: Connection reset by peer")
-
-    monkeypatch.setattr(distributed.dist, "all_reduce", reset)
-    with pytest.raises(
-        UserError,
-        match=r"^another process of the group stopped \(Read error \[127.0.0.1\]:5: Connection reset by peer\); ",
-    ):
-        distributed.sum_gradients([torch.zeros(2, requires_grad=True)], torch.zeros(()), 0.5)
-
-
-def test_a_stray_torchelastic_run_id_does_not_silence_errors(workdir, monkeypatch):
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    monkeypatch.setenv("RANK", "1")
-    assert run("evaluate", ["data/none.safetensors", *EVALUATE_ARGS[1:]]).endswith(DVC_PREPARE)

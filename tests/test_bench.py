@@ -11,16 +11,14 @@ import pytest
 import torch
 
 from stages.models import IMPLEMENTATIONS
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.stage_runs import REPO
 
 
 @pytest.mark.slow
 def test_tiny_benchmark_reports_every_figure(tmp_path):
     out = tmp_path / "results.json"
-    result = subprocess.run(
-        [sys.executable, "bench/run.py", "--tiny", "--out", str(out)], cwd=REPO, capture_output=True, text=True
-    )
+    command = [sys.executable, "bench/run.py", "--tiny", "--out", str(out)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "x the floor" in result.stdout and "% of the floor" in result.stdout
     figures = json.loads(out.read_text())
@@ -43,15 +41,13 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     assert parts["compute_floor_epochs_per_s"] > 0 and parts["forward_matmul_native_mkl_s"] > 0
     ingestion = figures["ingestion"]
     assert ingestion["rows"] == 2000 and ingestion["file_mb"] > 0
-    for reader in ("ours", "numpy_loadtxt"):  # the same float32 features: 2,000 x 20
-        assert ingestion[reader]["tensor_mb"] == pytest.approx(2000 * 20 * 4 / 2**20)
-        assert ingestion[reader]["seconds"] > 0 and ingestion[reader]["peak_above_start_mb"] >= 0
-    assert ingestion["time_ratio"] == pytest.approx(
-        ingestion["ours"]["seconds"] / ingestion["numpy_loadtxt"]["seconds"]
-    )
+    ours, numpy = ingestion["ours"], ingestion["numpy_loadtxt"]
+    for reader in (ours, numpy):  # the same float32 features: 2,000 x 20
+        assert reader["tensor_mb"] == pytest.approx(2000 * 20 * 4 / 2**20)
+        assert reader["seconds"] > 0 and reader["peak_above_start_mb"] >= 0
+    assert ingestion["time_ratio"] == pytest.approx(ours["seconds"] / numpy["seconds"])
     pro = figures["processes"]
-    for count in ("one", "two"):
-        run = pro[count]
+    for run in (pro["one"], pro["two"]):
         assert run["peak_mb"] > 0 and run["beyond_baseline_mb"] == pytest.approx(run["peak_mb"] - pro["baseline_mb"])
     assert pro["speedup"] == pytest.approx(pro["two"]["epochs_per_s"] / pro["one"]["epochs_per_s"])
     assert pro["memory_ratio"] == pytest.approx(pro["two"]["beyond_baseline_mb"] / pro["one"]["beyond_baseline_mb"])

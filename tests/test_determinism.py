@@ -4,11 +4,11 @@ on one thread in every library, so a stage run with other thread settings writes
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.stage_runs import REPO
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -34,25 +34,14 @@ def test_prepare_and_train_write_the_same_bytes_with_one_thread_or_four(tmp_path
         "  test_size: 0.2\ntrain:\n  epochs: 5\n  lr: 0.1\n  seed: 1\n  device: cpu\n  log_every: 1\n"
         "  double_softmax: false\n"
     )
+    train = ["train", "high_level", "prepared.safetensors", "model.safetensors", "costs.tsv", "test.tsv", "model.onnx"]
     outputs = {}
     for threads in (1, 4):
         workdir = tmp_path / str(threads)
         workdir.mkdir()
         (workdir / "params.yaml").write_text(params)
-        for command in (
-            ["stages", "prepare", "prepared.safetensors", "new_rows.csv"],
-            [
-                "stages",
-                "train",
-                "high_level",
-                "prepared.safetensors",
-                "model.safetensors",
-                "costs.tsv",
-                "test.tsv",
-                "model.onnx",
-            ],
-        ):
-            run = [sys.executable, "-m", *command]
+        for command in (["prepare", "prepared.safetensors", "new_rows.csv"], train):
+            run = [sys.executable, "-m", "stages", *command]
             subprocess.run(run, cwd=workdir, env=stage_env(threads), check=True, capture_output=True)
         outputs[threads] = {path.name: path.read_bytes() for path in sorted(workdir.iterdir())}
     assert outputs[1] == outputs[4]

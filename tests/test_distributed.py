@@ -1,7 +1,6 @@
 """Data-parallel training with two processes (gloo on the CPU), each reading only its rows, gives the
-single-process result to 1e-6: the same costs at every epoch, test costs and trained weights, with
-full batches and mini-batches, launched by `train.processes: 2` or by two torchrun launchers as two
-machines would. No process outlives the one that started it."""
+single-process result to 1e-6 (costs, test costs, weights), launched by `train.processes: 2` or by two
+torchrun launchers as two machines would."""
 
 import contextlib
 import io
@@ -24,9 +23,9 @@ from stages.data import PreparedFile, load_prepared
 from stages.plumbing import distributed
 from stages.plumbing.errors import UserError
 from stages.plumbing.files import Tensors
+from tests.stage_runs import REPO
 from tests.waiting import importing_torch, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 TRAIN = {"epochs": 300, "lr": 0.1, "seed": 1, "device": "auto", "log_every": 100, "double_softmax": "false"}
 SYNTHETIC = "data:\n  source: synthetic\n  n_samples: 1000\n  n_features: 20\n  n_classes: 4\n  test_size: 0.2\n"
@@ -49,32 +48,22 @@ def write_params(workdir: Path, name: str, **train_changes: object) -> None:
 def prepare(workdir: Path, name: str, copies: int = 1) -> list[Path]:
     """`copies` directories under `workdir` (as many machines), each with params.yaml and the prepared data."""
     dirs = [workdir / f"copy{n}" for n in range(copies)]
-    for copy in dirs:
-        copy.mkdir(parents=True)
-        write_params(copy, name)
+    dirs[0].mkdir(parents=True)
+    write_params(dirs[0], name)
     prepare = [sys.executable, "-m", "stages", "prepare", "prepared.safetensors", "new_rows.csv"]
     subprocess.run(prepare, cwd=dirs[0], env=ENV, check=True, capture_output=True)
     for copy in dirs[1:]:
-        for name in ("prepared.safetensors", "new_rows.csv"):
-            shutil.copy(dirs[0] / name, copy / name)
+        shutil.copytree(dirs[0], copy)
     return dirs
 
 
 def results(workdir: Path) -> tuple[list[float], list[float], dict]:
     """The costs of every epoch, the test costs and the model's tensors that a train stage wrote."""
-
-    def column(name: str) -> list[float]:
-        return [float(line.split("\t")[1]) for line in (workdir / name).read_text().splitlines()[1:]]
-
-    return column("costs.tsv"), column("test_costs.tsv"), Tensors(workdir / "model.safetensors", "", (), "").arrays()
-
-
-def train_stage(workdir: Path, impl: str, processes: int) -> subprocess.CompletedProcess:
-    """The train stage as `dvc repro` runs it, with train.processes set."""
-    params = (workdir / "params.yaml").read_text()
-    (workdir / "params.yaml").write_text(params.replace("train:\n", f"train:\n  processes: {processes}\n", 1))
-    command = [sys.executable, "-m", "stages", "train", impl, *STAGE_ARGS]
-    return subprocess.run(command, cwd=workdir, env=ENV, capture_output=True, text=True)
+    costs, test_costs = (
+        [float(line.split("\t")[1]) for line in (workdir / name).read_text().splitlines()[1:]]
+        for name in ("costs.tsv", "test_costs.tsv")
+    )
+    return costs, test_costs, Tensors(workdir / "model.safetensors", "", (), "").arrays()
 
 
 def assert_equal_within_1e_6(alone: tuple, shared: tuple) -> None:
@@ -84,9 +73,8 @@ def assert_equal_within_1e_6(alone: tuple, shared: tuple) -> None:
         np.testing.assert_allclose(shared[2][name], value, rtol=0, atol=1e-6)
 
 
-# Mini-batches, with a test split and with a last batch of fewer rows than processes: a batch's rows are
-# those its processes hold, the same for every implementation. (Full batches: test_two_machines_equal_one,
-# with the third implementation.)
+# Mini-batches, with a test split and with a last batch of fewer rows than processes (full batches, with the
+# third implementation: test_two_machines_equal_one).
 CASES = [("synthetic-mini-batches", "high_level"), ("toy-short-last-batch", "functional")]
 
 
@@ -96,7 +84,9 @@ def test_two_processes_equal_one(tmp_path, data, impl):
     alone, shared = prepare(tmp_path, data, copies=2)
     with contextlib.chdir(alone), contextlib.redirect_stdout(io.StringIO()):
         train.main([impl, *STAGE_ARGS])  # one process, as the stage runs: in this one
-    result = train_stage(shared, impl, processes=2)
+    write_params(shared, data, processes=2)  # the stage as `dvc repro` runs it, with train.processes: 2
+    command = [sys.executable, "-m", "stages", "train", impl, *STAGE_ARGS]
+    result = subprocess.run(command, cwd=shared, env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Epoch    0/300") == 1  # the first process's lines alone
     assert_equal_within_1e_6(results(alone), results(shared))
@@ -121,16 +111,6 @@ def test_each_process_reads_only_its_rows(tmp_path, monkeypatch):
     assert share <= peak < share + (1000 * 88) // 4  # not the whole file's 1,000 rows
 
 
-def test_more_processes_than_gpus_is_one_line(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # as torchrun sets it
-    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
-    with pytest.raises(UserError, match=r"^torchrun started 2 processes on this machine, but it has 1 GPU\(s\); run "
-                       r"torchrun --nproc-per-node=1, or set train.device: cpu$"):  # fmt: skip
-        distributed.start(torch.device("cuda"))
-
-
 def workers_of(launcher: subprocess.Popen, count: int) -> list[psutil.Process]:
     """The `count` train processes a launcher started, once they are all there and importing torch."""
 
@@ -142,9 +122,6 @@ def workers_of(launcher: subprocess.Popen, count: int) -> list[psutil.Process]:
     for worker in workers:
         wait_for(lambda worker=worker: importing_torch(worker.pid), "the train processes to import torch")
     return workers
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 # Which process is killed, and the stage's one line then: the first process's, or, when the first process
@@ -174,15 +151,21 @@ def test_a_process_killed_leaves_one_line(tmp_path, which):
     assert not (workdir / "model.safetensors").exists()
 
 
-def test_more_processes_than_cpus_is_one_line(monkeypatch):
+def test_more_processes_than_cpus_or_gpus_is_one_line(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     with pytest.raises(UserError, match=r"^train.processes=3, but this machine gives the stage 2 CPU\(s\); at most 2$"):
         distributed.launch(3, ["train"])
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):  # as torchrun sets them, with TORCHELASTIC_RUN_ID
+        monkeypatch.setenv(name, "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^torchrun started 2 processes on this machine, but it has 1 GPU\(s\); run "
+                       r"torchrun --nproc-per-node=1, or set train.device: cpu$"):  # fmt: skip
+        distributed.start(torch.device("cuda"))
 
 
 def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, subprocess.Popen]]:
-    """Two torchrun launchers, as on two machines (docs/distributed.md): --nnodes=2, one process each, the
-    first machine's address 127.0.0.1, each in a copy of the repository's prepared data."""
+    """Two torchrun launchers, as on two machines (docs/distributed.md), each in a copy of the prepared data."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -191,7 +174,8 @@ def two_machines(tmp_path: Path, **train_changes: object) -> list[tuple[Path, su
         write_params(workdir, "synthetic", **train_changes)
         options = ["--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1", "--master-addr=127.0.0.1"]
         logs = ["--log-dir", str(workdir / "logs"), "--redirects", "3"]  # the process's streams in files
-        command = [*TORCHRUN, *options, f"--master-port={port}", *logs, "-m", "stages", "train", "low_level"]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", *options, f"--master-port={port}", *logs]
+        command = [*torchrun, "-m", "stages", "train", "low_level"]
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         nodes.append((workdir, subprocess.Popen([*command, *STAGE_ARGS], cwd=workdir, env=ENV, **quiet)))
     return nodes

@@ -13,10 +13,9 @@ STAGES = YAML(typ="safe", pure=True).load((REPO / "dvc.yaml").read_text())["stag
 
 def module_file(module: str) -> Path | None:
     """The project file of a module named `stages...`, or None for any other module."""
-    if module != "stages" and not module.startswith("stages."):
-        return None
     path = REPO / module.replace(".", "/")
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return path if (module == "stages" or module.startswith("stages.")) and path.exists() else None
 
 
 def imported_files(path: Path) -> set[Path]:
@@ -33,17 +32,15 @@ def imported_files(path: Path) -> set[Path]:
         for name in names:
             parts = name.split(".")
             for i in range(1, len(parts) + 1):  # stages, stages.data, ...: each package on the way runs
-                found = module_file(".".join(parts[:i]))
-                if found is not None and found.exists():
+                if found := module_file(".".join(parts[:i])):
                     files.add(found)
     return files
 
 
 def import_closure(module: str) -> set[str]:
     """Every project file that `python -m <module>` runs, as paths relative to the repository."""
-    start = module_file(module)
-    assert start is not None and start.exists(), module
-    seen, todo = set(), [start, *(p for p in [module_file("stages")] if p)]
+    seen, todo = set(), [module_file(module), module_file("stages")]
+    assert todo[0], module
     while todo:
         path = todo.pop()
         if path not in seen:
@@ -53,28 +50,19 @@ def import_closure(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_code_deps_are_the_commands_import_closure(name):
+def test_deps_are_the_commands_import_closure_and_the_files_it_reads(name):
     stage = STAGES[name]
     words = stage["cmd"].split()
     assert words[:4] == ["exec", "python", "-m", "stages"]  # exec: no shell stays between DVC and the stage
     code_deps = {dep for dep in stage["deps"] if dep.endswith(".py")}
     # stages/__main__.py imports the stage's module by its name (words[4]) once the process is set up
     assert code_deps == import_closure("stages.__main__") | import_closure(f"stages.{words[4]}")
-
-
-@pytest.mark.parametrize("name", STAGES)
-def test_data_deps_are_the_files_the_stage_reads(name):
-    stage = STAGES[name]
+    declared = stage.get("outs", []) + stage.get("metrics", [])
+    outputs = [next(iter(out)) if isinstance(out, dict) else out for out in declared]
+    inputs = [arg for arg in words[5:] if ("/" in arg or arg == "${predict.path}") and arg not in outputs]
     data_deps = [dep for dep in stage["deps"] if not dep.endswith(".py")]
-    if name == "prepare":
-        assert data_deps == ["${data.path}"]  # the table csv and parquet read; the others read no file
-        return
-    arguments = stage["cmd"].split()
-    outputs = {
-        next(iter(out)) if isinstance(out, dict) else out for out in stage.get("outs", []) + stage.get("metrics", [])
-    }
-    inputs = [arg for arg in arguments[5:] if ("/" in arg or arg == "${predict.path}") and arg not in outputs]
-    assert data_deps == inputs
+    # prepare reads the table data.path names (csv, parquet; the other sources read no file), none on its command line
+    assert data_deps == (["${data.path}"] if name == "prepare" else inputs)
 
 
 def test_the_closure_follows_every_kind_of_import():

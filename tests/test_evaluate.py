@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,17 +17,15 @@ from stages.data import Split
 from stages.evaluate import Tally, confusion_csv, scores
 from stages.features import Preprocessing
 from stages.models import IMPLEMENTATIONS
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.stage_runs import REPO
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_macro_f1_matches_scikit_learn(seed):
     generator = torch.Generator().manual_seed(seed)
     actual = torch.randint(4, (50,), generator=generator)
-    predicted = torch.where(
-        torch.rand(50, generator=generator) < 0.6, actual, torch.randint(4, (50,), generator=generator)
-    )
+    kept = torch.rand(50, generator=generator) < 0.6
+    predicted = torch.where(kept, actual, torch.randint(4, (50,), generator=generator))
     predicted[predicted == 3] = 2  # class 3 never predicted: its F1 is 0
     expected = f1_score(actual.numpy(), predicted.numpy(), average="macro")
     # Class 4 occurs nowhere: left out, as by scikit-learn.
@@ -37,41 +34,20 @@ def test_macro_f1_matches_scikit_learn(seed):
     assert tally.scores()["f1_macro"] == pytest.approx(expected)
 
 
-def test_confusion_rows_name_the_classes():
-    text = confusion_csv(np.array([0, 1]), np.array([1, 1]), ["cat", "dog"])
-    assert text == "actual,predicted\ncat,dog\ndog,dog\n"
+CONFUSION = {  # the classes, and the text when no name needs quoting
+    "plain": (["cat", "dog"], "actual,predicted\ncat,dog\ndog,cat\n"),
+    "a comma, a quote, a line break": (["a,b", 'say "hi"', "two\nlines"], None),
+    "a lone carriage return": (["x\ry", "n\nm"], None),
+}
 
 
-def test_confusion_rows_quote_class_names_that_would_break_a_row():
-    classes = ["a,b", 'say "hi"', "two\nlines"]
-    text = confusion_csv(np.array([0, 1, 2]), np.array([2, 0, 1]), classes)
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert rows == [["actual", "predicted"], ["a,b", "two\nlines"], ['say "hi"', "a,b"], ["two\nlines", 'say "hi"']]
-
-
-def test_stages_with_a_test_split(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(
-        "data:\n  source: iris\n  test_size: 0.2\n"
-        "train:\n  epochs: 200\n  lr: 0.1\n  seed: 1\n  device: cpu\n  log_every: 50\n  double_softmax: false\n"
-    )
-    prepare.main(["data.safetensors", "new_rows.csv"])
-    train.main(["high_level", "data.safetensors", "model.safetensors", "cost.tsv", "test_cost.tsv", "model.onnx"])
-    evaluate.main(["data.safetensors", "model.safetensors", "cost.tsv", "metrics.json", "confusion.csv"])
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"final_cost", "train", "test", "device"}
-    assert set(metrics["train"]) == set(metrics["test"]) == {"accuracy", "cost", "f1_macro"}
-    assert metrics["test"]["accuracy"] >= 0.9 and metrics["test"]["f1_macro"] >= 0.9
-    assert (tmp_path / "test_cost.tsv").read_text().splitlines()[0] == "epoch\ttest_cost"
-    assert len((tmp_path / "test_cost.tsv").read_text().splitlines()) == 1 + 5  # epochs 0, 50, ..., 200
-    confusion = (tmp_path / "confusion.csv").read_text().splitlines()
-    assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 30  # the 30 test rows
-    assert {row.split(",")[0] for row in confusion[1:]} == {"setosa", "versicolor", "virginica"}
-    # Read two rows at a time (iris has 4 float32 features: 16 bytes a row), evaluate writes the same bytes.
-    monkeypatch.setattr("stages.data.BLOCK_BYTES", 40)
-    evaluate.main(["data.safetensors", "model.safetensors", "cost.tsv", "blocks.json", "blocks.csv"])
-    assert (tmp_path / "blocks.json").read_bytes() == (tmp_path / "metrics.json").read_bytes()
-    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "confusion.csv").read_bytes()
+@pytest.mark.parametrize("classes, text", CONFUSION.values(), ids=CONFUSION.keys())
+def test_confusion_rows_name_the_classes_quoted_where_a_name_would_break_a_row(classes, text):
+    actual, predicted = np.arange(len(classes)), np.roll(np.arange(len(classes)), 1)
+    written = confusion_csv(actual, predicted, classes)
+    rows = [["actual", "predicted"], *([classes[a], classes[p]] for a, p in zip(actual, predicted, strict=True))]
+    assert list(csv.reader(io.StringIO(written, newline=""))) == rows
+    assert text is None or written == text
 
 
 @pytest.mark.parametrize("scale", [1.0, 300.0])  # 300: logits where a naive exp() overflows
@@ -89,19 +65,9 @@ def test_scores_match_torch(scale):
     assert result["accuracy"] == (logits.argmax(dim=1) == y).double().mean().item()
 
 
-def test_a_class_name_with_a_lone_carriage_return_is_quoted():
-    text = confusion_csv(np.array([0, 1]), np.array([1, 0]), ["x\ry", "n\nm"])
-    assert list(csv.reader(io.StringIO(text, newline=""))) == [
-        ["actual", "predicted"],
-        ["x\ry", "n\nm"],
-        ["n\nm", "x\ry"],
-    ]
-    assert confusion_csv(np.array([0]), np.array([1]), ["a", "b"]) == "actual,predicted\na,b\n"
-
-
 def test_the_example_csv_with_a_test_split(tmp_path, monkeypatch):
-    """docs/data.md's row for datasets/wine.csv: every implementation above 0.9 on the test split, and
-    the confusion rows named by the cultivars (strings as labels)."""
+    """docs/data.md's row for datasets/wine.csv: every implementation above 0.9 on the test split, metrics of
+    both splits, the test cost every log_every epochs, the confusion rows named by the cultivars."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "datasets").mkdir()
     shutil.copy(REPO / "datasets" / "wine.csv", tmp_path / "datasets" / "wine.csv")
@@ -114,7 +80,18 @@ def test_the_example_csv_with_a_test_split(tmp_path, monkeypatch):
         for impl in IMPLEMENTATIONS:
             train.main([impl, "data.safetensors", f"{impl}.safetensors", "cost.tsv", "test_cost.tsv", "model.onnx"])
             evaluate.main(["data.safetensors", f"{impl}.safetensors", "cost.tsv", f"{impl}.json", f"{impl}.csv"])
-            assert json.loads((tmp_path / f"{impl}.json").read_text())["test"]["accuracy"] >= 0.9, impl
+            metrics = json.loads((tmp_path / f"{impl}.json").read_text())
+            assert set(metrics) == {"final_cost", "train", "test", "device"}
+            assert set(metrics["train"]) == set(metrics["test"]) == {"accuracy", "cost", "f1_macro"}
+            assert metrics["test"]["accuracy"] >= 0.9 and metrics["test"]["f1_macro"] >= 0.9, impl
+    assert (tmp_path / "test_cost.tsv").read_text().splitlines()[0] == "epoch\ttest_cost"
+    assert len((tmp_path / "test_cost.tsv").read_text().splitlines()) == 1 + 6  # epochs 0, 100, ..., 500
     confusion = (tmp_path / "functional.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 36  # 20 % of 178 wines, per class
     assert {row.split(",")[0] for row in confusion[1:]} == {"barbera", "barolo", "grignolino"}
+    # Read two rows at a time (wine has 13 float32 features: 52 bytes a row), evaluate writes the same bytes.
+    monkeypatch.setattr("stages.data.BLOCK_BYTES", 2 * 52)
+    with contextlib.redirect_stderr(io.StringIO()):
+        evaluate.main(["data.safetensors", "high_level.safetensors", "cost.tsv", "blocks.json", "blocks.csv"])
+    assert (tmp_path / "blocks.json").read_bytes() == (tmp_path / "high_level.json").read_bytes()
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "high_level.csv").read_bytes()

@@ -6,7 +6,6 @@ import resource
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from safetensors.numpy import save
 
 from stages.plumbing.errors import UserError
 from stages.plumbing.files import Tensors, float32_text, tensors_bytes, write_outputs
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.stage_runs import REPO
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
@@ -23,52 +21,31 @@ def test_an_output_gets_the_mode_open_would_give_it(tmp_path, umask):
     old = os.umask(umask)
     try:
         write_outputs({str(tmp_path / "metrics" / "low_level.json"): "{}\n"})
-        with open(tmp_path / "reference", "w") as f:
-            f.write("{}\n")
+        (tmp_path / "reference").write_text("{}\n")  # as open() makes a file
     finally:
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "metrics" / "low_level.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "reference").stat().st_mode) == 0o666 & ~umask
 
 
-def write_with_file_size_limit(tmp_path: Path, limit: int, outputs: dict[str, str]) -> subprocess.CompletedProcess:
-    """write_outputs in a process that may write no file larger than `limit` bytes: a full disk, as
-    the writer meets it (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+def test_a_failed_write_changes_no_output(tmp_path):
+    """write_outputs in a process that may write no file larger than 1000 bytes: a full disk, as the writer
+    meets it (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    (tmp_path / "small.txt").write_text("old small\n")
+    (tmp_path / "large.txt").write_text("old large\n")
+    outputs = {"small.txt": "new\n", "large.txt": "x" * 5000}
     code = (
         "import sys; from stages.plumbing.process import boundary; from stages.plumbing.files import write_outputs; "
         f"sys.exit(boundary('t', lambda: write_outputs({outputs!r})))"
     )
-
-    def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          preexec_fn=limit_file_size, check=False)  # fmt: skip
-
-
-def test_a_failed_write_changes_no_output(tmp_path):
-    (tmp_path / "small.txt").write_text("old small\n")
-    (tmp_path / "large.txt").write_text("old large\n")
-    result = write_with_file_size_limit(tmp_path, 1000, {"small.txt": "new\n", "large.txt": "x" * 5000})
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)))  # fmt: skip
     assert result.returncode == 1
     assert result.stderr == "t: error: large.txt: cannot write (File too large); nothing was written\n"
     assert (tmp_path / "small.txt").read_text() == "old small\n"  # written first, yet not renamed into place
     assert (tmp_path / "large.txt").read_text() == "old large\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["large.txt", "small.txt"]  # no temporary file left
-
-
-def test_a_directory_where_an_output_goes(tmp_path):
-    (tmp_path / "model.safetensors").mkdir()
-    with pytest.raises(UserError, match=r"model.safetensors: cannot write \(Is a directory\); nothing"):
-        write_outputs({str(tmp_path / "costs.tsv"): "x", str(tmp_path / "model.safetensors"): "y"})
-    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
-
-
-def test_a_file_where_an_output_directory_goes(tmp_path):
-    (tmp_path / "plots").write_text("not a directory")
-    with pytest.raises(UserError, match=r"plots: cannot write \(File exists\); nothing"):
-        write_outputs({str(tmp_path / "plots" / "cost.tsv"): "x"})
 
 
 def test_a_read_only_directory(tmp_path, monkeypatch):
@@ -97,24 +74,10 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
     np.testing.assert_array_equal(read["W"], arrays["W"])
 
 
-@pytest.mark.parametrize(
-    "content, expected",
-    [
-        (b"", "not a readable trained model"),
-        (b"\x10\x00\x00\x00\x00\x00\x00\x00{}", "not a readable trained model"),
-        (b"x,y\n1,2\n", "not a readable trained model"),
-    ],
-)
-def test_damaged_tensor_files(tmp_path, content, expected):
+@pytest.mark.parametrize("content", [b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{}", b"x,y\n1,2\n"])
+def test_damaged_tensor_files(tmp_path, content):
     (tmp_path / "m.safetensors").write_bytes(content)
-    with pytest.raises(UserError, match=rf"m.safetensors: {expected} \(.*\); run it$"):
-        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
-
-
-def test_a_truncated_tensor_file(tmp_path):
-    content = tensors_bytes({"W": np.ones((50, 3), np.float32)}, {"impl": "low_level"})
-    (tmp_path / "m.safetensors").write_bytes(content[:-10])
-    with pytest.raises(UserError, match=r"m.safetensors: not a readable trained model \("):
+    with pytest.raises(UserError, match=r"m.safetensors: not a readable trained model \(.*\); run it$"):
         Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
@@ -127,12 +90,6 @@ def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
     (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"impl": "low_level"}'}))  # by hand
     with pytest.raises(UserError, match=r"^.*m.safetensors: W holds NaN or infinite values; run it$"):
         Tensors(tmp_path / "m.safetensors", "trained model", (), "run it").arrays()
-
-
-def test_a_directory_in_place_of_an_input(tmp_path):
-    (tmp_path / "m.safetensors").mkdir()
-    with pytest.raises(UserError, match=r"m.safetensors: is a directory, not the trained model; run it"):
-        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
 
 
 def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -153,14 +110,12 @@ def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "names",
-    [
-        ["a" * 100 + "_model", "a" * 100 + "_costs"],  # alike in their first 100 characters
-        ["é" * 120 + ".bin", "é" * 120 + ".tsv"],  # 244 bytes each: a valid name, cut by bytes
-    ],
-)
-def test_outputs_with_names_alike_get_temporaries_of_their_own(tmp_path, names):
+@pytest.mark.parametrize("names", [
+    ["a" * 100 + "_model", "a" * 100 + "_costs"],  # alike in their first 100 characters
+    ["é" * 120 + ".bin", "é" * 120 + ".tsv"],  # 244 bytes each: a valid name, cut by bytes
+    ["a" * 250],  # its temporary's name is cut short: within 255 bytes
+])  # fmt: skip
+def test_outputs_with_long_names_alike_get_temporaries_of_their_own(tmp_path, names):
     write_outputs({str(tmp_path / name): name for name in names})
     assert {path.name: path.read_text() for path in tmp_path.iterdir()} == {name: name for name in names}
 
@@ -182,20 +137,11 @@ def test_a_rename_that_fails_after_others_says_what_was_written(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tsv"]  # no temporary left
 
 
-def test_a_long_output_name(tmp_path):
-    long_name = tmp_path / ("a" * 250)
-    write_outputs({str(long_name): "x"})  # its temporary's name is cut short: within 255 bytes
-    assert long_name.read_text() == "x"
-
-
-@pytest.mark.parametrize(
-    "value, text", [(-0.0, "0.0"), (0.1, "0.1"), (1e-45, "1e-45"), (3.4028235e38, "3.4028235e+38")]
-)
-def test_a_number_is_written_as_the_shortest_float32_text(value, text):
-    assert float32_text(value, "x") == text
-
-
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), 3.5e38])
-def test_no_number_beyond_float32_is_written(value):
-    with pytest.raises(UserError, match=r"^x is .*, beyond float32"):
-        float32_text(value, "x")
+@pytest.mark.parametrize("value, text", [(-0.0, "0.0"), (0.1, "0.1"), (1e-45, "1e-45"), (3.4028235e38, "3.4028235e+38"),
+                                         (float("nan"), None), (float("inf"), None), (3.5e38, None)])  # fmt: skip
+def test_a_number_is_written_as_the_shortest_float32_text_and_none_beyond_float32(value, text):
+    if text is None:
+        with pytest.raises(UserError, match=r"^x is .*, beyond float32"):
+            float32_text(value, "x")
+    else:
+        assert float32_text(value, "x") == text

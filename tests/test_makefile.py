@@ -16,8 +16,7 @@ TORCH = re.search(r"^torch==(\S+)$", (REPO / "requirements.txt").read_text(), re
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
-    """`make ARGS` as a user types it, also when these tests run under `make test` (a make inside a
-    make would print "Entering directory" and inherit the outer one's flags)."""
+    """`make ARGS` as a user types it, also under `make test` (whose flags a make inside it would inherit)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
     return subprocess.run(["make", *args], cwd=REPO, env=env, capture_output=True, text=True, check=False)
 
@@ -52,20 +51,15 @@ def test_a_repository_whose_path_has_a_space_is_one_word_to_the_shell(tmp_path):
     assert shlex.split(line)[:4] == [f"{clone}/.venv/bin/python", "-m", "pip", "install"]
 
 
-def test_by_default_only_the_usual_index(tmp_path):
-    venv = tmp_path / "venv"
-    (line,) = pip_lines(dry_run(f"VENV={venv}", f"{venv}/.installed"))
-    assert line.endswith("-r requirements.txt") and "index-url" not in line
-
-
 @pytest.mark.parametrize("target, installs", [
     ("repro", ["requirements.txt"]),
     ("s3", ["requirements.txt", "requirements-s3.txt"]),
     ("test", ["requirements.txt", "requirements-s3.txt", "requirements-dev.txt"]),
 ])  # fmt: skip
 def test_each_target_installs_only_what_it_needs(tmp_path, target, installs):
-    venv = tmp_path / "venv"
-    assert [line.split(" -r ")[-1] for line in pip_lines(dry_run(f"VENV={venv}", target))] == installs
+    """By default from the usual index alone."""
+    lines = pip_lines(dry_run(f"VENV={tmp_path / 'venv'}", target))
+    assert [line.split(" -r ")[-1] for line in lines] == installs and not any("index-url" in line for line in lines)
 
 
 def test_test_runs_the_whole_suite_on_every_core_and_test_quick_leaves_out_the_slow_tests(tmp_path):
@@ -76,17 +70,12 @@ def test_test_runs_the_whole_suite_on_every_core_and_test_quick_leaves_out_the_s
     assert quick[-1] == 'python -m pytest -n auto -m "not slow"'
 
 
-def test_another_torch_value_is_one_line():
-    result = make("-n", "repro", "TORCH=cuda")
-    assert result.returncode != 0
-    assert "TORCH=cuda: the choices are TORCH=cpu" in result.stderr and len(result.stderr.splitlines()) == 1
-
-
-def made_venv(path: Path, torch: str) -> Path:
-    """A .venv as `make` leaves it (nothing in it but the marks), made with TORCH=`torch`."""
-    path.mkdir()
-    (path / ".installed").touch()
-    (path / ".torch").write_text(f"{torch}\n")
+def made_venv(path: Path, torch: str | None) -> Path:
+    """A .venv as `make` leaves it (nothing in it but the marks), made with TORCH=`torch`; None: no .venv yet."""
+    if torch is not None:
+        path.mkdir()
+        (path / ".installed").touch()
+        (path / ".torch").write_text(f"{torch}\n")
     return path
 
 
@@ -97,10 +86,11 @@ def test_a_venv_remembers_torch_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("made_with, asked, expected", [
+    (None, "TORCH=cuda", "TORCH=cuda: the choices are TORCH=cpu"),
     ("", "TORCH=cpu", "TORCH=cpu, but {venv} was made without TORCH=cpu: rm -rf {venv} first to switch"),
     ("cpu", "TORCH=", "TORCH=, but {venv} was made with TORCH=cpu: rm -rf {venv} first to switch"),
 ])  # fmt: skip
-def test_asking_an_existing_venv_for_the_other_torch_is_one_line(tmp_path, made_with, asked, expected):
+def test_a_torch_the_venv_cannot_take_is_one_line(tmp_path, made_with, asked, expected):
     venv = made_venv(tmp_path / "venv", made_with)
     result = make("-n", f"VENV={venv}", asked, "repro")
     assert result.returncode != 0 and result.stdout == ""

@@ -44,10 +44,8 @@ ENV = {
     # The stages' `python` must be this interpreter, with torch; DVC must not phone home.
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
+    **dict.fromkeys(["GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"], "test"),
+    **dict.fromkeys(["GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"], "test@example.com"),
 }
 
 
@@ -63,9 +61,8 @@ def dvc(cwd: Path, *args: str, env: dict[str, str] = ENV) -> str:
 
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory, worker_id: str) -> Path:
-    """The pipeline's code and parameters committed in a new git repository, reproduced and its results
-    committed: built once per test session, by the first xdist worker that needs it (the others wait
-    for its lock), in the temporary directory the workers share."""
+    """The pipeline committed in a new git repository, reproduced and its results committed: once per session,
+    by the first xdist worker that needs it (the others wait for its lock), where the workers share files."""
     shared = tmp_path_factory.getbasetemp()
     shared = shared if worker_id == "master" else shared.parent
     root = shared / "reproduced"
@@ -85,8 +82,7 @@ def reproduced(tmp_path_factory, worker_id: str) -> Path:
 
 @pytest.fixture
 def clone(reproduced: Path, tmp_path: Path) -> Path:
-    """A copy of the reproduced repository for this test alone (a copy takes milliseconds), so that
-    what one test changes or breaks cannot reach another."""
+    """A copy of the reproduced repository for this test alone: what one test breaks cannot reach another."""
     copy = tmp_path / "repo"
     # .dvc/tmp is DVC's state for the repository it lies in (locks, the experiments' queue).
     shutil.copytree(
@@ -99,12 +95,9 @@ def metrics(root: Path) -> dict[str, dict]:
     return {impl: json.loads((root / f"metrics/{impl}.json").read_text()) for impl in IMPLEMENTATIONS}
 
 
-def test_repro_reproduces_the_committed_results_byte_for_byte(clone):
+def test_repro_reproduces_the_committed_results_which_are_the_lessons(clone):
     for name in RESULTS:
         assert (clone / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs from the committed one"
-
-
-def test_metrics_are_those_of_the_lesson(clone):
     results = metrics(clone)
     for impl in IMPLEMENTATIONS:
         assert set(results[impl]) == {"final_cost", "train", "device"}  # no test split: no `test` figures
@@ -119,6 +112,31 @@ def test_metrics_are_those_of_the_lesson(clone):
     assert json.dumps(shown).count("final_cost") == 3
 
 
+def test_a_queued_sweep_on_iris_then_the_best_applied(clone):
+    """docs/data.md's sweep: queued experiments on iris with a test split, side by side in `dvc exp show`; one
+    applied is what `dvc metrics diff` compares with the commit. (high_level's chain alone: the queue is tested.)"""
+    iris = ["-S", "data.source=iris", "-S", "data.test_size=0.2", "-S", "data.standardize=true"]
+    dvc(clone, "exp", "run", "--queue", "-S", "train.lr=0.05,0.2", *iris, "evaluate@high_level")
+    dvc(clone, "exp", "run", "--run-all")
+    shown = json.loads(dvc(clone, "exp", "show", "--json"))
+    experiments = {
+        rev["data"]["params"]["params.yaml"]["data"]["train"]["lr"]: rev
+        for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]
+    }  # fmt: skip
+    assert sorted(experiments) == [0.05, 0.2]
+    for rev in experiments.values():
+        assert set(rev["data"]["metrics"]) == {f"metrics/{impl}.json" for impl in IMPLEMENTATIONS}  # side by side
+        test = rev["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]
+        assert set(test) == {"accuracy", "cost", "f1_macro"}
+    best = experiments[0.2]
+    assert best["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]["accuracy"] >= 0.9  # docs/data.md
+    dvc(clone, "exp", "apply", best["name"])
+    diff = json.loads(dvc(clone, "metrics", "diff", "--json"))
+    assert set(diff) == {"metrics/high_level.json"}
+    test_costs = (clone / "plots/test_cost/high_level.tsv").read_text().splitlines()
+    assert test_costs[0] == "epoch\ttest_cost" and len(test_costs) == 1 + 11
+
+
 def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
     def stale_after(edit: str) -> set[str]:
         path = clone / edit
@@ -129,9 +147,7 @@ def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
         finally:
             path.write_bytes(original)
 
-    trains = {f"train@{impl}" for impl in IMPLEMENTATIONS}
-    evaluates = {f"evaluate@{impl}" for impl in IMPLEMENTATIONS}
-    predicts = {f"predict@{impl}" for impl in IMPLEMENTATIONS}
+    trains, evaluates, predicts = ({f"{s}@{i}" for i in IMPLEMENTATIONS} for s in ("train", "evaluate", "predict"))
     assert stale_after("datasets/README.md") == set()
     assert stale_after("stages/__init__.py") == {"prepare"} | trains | evaluates | predicts
     assert stale_after("stages/models.py") == trains
@@ -139,15 +155,9 @@ def test_each_stage_is_stale_exactly_when_a_file_it_reads_changes(clone):
     assert stale_after("stages/predict.py") == predicts
 
 
-def test_second_repro_runs_nothing(clone):
-    assert "Data and pipelines are up to date." in dvc(clone, "repro")
-    assert sh(clone, "git", "status", "--porcelain") == ""
-
-
 def test_verify_names_an_output_that_differs_from_dvc_lock(clone):
-    """`make verify` (here on one stage's chain) in a clone whose dvc.lock records another MD5 for one
-    output: the stages rerun in a scratch copy, the other outputs match, that one is named, exit 1, and
-    the workspace is untouched. (A clean clone's `make verify` of every stage, exit 0, is CI's.)"""
+    """`make verify` of one stage's chain where dvc.lock records another MD5 for one output: that one is named,
+    exit 1, the workspace untouched. (A clean clone's `make verify` of every stage, exit 0, is CI's.)"""
     recorded = verify.read_lock(clone / "dvc.lock")["evaluate@functional"]["outs"]["metrics/functional.json"]
     (clone / "dvc.lock").write_text((clone / "dvc.lock").read_text().replace(recorded, "0" * 32))
     before = outputs_of(clone) | {"dvc.lock": (clone / "dvc.lock").read_bytes()}
@@ -167,17 +177,13 @@ def test_verify_names_an_output_that_differs_from_dvc_lock(clone):
 VERIFY_MISTAKES = {
     "no repository": ({}, "no dvc.yaml here; run it in the repository"),
     "no dvc.lock": ({"dvc.yaml": "stages: {}\n"}, "no dvc.lock here; run `dvc repro` first"),
-    "a broken dvc.lock": (
-        {"dvc.yaml": "", "dvc.lock": "stages: ["},
-        "dvc.lock is not a lock file DVC wrote (ParserError",
-    ),
+    "broken YAML": ({"dvc.yaml": "", "dvc.lock": "stages: ["}, "dvc.lock is not a lock file DVC wrote (ParserError"),
     "another YAML file": ({"dvc.yaml": "", "dvc.lock": "x: 1\n"}, "dvc.lock is not a lock file DVC wrote (KeyError"),
-}
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("case", VERIFY_MISTAKES)
-def test_verify_of_what_is_no_pipeline_is_one_line(tmp_path, capsys, case):
-    files, message = VERIFY_MISTAKES[case]
+@pytest.mark.parametrize("files, message", VERIFY_MISTAKES.values(), ids=VERIFY_MISTAKES.keys())
+def test_verify_of_what_is_no_pipeline_is_one_line(tmp_path, capsys, files, message):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     assert verify.main([str(tmp_path)]) == 2
@@ -197,13 +203,12 @@ LOCK_CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", LOCK_CASES)
-def test_verify_names_what_differs(case):
+@pytest.mark.parametrize("change, line, stale", LOCK_CASES.values(), ids=LOCK_CASES.keys())
+def test_verify_names_what_differs(change, line, stale):
     """A stage whose outputs differ fails verify, and so does one whose recorded inputs are not the rerun's."""
-    change, line, stale = LOCK_CASES[case]
     recorded = {} if change is None else {"train": STAGE | change}
     lines, differ, found = verify.compare(recorded, {"train": STAGE})
-    assert line in lines[0] and found == stale and (differ or stale or case == "the same")
+    assert line in lines[0] and found == stale and (differ or stale or line.endswith("outputs match"))
 
 
 class S3(NamedTuple):
@@ -218,16 +223,15 @@ class S3(NamedTuple):
         client = boto3.client("s3", **self.credentials())
         return [item["Key"] for item in client.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
 
-    def credentials(self, secret: str | None = None) -> dict[str, str]:
+    def credentials(self) -> dict[str, str]:
         return dict(endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=self.key_id,
-                    aws_secret_access_key=secret or self.secret)  # fmt: skip
+                    aws_secret_access_key=self.secret)  # fmt: skip
 
 
 @pytest.fixture
 def s3(monkeypatch) -> Iterator[S3]:
-    """An S3 API on 127.0.0.1: moto's server (as dvc-s3's own tests run it), with a bucket and a user
-    whose key signs every request. After the set-up's four requests it checks signatures as AWS does,
-    so a wrong secret is refused. (moto and boto3 load here: seconds that the other tests need not wait.)"""
+    """moto's S3 server on 127.0.0.1 (as dvc-s3's tests run it), a bucket and a user whose key signs every request:
+    after the set-up's four requests it checks signatures as AWS does. (moto loads here, not for every test.)"""
     import boto3
     import moto.settings
     from moto.core.authorization import ActionAuthenticatorMixin
@@ -263,9 +267,8 @@ def use_s3(repo: Path, s3: S3, secret: str | None = None, endpoint: str | None =
 
 @pytest.mark.parametrize("remote", ["local folder", "S3"])
 def test_push_then_a_fresh_clone_pulls_and_runs_nothing(clone, tmp_path, remote, request):
-    """A team's day: push after repro; a teammate's clone pulls and reruns nothing; the model registry
-    serves a model. Through the default remote (.dvc/config: ~/dvc-storage/softmax-three-ways), and
-    through an S3 API configured as docs/remote.md says."""
+    """A team's day: push after repro; a teammate's clone pulls and reruns nothing; the model registry serves a
+    model. Through the default remote (.dvc/config) and through an S3 API configured as docs/remote.md says."""
     env = {**ENV, "HOME": str(tmp_path / "home")}
     if remote == "S3":
         s3 = request.getfixturevalue("s3")
@@ -328,14 +331,6 @@ def test_an_s3_remote_that_refuses_loses_nothing(clone, s3, fault):
     assert s3.objects() == []
 
 
-def test_plots_show_renders_the_three_cost_curves(clone):
-    dvc(clone, "plots", "show")
-    page = (clone / "dvc_plots" / "index.html").read_text()
-    assert "Training cost per epoch" in page
-    for impl in IMPLEMENTATIONS:
-        assert page.count(f'"filename": "{impl}.tsv"') == 1001  # one point per epoch, 0 to 1000
-
-
 def test_a_spreadsheet_export_end_to_end(clone):
     # Semicolons, CRLF, quoted fields and Latin-1, as a spreadsheet in a German locale saves "CSV"; trained
     # by two processes (train.processes: DVC reruns train under torchrun with nothing else edited).
@@ -358,36 +353,6 @@ def test_a_spreadsheet_export_end_to_end(clone):
         table.unlink()
 
 
-def test_a_queued_sweep_on_iris_then_the_best_applied(clone):
-    """docs/data.md's sweep: queued experiments on iris with a test split, each in a temporary copy of its
-    own, run together; `dvc exp show` has them side by side, and one applied to the workspace is what
-    `dvc metrics diff` compares with the commit. high_level's chain alone (a stage name, as `dvc repro`
-    takes one): the queue is what is tested, not the three models."""
-    iris = ["-S", "data.source=iris", "-S", "data.test_size=0.2", "-S", "data.standardize=true"]
-    dvc(clone, "exp", "run", "--queue", "-S", "train.lr=0.05,0.2", *iris, "evaluate@high_level")
-    dvc(clone, "exp", "run", "--run-all")
-    shown = json.loads(dvc(clone, "exp", "show", "--json"))
-    experiments = {
-        rev["data"]["params"]["params.yaml"]["data"]["train"]["lr"]: rev
-        for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]
-    }  # fmt: skip
-    assert sorted(experiments) == [0.05, 0.2]
-    for rev in experiments.values():
-        assert set(rev["data"]["metrics"]) == {f"metrics/{impl}.json" for impl in IMPLEMENTATIONS}  # side by side
-        test = rev["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]
-        assert set(test) == {"accuracy", "cost", "f1_macro"}
-    best = experiments[0.2]
-    assert best["data"]["metrics"]["metrics/high_level.json"]["data"]["test"]["accuracy"] >= 0.9  # docs/data.md
-    dvc(clone, "exp", "apply", best["name"])
-    diff = json.loads(dvc(clone, "metrics", "diff", "--json"))
-    assert set(diff) == {"metrics/high_level.json"}
-    test_costs = (clone / "plots/test_cost/high_level.tsv").read_text().splitlines()
-    assert test_costs[0] == "epoch\ttest_cost" and len(test_costs) == 1 + 11
-
-
-# Faults: a stage killed at any moment leaves nothing running, and the next repro mends the workspace -----
-
-
 def stage_processes(root: Path) -> list[psutil.Process]:
     """The stage processes (python -m stages STAGE) running in `root`."""
     found = []
@@ -403,9 +368,13 @@ def outputs_of(root: Path) -> dict[str, tuple[int, bytes]]:
     return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
 
 
-def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProcess:
-    """`dvc repro -f` in a session of its own (as a terminal would run it), and kill(dvc, stage) as soon
-    as the first train stage is running; returns how DVC ended."""
+# A SIGKILL to DVC's process group, and a terminal's Ctrl-C (SIGINT to the foreground process group: DVC and
+# its stage), as soon as the first train stage is running; and the stage's line then.
+STOPS = {"SIGKILL": (signal.SIGKILL, ""), "Ctrl-C": (signal.SIGINT, "train: interrupted; its outputs were not written")}
+
+
+@pytest.mark.parametrize("signum, line", STOPS.values(), ids=STOPS.keys())
+def test_a_stopped_stage_leaves_nothing_behind(clone, signum, line):
     dvc_process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f"], cwd=clone, env=ENV,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)  # fmt: skip
@@ -418,17 +387,14 @@ def repro_killed_during_training(clone: Path, kill) -> subprocess.CompletedProce
     train = wait_for(train_stages, "a train stage to start")
     wait_for(lambda: importing_torch(train[0].pid), "the train stage to import torch")
     before = outputs_of(clone)
-    kill(dvc_process, train[0])
-    # The stage ends too, whichever process was killed, and writes nothing on its way out (a stage that
-    # outlived DVC would finish training a few seconds later and write its model).
+    os.killpg(dvc_process.pid, signum)
+    # The stage ends too, and writes nothing on its way out (a stage that outlived DVC would finish
+    # training a few seconds later and write its model).
     _, alive = psutil.wait_procs([train[0]], timeout=60)
     assert alive == [], "the train stage lives on"
     assert outputs_of(clone) == before, "the killed run's stage wrote outputs"
     output, _ = dvc_process.communicate(timeout=60)
-    return subprocess.CompletedProcess(dvc_process.args, dvc_process.returncode, output)
-
-
-def assert_nothing_left_and_mended(clone: Path) -> None:
+    assert dvc_process.returncode != 0 and "Traceback" not in output and line in output, output
     assert stage_processes(clone) == []  # so nothing of the killed run can write later
     dvc(clone, "repro")
     assert "Data and pipelines are up to date." in dvc(clone, "status")
@@ -436,30 +402,8 @@ def assert_nothing_left_and_mended(clone: Path) -> None:
         assert (clone / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs after the rerun"
 
 
-@pytest.mark.parametrize(
-    "kill",
-    [
-        pytest.param(lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGKILL), id="SIGKILL DVC's group"),
-    ],
-)
-def test_a_killed_stage_leaves_nothing_behind(clone, kill):
-    ended = repro_killed_during_training(clone, kill)
-    assert ended.returncode != 0
-    assert_nothing_left_and_mended(clone)
-
-
-def test_ctrl_c_stops_the_stage_with_one_line(clone):
-    # A terminal's Ctrl-C sends SIGINT to the foreground process group: DVC and its stage.
-    ended = repro_killed_during_training(clone, lambda dvc_process, stage: os.killpg(dvc_process.pid, signal.SIGINT))
-    assert ended.returncode != 0
-    assert "Traceback" not in ended.stdout, ended.stdout
-    assert "train: interrupted; its outputs were not written" in ended.stdout
-    assert_nothing_left_and_mended(clone)
-
-
 def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
-    """docs/data.md's flow for a large table: `dvc add` it under datasets/, commit the .dvc file, and
-    `prepare` (which depends on data.path) is stale when the table changes."""
+    """docs/data.md's flow for a large table: `dvc add` it under datasets/; prepare is stale when it changes."""
     root = copy_pipeline(tmp_path / "repo")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 5)).astype(np.float32)  # the flow, not the size, is what is tested
@@ -468,11 +412,9 @@ def test_a_table_too_big_for_git_under_dvc_add(tmp_path):
     pq.write_table(table, root / "datasets" / "big.parquet")
     dvc(root, "add", "datasets/big.parquet")
     assert (root / "datasets" / ".gitignore").read_text() == "/big.parquet\n"
-    params = (root / "params.yaml").read_text()
-    params = params.replace("source: toy ", "source: parquet ").replace(
-        "path: datasets/wine.csv", "path: datasets/big.parquet"
-    )
-    (root / "params.yaml").write_text(params.replace("label: cultivar", "label: label"))
+    params = (root / "params.yaml").read_text().replace("source: toy ", "source: parquet ")
+    params = params.replace("datasets/wine.csv", "datasets/big.parquet").replace("label: cultivar", "label: label")
+    (root / "params.yaml").write_text(params)
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "a table under DVC")
     tracked = sh(root, "git", "ls-files", "datasets").split()

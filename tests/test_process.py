@@ -1,6 +1,5 @@
-"""A stage as its own process, `python -m stages STAGE ARGS`: one line and its exit status whatever ends
-it (a mistake, a signal, a closed pipe, a failed import), nothing written after it, and signals a user
-set aside left aside. docs/reliability.md lists what each status means."""
+"""A stage as its own process, `python -m stages STAGE ARGS`: one line and its exit status whatever ends it
+(docs/reliability.md), nothing written after it, and signals a user set aside left aside."""
 
 import os
 import signal
@@ -21,14 +20,11 @@ def no_train_outputs(workdir) -> bool:
     return not (workdir / "models").exists() and not (workdir / "plots").exists()
 
 
-@pytest.mark.parametrize(
-    "stage, args, mistake, expected",
-    [
-        ("prepare", ["data/p.safetensors", "data/new_rows.csv"], ("data", "source", "nope"), "data.source"),
-        ("train", TRAIN_ARGS, ("train", "lr", -1), "params.yaml: train.lr must be greater than 0, got -1"),
-        ("evaluate", [a.replace("models/low_level", "models/none") for a in EVALUATE_ARGS], None, "models/none"),
-    ],
-)
+@pytest.mark.parametrize("stage, args, mistake, expected", [
+    ("prepare", ["data/p.safetensors", "data/new_rows.csv"], ("data", "source", "nope"), "data.source"),
+    ("train", TRAIN_ARGS, ("train", "lr", -1), "params.yaml: train.lr must be greater than 0, got -1"),
+    ("evaluate", [a.replace("models/low_level", "models/none") for a in EVALUATE_ARGS], None, "models/none"),
+])  # fmt: skip
 def test_every_stage_reports_mistakes_alike(workdir, stage, args, mistake, expected):
     """Exit status 2 for a wrong command line (argparse's), 1 for a parameter or file; one line each."""
     wrong = stage_process(workdir, stage, [*args, "extra"], **PIPES)
@@ -63,14 +59,11 @@ def test_python_m_stages_dot_stage_is_the_stage(workdir):
     assert (workdir / "a.csv").read_bytes() == (workdir / "b.csv").read_bytes()
 
 
-@pytest.mark.parametrize(
-    "signum, status, line",
-    [
-        (signal.SIGINT, 130, "train: interrupted; its outputs were not written\n"),  # Ctrl-C
-        (signal.SIGTERM, 143, "train: terminated; its outputs were not written\n"),  # kill, or DVC died
-        (signal.SIGHUP, 129, "train: terminated; its outputs were not written\n"),  # the terminal closed
-    ],
-)
+@pytest.mark.parametrize("signum, status, line", [
+    (signal.SIGINT, 130, "train: interrupted; its outputs were not written\n"),  # Ctrl-C
+    (signal.SIGTERM, 143, "train: terminated; its outputs were not written\n"),  # kill, or DVC died
+    (signal.SIGHUP, 129, "train: terminated; its outputs were not written\n"),  # the terminal closed
+])  # fmt: skip
 @pytest.mark.parametrize("times", [1, 3])  # Ctrl-C pressed again while the stage cleans up: nothing more
 def test_a_signal_while_importing_torch_is_one_line(workdir, signum, status, line, times):
     stage = stage_process(workdir, "train", **PIPES)
@@ -108,20 +101,6 @@ def test_a_signal_ignored_before_the_stage_stays_ignored(workdir, ignored):
     assert no_train_outputs(workdir)
 
 
-def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(workdir, tmp_path_factory):
-    """SIGTERM right after the first rename: the stage still renames the others and ends with 0."""
-    hook = tmp_path_factory.mktemp("hook")
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal\nreplace = os.replace\n"
-        "def renamed_then_terminated(*args):\n    replace(*args)\n    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "os.replace = renamed_then_terminated\n"
-    )
-    env = {"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}
-    stage = stage_process(workdir, "train", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert stage.wait(timeout=120) == 0 and "terminated" not in stage.stderr.read()
-    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
-
-
 def test_sigterm_ends_a_stage_waiting_for_processes_that_never_come(workdir):
     """torchrun's variables left in a shell: the wait for the other processes is native code, which a
     Python handler cannot interrupt; the stage's signals end it at once there."""
@@ -151,29 +130,24 @@ def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
     assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:])
 
 
-def test_a_failed_import_is_one_line(workdir, tmp_path_factory):
-    fake = tmp_path_factory.mktemp("fake")
-    (fake / "torch").mkdir()
-    (fake / "torch" / "__init__.py").write_text("raise ImportError('libtorch_cpu.so: failed to map')\n")
-    stage = stage_process(workdir, "train", env={"PYTHONPATH": f"{fake}{os.pathsep}{REPO}"}, **PIPES)
-    assert stage.wait(timeout=60) == 1
-    assert stage.stderr.read() == (
-        "train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)\n"
-    )
+# A module the stage finds before its own, its code, and how the stage ends: its status, its lines on stderr
+# (the device note aside), whether it wrote its outputs.
+HOOKS = {
+    "a failed import": ("torch/__init__.py", "raise ImportError('libtorch_cpu.so: failed to map')\n", 1, ["train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)"], False),
+    # Ctrl-C while `python -m stages` imports what sets the stage up (its first milliseconds): no traceback
+    "Ctrl-C before the stage is set up": ("sitecustomize.py", "import os, signal, sys\ndef interrupt(event, args):\n    if event == 'import' and args[0] == 'stages.plumbing.process':\n        os.kill(os.getpid(), signal.SIGINT)\nsys.addaudithook(interrupt)\n", -signal.SIGINT, [], False),
+    # SIGTERM right after the first rename: the stage still renames the others, and ends with 0
+    "SIGTERM while the outputs are renamed": ("sitecustomize.py", "import os, signal\nreplace = os.replace\ndef renamed_then_terminated(*args):\n    replace(*args)\n    os.kill(os.getpid(), signal.SIGTERM)\nos.replace = renamed_then_terminated\n", 0, [], True),
+}  # fmt: skip
 
 
-def test_ctrl_c_before_the_stage_is_set_up_prints_no_traceback(workdir, tmp_path_factory):
-    """Ctrl-C while `python -m stages` imports what sets the stage up (its first milliseconds), sent
-    by an audit hook at that import: it ends as any program does, without a traceback."""
-    hook = tmp_path_factory.mktemp("hook")
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal, sys\n"
-        "def interrupt(event, args):\n"
-        "    if event == 'import' and args[0] == 'stages.plumbing.process':\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "sys.addaudithook(interrupt)\n"
-    )
-    stage = stage_process(workdir, "train", env={"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}, **PIPES)
-    _, stderr = stage.communicate(timeout=60)
-    assert (stage.returncode, stderr) == (-signal.SIGINT, "")
-    assert no_train_outputs(workdir)
+@pytest.mark.parametrize("module, code, status, lines, written", HOOKS.values(), ids=HOOKS.keys())
+def test_a_stage_ended_by_what_runs_before_it(workdir, tmp_path_factory, module, code, status, lines, written):
+    folder = tmp_path_factory.mktemp("path")
+    (folder / module).parent.mkdir(exist_ok=True)
+    (folder / module).write_text(code)
+    env = {"PYTHONPATH": f"{folder}{os.pathsep}{REPO}"}
+    stage = stage_process(workdir, "train", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, stderr = stage.communicate(timeout=120)
+    assert stage.returncode == status and [line for line in stderr.splitlines() if "device: " not in line] == lines
+    assert all((workdir / path).is_file() for path in TRAIN_ARGS[2:]) if written else no_train_outputs(workdir)

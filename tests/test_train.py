@@ -7,6 +7,7 @@ import io
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from stages.features import Preprocessing
 from stages.models import IMPLEMENTATIONS
 from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
-from stages.train import costs_tsv, numpy_state, train
+from stages.train import numpy_state, train
 
 CPU = torch.device("cpu")
 
@@ -25,17 +26,13 @@ CPU = torch.device("cpu")
 def accuracy(model, data) -> float:
     """As the evaluate stage scores it, from the model's saved state."""
     W, b = numpy_state(model).values()
-    n_inputs, n_classes = W.shape
-    classifier = Classifier(
-        W, b, tuple(map(str, range(n_classes))), Preprocessing(tuple(map(str, range(n_inputs)))), {}
-    )
+    names = [tuple(map(str, range(n))) for n in W.shape]
+    classifier = Classifier(W, b, names[1], Preprocessing(names[0]), {})
     return scores(classifier, data)[0]["accuracy"]
 
 
 def published(costs: str) -> list[str]:
-    return [
-        f"Epoch {epoch:4d}/1000 Cost: {cost}" for epoch, cost in zip(range(0, 1001, 100), costs.split(), strict=True)
-    ]
+    return [f"Epoch {100 * i:4d}/1000 Cost: {cost}" for i, cost in enumerate(costs.split())]
 
 
 # What the lab's notebook printed (deeplearningzerotoall/PyTorch, lab-06_1_softmax_classification.ipynb)
@@ -166,170 +163,106 @@ def run_notebook() -> dict[str, list[str]]:
     return dict(zip(PUBLISHED, training_cells, strict=True))
 
 
-def printed_lines(capsys) -> list[str]:
-    return capsys.readouterr().out.splitlines()
-
-
 def test_the_notebook_run_here_prints_its_published_costs():
     assert run_notebook() == REPRODUCED
 
 
-@pytest.mark.parametrize("curve", PUBLISHED)
-def test_each_implementation_prints_the_labs_published_costs(curve, toy_data, lesson_params, capsys):
-    impl = "low_level" if curve == "double_softmax" else curve
-    params = dataclasses.replace(lesson_params, double_softmax=curve == "double_softmax")
-    train(impl, toy_data, params, CPU)
-    assert printed_lines(capsys) == REPRODUCED[curve]
+# Our implementation, its train.double_softmax, and the lab's curve it prints: the lesson's low-level code
+# with softmax applied twice, and corrected, which prints F.cross_entropy's curve.
+CURVES = {
+    "double softmax": ("low_level", True, "double_softmax"),
+    "low_level": ("low_level", False, "functional"),
+    "functional": ("functional", False, "functional"),
+    "high_level": ("high_level", False, "high_level"),
+}
 
 
-def test_correct_low_level_prints_the_functional_curve(toy_data, lesson_params, capsys):
-    train("low_level", toy_data, lesson_params, CPU)
-    assert printed_lines(capsys) == REPRODUCED["functional"]
+@pytest.mark.parametrize("impl, double_softmax, curve", CURVES.values(), ids=CURVES.keys())
+def test_each_implementation_prints_the_labs_costs(impl, double_softmax, curve, toy_data, lesson_params, capsys):
+    trained = train(impl, toy_data, dataclasses.replace(lesson_params, double_softmax=double_softmax), CPU)
+    assert capsys.readouterr().out.splitlines() == REPRODUCED[curve]
+    assert accuracy(trained.model, toy_data.eval) >= 7 / 8
+    # softmax(z + c) == softmax(z): the lesson's scalar bias gets a gradient of (numerically) zero
+    assert impl != "low_level" or abs(trained.model.b.item()) < 1e-5
 
 
-def test_low_level_and_functional_cost_curves_agree(toy_data, lesson_params):
-    low = train("low_level", toy_data, lesson_params, CPU).costs
-    functional = train("functional", toy_data, lesson_params, CPU).costs
-    assert len(low) == len(functional) == 1001
-    assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < 1e-6
-
-
-def test_double_softmax_differs_from_the_correct_cost(toy_data, lesson_params):
-    correct = train("low_level", toy_data, lesson_params, CPU).costs
-    params = dataclasses.replace(lesson_params, double_softmax=True)
-    double = train("low_level", toy_data, params, CPU).costs
-    assert correct[0] == pytest.approx(double[0])  # from W = 0 all probabilities are 1/3 either way
-    assert double[-1] - correct[-1] > 0.1
+@pytest.mark.parametrize("changes, tolerance", [({}, 1e-6), ({"batch_size": 3, "epochs": 200}, 1e-5)])
+def test_low_level_and_functional_cost_curves_agree(toy_data, lesson_params, changes, tolerance):
+    params = dataclasses.replace(lesson_params, **changes)
+    low, functional = (train(impl, toy_data, params, CPU).costs for impl in ("low_level", "functional"))
+    assert len(low) == len(functional) == params.epochs + 1
+    assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < tolerance
 
 
 @pytest.mark.parametrize("impl", ["functional", "high_level"])
 def test_double_softmax_flag_is_ignored_by_the_other_implementations(impl, toy_data, lesson_params):
     plain = train(impl, toy_data, lesson_params, CPU).costs
-    params = dataclasses.replace(lesson_params, double_softmax=True)
-    flagged = train(impl, toy_data, params, CPU).costs
+    flagged = train(impl, toy_data, dataclasses.replace(lesson_params, double_softmax=True), CPU).costs
     assert plain == flagged
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_each_implementation_learns_the_toy_set(impl, toy_data, lesson_params):
-    model, costs, _ = train(impl, toy_data, lesson_params, CPU)
-    assert costs[-1] < costs[0]
-    assert accuracy(model, toy_data.eval) >= 7 / 8
-
-
-def test_scalar_bias_learns_nothing(toy_data, lesson_params):
-    # softmax(z + c) == softmax(z): the scalar bias's gradient is (numerically) zero.
-    model = train("low_level", toy_data, lesson_params, CPU).model
-    assert abs(model.b.item()) < 1e-5
-    assert model.W.abs().max().item() > 0.1
-
-
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_training_repeats_bit_for_bit(impl, toy_data, lesson_params):
-    first_model, first, _ = train(impl, toy_data, lesson_params, CPU)
-    second_model, second, _ = train(impl, toy_data, lesson_params, CPU)
-    assert first == second
-    for a, b in zip(first_model.state_dict().values(), second_model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_diverging_cost_stops_with_the_epoch_and_a_hint(impl, toy_data, lesson_params, capsys):
-    params = dataclasses.replace(lesson_params, lr=1e6, epochs=300)
-    with pytest.raises(UserError, match=r"the cost (became|rose) .* with train.lr=1000000.0; standardize"):
-        train(impl, toy_data, params, CPU)
-
-
-def test_divergence_on_standardized_data_does_not_suggest_standardizing(toy_data, lesson_params):
-    params = dataclasses.replace(lesson_params, lr=1e6, epochs=300)
-    ones = torch.ones(4).numpy()  # the same numbers, standardized by mean 0 and deviation 1
-    preprocessing = dataclasses.replace(toy_data.preprocessing, mean=ones * 0, std=ones)
-    standardized = dataclasses.replace(toy_data, preprocessing=preprocessing)
-    with pytest.raises(UserError, match=r"with train.lr=1000000.0; lower train.lr$"):
-        train("functional", standardized, params, CPU)
+@pytest.mark.parametrize("impl, standardized, hint", [("high_level", False, "standardize the data"),
+                                                       ("functional", True, "lower train.lr$")])  # fmt: skip
+def test_a_diverging_cost_stops_with_the_epoch_and_a_hint(impl, standardized, hint, toy_data, lesson_params):
+    """Standardizing is suggested only for data that is not standardized already."""
+    if standardized:  # the same numbers, standardized by mean 0 and deviation 1
+        ones = np.ones(4, np.float32)
+        preprocessing = dataclasses.replace(toy_data.preprocessing, mean=ones * 0, std=ones)
+        toy_data = dataclasses.replace(toy_data, preprocessing=preprocessing)
+    with pytest.raises(UserError, match=rf"^the cost (became|rose) .* at epoch \d+ with train.lr=1000000.0; {hint}"):
+        train(impl, toy_data, dataclasses.replace(lesson_params, lr=1e6, epochs=300), CPU)
 
 
 def test_log_every_and_epochs_are_honoured(toy_data, lesson_params, capsys):
-    params = dataclasses.replace(lesson_params, epochs=7, log_every=3)
-    costs = train("functional", toy_data, params, CPU).costs
+    costs = train("functional", toy_data, dataclasses.replace(lesson_params, epochs=7, log_every=3), CPU).costs
     assert len(costs) == 8
-    assert [line.split(" Cost")[0] for line in printed_lines(capsys)] == [
-        "Epoch    0/7",
-        "Epoch    3/7",
-        "Epoch    6/7",
-    ]
+    printed = [line.split(" Cost")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == ["Epoch    0/7", "Epoch    3/7", "Epoch    6/7"]
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_progress_goes_to_stderr_only_and_changes_nothing(impl, toy_data, lesson_params, capsys, monkeypatch):
+def test_progress_goes_to_stderr_only_and_changes_nothing(toy_data, lesson_params, capsys, monkeypatch):
     params = dataclasses.replace(lesson_params, epochs=20, log_every=10)
-    quiet = train(impl, toy_data, params, CPU)
+    quiet = train("high_level", toy_data, params, CPU)
     quiet_out = capsys.readouterr()
     assert quiet_out.err == ""  # a run shorter than PROGRESS_SECONDS shows no progress
     monkeypatch.setattr("stages.train.PROGRESS_SECONDS", 0.0)  # a line after every epoch
-    loud = train(impl, toy_data, params, CPU)
+    loud = train("high_level", toy_data, params, CPU)
     loud_out = capsys.readouterr()
     assert loud_out.out == quiet_out.out and loud.costs == quiet.costs
-    assert numpy_state(loud.model).keys() == numpy_state(quiet.model).keys()
-    assert all((numpy_state(loud.model)[k] == v).all() for k, v in numpy_state(quiet.model).items())
-    assert f"train {impl}: 100%" in loud_out.err and "21/21" in loud_out.err  # tqdm's bar
-
-
-def test_costs_tsv_has_one_row_per_epoch_in_float32_precision():
-    assert costs_tsv([(0, 1.0986123085021973), (1, 0.2541479766368866)]) == "epoch\tcost\n0\t1.0986123\n1\t0.25414798\n"
-
-
-# Mini-batches and optimizers ------------------------------------------------------------------
+    np.testing.assert_equal(numpy_state(loud.model), numpy_state(quiet.model))
+    assert "train high_level: 100%" in loud_out.err and "21/21" in loud_out.err  # tqdm's bar
 
 
 def test_a_batch_as_large_as_the_data_is_the_full_batch(toy_data, lesson_params):
     full = train("functional", toy_data, lesson_params, CPU).costs
-    params = dataclasses.replace(lesson_params, batch_size=8)
-    assert train("functional", toy_data, params, CPU).costs == full
+    assert train("functional", toy_data, dataclasses.replace(lesson_params, batch_size=8), CPU).costs == full
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_mini_batches_are_seeded_and_learn(impl, toy_data, lesson_params):
+def test_training_repeats_bit_for_bit_and_mini_batches_learn(impl, toy_data, lesson_params):
     params = dataclasses.replace(lesson_params, batch_size=3, lr=0.02, epochs=500)  # 3 updates an epoch: a smaller step
-    first = train(impl, toy_data, params, CPU)
-    second = train(impl, toy_data, params, CPU)
+    first, second = train(impl, toy_data, params, CPU), train(impl, toy_data, params, CPU)
     assert first.costs == second.costs
+    np.testing.assert_equal(numpy_state(first.model), numpy_state(second.model))
     full = train(impl, toy_data, dataclasses.replace(params, batch_size=0), CPU)
     assert first.costs[1:] != full.costs[1:]
     assert accuracy(first.model, toy_data.eval) >= 7 / 8
 
 
-def test_mini_batches_agree_between_low_level_and_functional(toy_data, lesson_params):
-    params = dataclasses.replace(lesson_params, batch_size=3, epochs=200)
-    low = train("low_level", toy_data, params, CPU).costs
-    functional = train("functional", toy_data, params, CPU).costs
-    assert max(abs(a - b) for a, b in zip(low, functional, strict=True)) < 1e-5
+OPTIMIZERS = {  # (the implementation, what params.yaml sets): each setting reaches the optimizer, which still learns
+    **{f"adam, {impl}": (impl, {"optimizer": "adam", "lr": 0.05, "epochs": 300}) for impl in IMPLEMENTATIONS},
+    "momentum": ("functional", {"momentum": 0.9}),
+    "weight decay": ("functional", {"weight_decay": 0.001}),
+}
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_adam_learns_and_differs_from_sgd(impl, toy_data, lesson_params):
-    params = dataclasses.replace(lesson_params, optimizer="adam", lr=0.05, epochs=300)
-    adam = train(impl, toy_data, params, CPU)
-    sgd = train(impl, toy_data, dataclasses.replace(params, optimizer="sgd"), CPU)
-    assert adam.costs != sgd.costs
-    assert adam.costs[-1] < adam.costs[0]
-    assert accuracy(adam.model, toy_data.eval) >= 7 / 8
-
-
-def test_momentum_and_weight_decay_reach_the_optimizer(toy_data, lesson_params):
-    plain = train("functional", toy_data, lesson_params, CPU).costs
-    for change in ({"momentum": 0.9}, {"weight_decay": 0.01}):
-        params = dataclasses.replace(lesson_params, **change)
-        assert train("functional", toy_data, params, CPU).costs[1:] != plain[1:]
-
-
-def test_test_cost_is_logged_every_log_every_epochs(lesson_params):
-    params = DataParams(source="iris", test_size=0.2)
-    prepared = prepare_table(load_table(params), params)
-    trained = train("functional", prepared, lesson_params, CPU)
-    assert [epoch for epoch, _ in trained.test_costs] == list(range(0, 1001, 100))
-    assert trained.test_costs[0][1] == pytest.approx(math.log(3))  # W = 0: every class 1/3
-    assert trained.test_costs[-1][1] < trained.test_costs[0][1]
+@pytest.mark.parametrize("impl, changes", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_optimizer_settings_reach_the_optimizer(impl, changes, toy_data, lesson_params):
+    params = dataclasses.replace(lesson_params, **changes)
+    changed = train(impl, toy_data, params, CPU)
+    sgd = train(impl, toy_data, dataclasses.replace(params, optimizer="sgd", momentum=0.0, weight_decay=0.0), CPU)
+    assert changed.costs[1:] != sgd.costs[1:] and changed.costs[-1] < changed.costs[0]
+    assert accuracy(changed.model, toy_data.eval) >= 7 / 8
 
 
 # docs/data.md's settings for real data -----------------------------------------------------
@@ -343,11 +276,16 @@ README_SETTINGS = {
 @pytest.mark.parametrize("source", README_SETTINGS)
 @pytest.mark.parametrize("impl", ["functional", "high_level"])
 def test_readme_settings_reach_093_test_accuracy(source, impl, lesson_params, capsys):
+    """And the test cost is logged every log_every epochs, and falls (from W = 0, functional's start, every
+    class equally likely)."""
     data_params, train_changes = README_SETTINGS[source]
     prepared = prepare_table(load_table(data_params), data_params)
     params = dataclasses.replace(lesson_params, **train_changes)
     trained = train(impl, prepared, params, CPU)
     assert accuracy(trained.model, prepared.eval) >= 0.93
+    assert [epoch for epoch, _ in trained.test_costs] == list(range(0, params.epochs + 1, params.log_every))
+    assert trained.test_costs[-1][1] < trained.test_costs[0][1]
+    assert impl != "functional" or trained.test_costs[0][1] == pytest.approx(math.log(len(prepared.classes)))
 
 
 def test_a_stage_run_in_the_test_process_leaves_torch_as_it_was(monkeypatch):
