@@ -122,18 +122,14 @@ def check_table(table: Table, name: str, label: str | None = None, left_out: int
     """A table a classifier can learn from; `label` names the column its classes came from, if any."""
     dropped = f" once {left_out:,} rows with missing values are left out" if left_out else ""
     if len(table.y) == 0:
-        raise UserError(
-            f"{name}: the table is empty{dropped}" + "; fill in the gaps, or set data.missing: mean" * bool(left_out)
-        )
+        fix = "; fill in the gaps, or set data.missing: mean" * bool(left_out)
+        raise UserError(f"{name}: the table is empty{dropped}{fix}")
     if (np.bincount(table.y, minlength=len(table.classes)) > 0).sum() < 2:
-        raise UserError(
-            f"{name}: fewer than two classes ({listing(table.classes)}){dropped}; a classifier needs two or more"
-        )
+        fix = "a classifier needs two or more"
+        raise UserError(f"{name}: fewer than two classes ({listing(table.classes)}){dropped}; {fix}")
     if label and len(table.classes) > max(100, len(table.y) // 2):  # a class per row: an identifier
-        fix = "is it an identifier? Name the column that holds the classes"
-        raise UserError(
-            f"data.label: column {label!r} gives {len(table.classes):,} classes to {len(table.y):,} rows; {fix}"
-        )
+        what = f"column {label!r} gives {len(table.classes):,} classes to {len(table.y):,} rows"
+        raise UserError(f"data.label: {what}; is it an identifier? Name the column that holds the classes")
 
 
 def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:

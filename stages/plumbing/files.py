@@ -83,9 +83,8 @@ class StageArguments(argparse.ArgumentParser):
         for name in self.outputs:
             path = getattr(parsed, name)
             if os.path.commonpath([os.path.realpath(path), tables]) == tables:
-                raise UserError(
-                    f"the output {name} ({path}) is under datasets/, where the tables live; write it elsewhere"
-                )
+                where = f"under {DATASETS_DIR}/, where the tables live"
+                raise UserError(f"the output {name} ({path}) is {where}; write it elsewhere")
             if (other := seen.setdefault(os.path.realpath(path), name)) != name:
                 raise UserError(f"the output {name} ({path}) is the same file as the {other}; give each its own path")
         parsed.inputs = identities(["params.yaml", *(getattr(parsed, name) for name in self.inputs)])
