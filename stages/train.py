@@ -89,6 +89,8 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
             checked = epoch + 1
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
+    if not all(torch.isfinite(tensor).all() for tensor in lesson_weights(model)):  # the update after the last cost
+        raise diverged("the weights became infinite or NaN", params.epochs, params, standardized)
     first, last = costs[0].item(), costs[-1].item()
     if not last < first:  # finite, but training made the model worse (the steps overshoot), or no better
         what = f"the cost rose from {first:.4g} to {last:.4g}" if last > first else f"the cost stayed at {first:.4g}"

@@ -355,6 +355,7 @@ TRAINING = {
     "lr 1e38": (params_text("train", "lr", 1e38), {}, "params.yaml: train.lr must be less than or equal to 1000000, got 1e+38"),
     "weight decay": (params_text("train", "weight_decay", 1e6), {}, "with train.lr=0.1, train.weight_decay=1000000.0; standardize the data (data.standardize: true), or lower train.lr or train.weight_decay"),
     "test cost": (params_text(), {"prepared": huge_test_row}, "the test_cost at epoch 100 is "),
+    "last update": ("data:\n  source: toy\ntrain:\n  epochs: 1\n  lr: 3\n  seed: 1\n  device: cpu\n  log_every: 1\n  double_softmax: false\n  weight_decay: 3.0e+38\n", {}, "the weights became infinite or NaN at epoch 1 with train.lr=3.0, train.weight_decay=3e+38; standardize the data (data.standardize: true), or lower train.lr or train.weight_decay"),
     "cost rose": (params_text("train", "lr", 0.9), {}, f"the cost rose from 1.099 to 5.719 at epoch 1000 with train.lr=0.9; {DIVERGED}"),
     "WORLD_SIZE alone": (params_text(), {"WORLD_SIZE": "2", **TORCHRUN}, "WORLD_SIZE=2 is set, but torchrun did not start this process; unset WORLD_SIZE"),
     "no RANK": (params_text(), {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x", "RANK": None}, "Error initializing torch.distributed using env:// rendezvous: environment variable RANK expected, but not set; launch the stage with torchrun, or unset WORLD_SIZE"),

@@ -146,13 +146,13 @@ def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
 
 def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
     """A safetensors file of `arrays`, with `info` (plain JSON values) in its metadata. No stage writes
-    a NaN or an infinity: training that diverged, whose last update left the weights beyond float32.
+    a NaN or an infinity: the stages check their results first, and this refuses one that slipped by.
 
     safetensors writes its metadata map in the random order of a Rust HashMap, so a map of several
     keys changes its bytes from run to run: `info` goes in as one key holding JSON, its keys sorted
     (every order that carries meaning is a list)."""
     if not all(np.isfinite(array).all() for array in arrays.values() if array.dtype.kind == "f"):
-        raise UserError("the weights became infinite or NaN: training diverged; lower train.lr")
+        raise ValueError("a tensor to write holds NaN or infinite values")
     contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
     return save(contiguous, metadata={"info": json.dumps(info, sort_keys=True)})
 
