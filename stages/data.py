@@ -36,11 +36,11 @@ class Split:
     x: np.ndarray
     y: np.ndarray
     start: int = 0  # the first row's place in the split: these may be some of its rows (a process's share)
-    total: int = -1  # the split's row count (-1: these are all of them)
+    of: int = -1  # the split's row count (-1: these are all of them)
 
-    def __post_init__(self) -> None:
-        if self.total < 0:
-            object.__setattr__(self, "total", len(self.y))
+    @property
+    def total(self) -> int:
+        return len(self.y) if self.of < 0 else self.of
 
 
 @dataclass(frozen=True)
