@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from stages.features import Preprocessing
-from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import Tensors, tensors_bytes
 
 # Written into every model file; a file without it, or with another, is not one this code can read.
@@ -43,11 +42,8 @@ def model_bytes(state: dict[str, np.ndarray], preprocessing: Preprocessing, info
 
 def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
     """The model in the file `path`: one line for a file that is not a model of this version."""
-    tensors = Tensors(path, "trained model", ("format",), fix)
+    tensors = Tensors(path, "trained model", FORMAT, fix)
     arrays, info = tensors.arrays(), tensors.info
-    if info["format"] != FORMAT:
-        got = abbreviate(info["format"])
-        raise UserError(f"{path}: a model of another version of this project ({got}, not {FORMAT!r}); {fix}")
     W, b = arrays["W"], arrays["b"]
     preprocessing = Preprocessing.from_tensors(arrays, info["preprocessing"])
     return Classifier(W.astype(np.float64), b.astype(np.float64), tuple(info["classes"]), preprocessing, info)

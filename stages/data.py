@@ -133,10 +133,13 @@ def check_table(table: Table, name: str, label: str | None = None, left_out: int
 
 
 def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
-    """A seeded split, stratified and counted as scikit-learn's train_test_split counts it: the test
+    """The training and the evaluation rows: with test_size 0 the whole table twice, as in the lesson;
+    else a seeded split, stratified and counted as scikit-learn's train_test_split counts it: the test
     split holds ceil(test_size x rows) rows, with test_size taken as the decimal params.yaml writes (0.7
     of 10 rows is 7, although 0.7 * 10 is 7.000000000000001 in floats). Each class gives its share
     rounded down, and the rows left over go to the classes with the largest remainders (the first on a tie)."""
+    if test_size == 0:
+        return table, table
     counts = np.bincount(table.y, minlength=len(table.classes))
     n_test = math.ceil(Fraction(repr(test_size)) * len(table.y))
     shares = [Fraction(n_test * int(count), len(table.y)) for count in counts]
@@ -161,11 +164,6 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
     return subset(table, np.sort(np.concatenate(train_rows))), subset(table, np.sort(np.concatenate(test_rows)))
 
 
-def training_and_evaluation(table: Table, params: DataParams) -> tuple[Table, Table]:
-    """The seeded split when data.test_size > 0, else the whole table twice, as in the lesson."""
-    return split(table, params.test_size, params.seed) if params.test_size > 0 else (table, table)
-
-
 def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
     """Fit the preprocessing on the training rows and apply it to both."""
     pre = fit(train, params.missing, params.scaled)
@@ -176,7 +174,7 @@ def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
 
 
 def prepare_table(table: Table, params: DataParams) -> Prepared:
-    return prepare_split(*training_and_evaluation(table, params), params)
+    return prepare_split(*split(table, params.test_size, params.seed), params)
 
 
 def prepared_bytes(prepared: Prepared) -> bytes:
@@ -193,22 +191,21 @@ class PreparedFile:
     rows only when asked for, a share or a block at a time, so that a process holds only those."""
 
     def __init__(self, path: str | Path) -> None:
-        tensors = Tensors(path, "prepared data", ("classes", "has_test", "preprocessing"), FIX)
-        if tensors.info.get("format") != FORMAT:
-            raise UserError(f"{path}: prepared data of another version of this project; {FIX}")
+        tensors = Tensors(path, "prepared data", FORMAT, FIX)
         small = {name: tensors.rows(name) for name in tensors.shapes if name.startswith("preprocessing.")}
         self.preprocessing = Preprocessing.from_tensors(small, tensors.info["preprocessing"])
         self.tensors, self.classes, self.sha256 = tensors, tuple(tensors.info["classes"]), tensors.sha256
         self.has_test, self.n_features = bool(tensors.info["has_test"]), len(self.preprocessing.features)
+        self.stored = {"train": "train", "eval": "eval" if self.has_test else "train"}  # each split's tensors
 
     def n_rows(self, split: str) -> int:
         """The rows of a split: "train", or "eval" (the training rows again when there is no test split)."""
-        return self.tensors.shapes[f"{split if self.has_test else 'train'}_y"][0]
+        return self.tensors.shapes[f"{self.stored[split]}_y"][0]
 
     def rows(self, split: str, rows: slice = slice(None)) -> Split:
         """Some rows of a split, all of them by default."""
         start, stop, _ = rows.indices(self.n_rows(split))
-        x, y = (self.tensors.rows(f"{split if self.has_test else 'train'}_{part}", start, stop) for part in "xy")
+        x, y = (self.tensors.rows(f"{self.stored[split]}_{part}", start, stop) for part in "xy")
         return Split(x, y, start, self.n_rows(split))
 
     def blocks(self, split: str) -> Iterator[Split]:

@@ -18,7 +18,7 @@ def prepare(params: DataParams) -> tuple[data.Prepared, Table, int]:
         data.check_table(table, params.path, params.label, left_out)
     else:
         data.check_table(table, f"data.source={params.source}")
-    train, evaluation = data.training_and_evaluation(table, params)
+    train, evaluation = data.split(table, params.test_size, params.seed)
     new_rows = evaluation
     if params.source == "toy":
         new_rows = Table(

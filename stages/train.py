@@ -118,8 +118,7 @@ def step(
         cost = cost.detach()
     else:
         cost = torch.zeros((), device=x.device)
-    if distributed.world() > 1:
-        cost = distributed.sum_gradients(model.parameters(), cost, len(y) / batch_rows)
+    cost = distributed.sum_gradients(model.parameters(), cost, len(y) / batch_rows)
     optimizer.step()
     return cost
 
@@ -127,7 +126,7 @@ def step(
 def test_cost(model: Model, test: Split, share: float) -> torch.Tensor:
     """The cross-entropy on the test split, of which `test` holds this process's `share` of the rows."""
     cost = F.cross_entropy(model(test.x), test.y) if len(test.y) else torch.zeros((), device=test.x.device)
-    return distributed.mean(cost, share) if distributed.world() > 1 else cost
+    return distributed.mean(cost, share)
 
 
 def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> UserError:

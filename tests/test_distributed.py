@@ -17,12 +17,12 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from safetensors.numpy import load_file
 
 from stages import train
 from stages.data import PreparedFile, load_prepared
 from stages.plumbing import distributed
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import Tensors
 from tests.stage_runs import REPO
 from tests.waiting import importing_torch, wait_for
 
@@ -63,7 +63,7 @@ def results(workdir: Path) -> tuple[list[float], list[float], dict]:
         [float(line.split("\t")[1]) for line in (workdir / name).read_text().splitlines()[1:]]
         for name in ("costs.tsv", "test_costs.tsv")
     )
-    return costs, test_costs, Tensors(workdir / "model.safetensors", "", (), "").arrays()
+    return costs, test_costs, load_file(workdir / "model.safetensors")
 
 
 def assert_equal_within_1e_6(alone: tuple, shared: tuple) -> None:
@@ -151,10 +151,7 @@ def test_a_process_killed_leaves_one_line(tmp_path, which):
     assert not (workdir / "model.safetensors").exists()
 
 
-def test_more_processes_than_cpus_or_gpus_is_one_line(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    with pytest.raises(UserError, match=r"^train.processes=3, but this machine gives the stage 2 CPU\(s\); at most 2$"):
-        distributed.launch(3, ["train"])
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
     for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):  # as torchrun sets them, with TORCHELASTIC_RUN_ID
         monkeypatch.setenv(name, "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")

@@ -64,11 +64,11 @@ def test_a_read_only_directory(tmp_path, monkeypatch):
 
 def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
     arrays = {"W": np.arange(12, dtype=np.float32).reshape(3, 4).T, "b": np.zeros(1, np.float32)}  # W not contiguous
-    info = {"impl": "low_level", "n_features": 4, "classes": ["a", "b", "c"], "device": "cpu", "z": 1, "y": 2}
+    info = {"format": "f", "impl": "low_level", "n_features": 4, "classes": ["a", "b", "c"], "z": 1, "y": 2}
     first = tensors_bytes(arrays, info)
     assert all(tensors_bytes(arrays, info) == first for _ in range(20))  # a Rust HashMap would reorder keys
     (tmp_path / "m.safetensors").write_bytes(first)
-    tensors = Tensors(tmp_path / "m.safetensors", "trained model", ("impl",), "fix")
+    tensors = Tensors(tmp_path / "m.safetensors", "trained model", "f", "fix")
     read, read_info = tensors.arrays(), tensors.info
     assert read_info == info
     np.testing.assert_array_equal(read["W"], arrays["W"])
@@ -78,7 +78,7 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
 def test_damaged_tensor_files(tmp_path, content):
     (tmp_path / "m.safetensors").write_bytes(content)
     with pytest.raises(UserError, match=r"m.safetensors: not a readable trained model \(.*\); run it$"):
-        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it")
+        Tensors(tmp_path / "m.safetensors", "trained model", "f", "run it")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -87,9 +87,9 @@ def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
     W[2, 1] = bad
     with pytest.raises(ValueError, match="a tensor to write holds NaN or infinite values"):
         tensors_bytes({"W": W}, {"impl": "low_level"})  # no stage writes one
-    (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"impl": "low_level"}'}))  # by hand
+    (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"format": "f"}'}))  # by hand
     with pytest.raises(UserError, match=r"^.*m.safetensors: W holds NaN or infinite values; run it$"):
-        Tensors(tmp_path / "m.safetensors", "trained model", (), "run it").arrays()
+        Tensors(tmp_path / "m.safetensors", "trained model", "f", "run it").arrays()
 
 
 def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):

@@ -1,18 +1,18 @@
 """Data-parallel training across processes, as PyTorch's DistributedDataParallel does it: every process
-holds the whole model, takes its share of each batch, and the gradients are summed across processes
-(all-reduce; gloo on the CPU, NCCL on GPUs) before each update, so every process makes the same update.
-Each process reads only its contiguous share of the training rows and of the test rows.
+holds the whole model, takes its contiguous share of each batch's rows (and reads only its share of the
+file), and the gradients are summed across processes (all-reduce: gloo on the CPU, NCCL on GPUs) before
+each update, so every process makes the same update.
 
-train.processes > 1 makes the train stage launch itself under torchrun on this machine (launch, below);
-torchrun by hand does the same, on one machine or several, and sets RANK, WORLD_SIZE and the rendezvous:
+train.processes > 1 makes the train stage launch itself under torchrun on this machine (launch); torchrun
+by hand does the same on one machine or several (docs/distributed.md):
     torchrun --nproc-per-node=2 -m stages train functional data/prepared.safetensors ...
-Without torchrun (WORLD_SIZE unset) training is the plain single-process loop.
 """
 
 import logging
 import os
 import re
 import signal
+from collections.abc import Iterable
 from typing import NoReturn
 
 import torch
@@ -28,16 +28,9 @@ def launched() -> bool:
 
 
 def start(device: torch.device) -> int:
-    """Join the process group when launched by torchrun; returns this process's rank (0 alone). A
-    WORLD_SIZE left in a shell without torchrun is refused at once: the process would otherwise wait
-    half an hour for processes that never come."""
-    if os.environ.get("WORLD_SIZE", "1") == "1":
+    """Join the process group when torchrun started this process; returns this process's rank (0 alone)."""
+    if not launched() or os.environ["WORLD_SIZE"] == "1":
         return 0
-    if not launched():
-        raise UserError(
-            f"WORLD_SIZE={os.environ['WORLD_SIZE'][:20]} is set, but torchrun did not start this process; unset "
-            "WORLD_SIZE (and RANK, MASTER_ADDR, MASTER_PORT), or launch the stage with torchrun"
-        )
     if device.type == "cuda":  # one GPU per process; every process checks, so that none waits for the others
         processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
         if processes > gpus:
@@ -46,23 +39,15 @@ def start(device: torch.device) -> int:
                 f"run torchrun --nproc-per-node={gpus}, or set train.device: cpu"
             )
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    try:
-        with process.signals_end_at_once():  # the wait for the other processes is native code
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    except ValueError as error:  # torch's own check: RANK, MASTER_ADDR or MASTER_PORT missing
-        raise UserError(f"{first_line(error)}; launch the stage with torchrun, or unset WORLD_SIZE") from None
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank()
 
 
 def launch(processes: int, stage_args: list[str]) -> NoReturn:
     """Run the stage as `processes` processes on this machine: torchrun's own code (`torchrun --standalone
-    --nproc-per-node=N -m stages STAGE_ARGS`), in this process. The first process prints the run's lines
-    and its one line if it fails; torchrun's log and its report (a screenful) are left out, and a line is
-    printed here only when the first process was killed (then it printed none). Ends the process with
-    the status of the first process that failed (0 when none did)."""
-    cpus = len(os.sched_getaffinity(0))
-    if processes > cpus:
-        raise UserError(f"train.processes={processes}, but this machine gives the stage {cpus} CPU(s); at most {cpus}")
+    --nproc-per-node=N -m stages STAGE_ARGS`), in this process. The first process prints the run's lines;
+    torchrun's log and report (a screenful) are left out, and a line is printed here only when the first
+    process was killed (then it printed none). Ends with the status of the first process that failed."""
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -72,14 +57,9 @@ def launch(processes: int, stage_args: list[str]) -> NoReturn:
     quiet.propagate = False
     # torchrun passes these signals on to its processes; one the stage inherited as ignored (nohup) stays so.
     handled = ",".join(stop.name for stop in (*process.STOP_SIGNALS, signal.SIGQUIT) if process.handled(stop))
-    options = [
-        "--standalone",
-        f"--nproc-per-node={processes}",
-        "--monitor-interval=0.1",
-        f"--signals-to-handle={handled}",
-    ]
+    options = [f"--nproc-per-node={processes}", "--monitor-interval=0.1", f"--signals-to-handle={handled}"]
     try:
-        torchrun.run(torchrun.parse_args([*options, "-m", "stages", *stage_args]))
+        torchrun.run(torchrun.parse_args(["--standalone", *options, "-m", "stages", *stage_args]))
     except ChildFailedError as failed:
         first = failed.failures.get(0)
         if first is not None and first.exitcode < 0:  # the first process was killed: it printed nothing
@@ -103,7 +83,6 @@ def rank() -> int:
 
 
 def world() -> int:
-    """The processes training together: 1 alone."""
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
@@ -113,27 +92,25 @@ def share(n_rows: int) -> slice:
     return slice(n_rows * rank() // world(), n_rows * (rank() + 1) // world())
 
 
-def sum_gradients(parameters, cost: torch.Tensor, fraction: float) -> torch.Tensor:
+def sum_gradients(parameters: Iterable[torch.Tensor], cost: torch.Tensor, fraction: float) -> torch.Tensor:
     """Turn this process's gradients (of the mean cost over its rows, a `fraction` of the batch) into
-    those of the mean cost over the whole batch, in every process; returns the whole batch's cost."""
-    for parameter in parameters:
+    those of the mean cost over the whole batch; returns the whole batch's cost. Alone: as they are."""
+    for parameter in parameters if world() > 1 else ():
         if parameter.grad is None:  # this process had no rows of the batch: it adds nothing
             parameter.grad = torch.zeros_like(parameter)
-        parameter.grad.mul_(fraction)
-        _all_reduce(parameter.grad)
+        parameter.grad = mean(parameter.grad, fraction)
     return mean(cost, fraction)
 
 
-def mean(cost: torch.Tensor, fraction: float) -> torch.Tensor:
-    """The mean over all processes' rows, from this process's mean over its rows, a `fraction` of them."""
-    cost = cost * fraction
-    _all_reduce(cost)
-    return cost
-
-
-def _all_reduce(tensor: torch.Tensor) -> None:
+def mean(value: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The mean over all processes' rows, from this process's mean over its rows, a `fraction` of them
+    (alone, `value` itself). Another process gone is one line."""
+    if world() == 1:
+        return value
+    value = value * fraction
     try:
-        dist.all_reduce(tensor)
-    except RuntimeError as error:  # gloo's or NCCL's (DistBackendError): another process is gone
+        dist.all_reduce(value)
+    except RuntimeError as error:  # gloo's or NCCL's (DistBackendError)
         cause = re.sub(r"^\[[^]]*\] ", "", first_line(error))[:120]  # without the source file of torch's build
         raise UserError(f"another process of the group stopped ({cause}); train.processes: 1 shows its error") from None
+    return value

@@ -1,13 +1,7 @@
-"""Reading and writing the stages' files, so that no fault leaves a stage half done (docs/reliability.md).
-
-- A stage's command line declares its inputs and outputs (StageArguments): no output may be an input,
-  params.yaml, another output or a user's table; what each input is (device, inode, size, modification
-  time) is noted before the stage reads it.
-- write_outputs writes every output to a temporary file beside it and renames them into place once all
-  are complete, and only if every input is still the file it was: else the outputs would claim inputs
-  they were not made from (params.yaml saved, or a table replaced, while the stage ran).
-- Tensors are safetensors files: a JSON header and the raw bytes, readable with numpy alone (so
-  `evaluate` needs no torch), with nothing in them that changes from run to run.
+"""The stages' files, so that no fault leaves a stage half done (docs/reliability.md): a stage's command
+line declares its inputs and outputs (StageArguments), and write_outputs writes every output beside
+its place and renames them into place together, once all are complete and every input is still the
+file the stage read. Tensors are safetensors files, readable with numpy alone (evaluate needs no torch).
 """
 
 import argparse
@@ -24,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from stages.plumbing import process
-from stages.plumbing.errors import UserError, first_line, say
+from stages.plumbing.errors import UserError, abbreviate, first_line, say
 
 # The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
 # as a dependency in dvc.yaml; no stage writes in it.
@@ -158,11 +152,11 @@ def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
 
 
 class Tensors:
-    """A tensors file written by tensors_bytes, checked and open for reading: its info, the SHA-256 of
-    its bytes, its tensors' shapes, and their rows when asked for (safetensors' slice reading: a process
-    holds the rows it asked for). A NaN or an infinity, which no stage writes, is a damaged file."""
+    """A tensors file written by tensors_bytes in the given `format`, checked and open for reading: its
+    info, the SHA-256 of its bytes, its tensors' shapes, and their rows when asked for (safetensors' slice
+    reading: a process holds the rows it asked for). A NaN or an infinity is a damaged file."""
 
-    def __init__(self, path: str | Path, what: str, keys: tuple[str, ...], fix: str) -> None:
+    def __init__(self, path: str | Path, what: str, format: str, fix: str) -> None:
         self.path, self.fix = path, fix
         with open_input(path, what, fix) as file:
             self.sha256 = hashlib.file_digest(file, "sha256").hexdigest()
@@ -172,8 +166,9 @@ class Tensors:
                 self.shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
         except (SafetensorError, ValueError, KeyError, TypeError) as error:
             raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
-        if not isinstance(self.info, dict) or not set(keys) <= self.info.keys():
-            raise UserError(f"{path}: not a {what} (another file in its place?); {fix}")
+        if not isinstance(self.info, dict) or self.info.get("format") != format:
+            got = abbreviate(self.info.get("format") if isinstance(self.info, dict) else None)
+            raise UserError(f"{path}: not a {what} of this version of the project ({got}, not {format!r}); {fix}")
 
     def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows start..stop of a tensor (all of them by default)."""

@@ -15,7 +15,7 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NoReturn
 
 from stages.plumbing.errors import UserError, first_line, say
@@ -45,19 +45,6 @@ def ending() -> None:
 def handled(stop: signal.Signals) -> bool:
     """Whether the stage handles `stop`: not when it was ignored before the stage began (`nohup`)."""
     return signal.getsignal(stop) != signal.SIG_IGN
-
-
-@contextlib.contextmanager
-def signals_end_at_once() -> Iterator[None]:
-    """Around a native call that waits and does not return to Python (joining torchrun's processes),
-    where a Python handler would never run: the stop signals end the process at once, as they end any
-    program. Nothing is written before that point."""
-    handlers = {stop: signal.signal(stop, signal.SIG_DFL) for stop in STOP_SIGNALS if handled(stop)}
-    try:
-        yield
-    finally:
-        for stop, handler in handlers.items():
-            signal.signal(stop, handler)
 
 
 def boundary(name: str, main: Callable[[], object]) -> int:
