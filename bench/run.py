@@ -371,7 +371,7 @@ def ingestion(n_rows: int) -> dict:
         W, b = rng.normal(size=(20, 10)).astype(np.float32), rng.normal(size=10).astype(np.float32)
         info = {"impl": "functional", "classes": [str(c) for c in range(10)], "device": "cpu"}
         model = model_bytes(
-            {"W": W, "b": b}, Preprocessing(tuple(columns)), info | dict.fromkeys(["data_sha256", "costs_sha256"], "")
+            {"W": W, "b": b}, Preprocessing(tuple(columns)), info | {"data_sha256": "", "final_cost": 1.0}
         )
         (Path(tmp) / "model.safetensors").write_bytes(model)
         ours, loadtxt = measure("ours"), measure("loadtxt")
@@ -439,19 +439,17 @@ def processes(shape: tuple[int, int, int], epochs: tuple[int, ...]) -> dict:
 
 def evaluate_memory(row_counts: list[int], n_features: int, n_classes: int) -> dict:
     """evaluate's peak memory beyond its start-up baseline (the same stage on 100 rows), by rows."""
-    evaluate_args = ["evaluate", "prepared.safetensors", "model.safetensors", "costs.tsv", "metrics.json", "c.csv"]
+    evaluate_args = ["evaluate", "prepared.safetensors", "model.safetensors", "metrics.json", "c.csv"]
     rng = np.random.default_rng(0)
     W, b = rng.normal(size=(n_features, n_classes)).astype(np.float32), np.zeros(n_classes, np.float32)
-    costs = "epoch\tcost\n0\t1.0\n"
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rows in [100, *row_counts]:
             workdir = prepared_synthetic(Path(tmp) / str(rows), rows, n_features, n_classes)
-            # A model as train writes one for this data and these costs (evaluate checks both).
-            (workdir / "costs.tsv").write_text(costs)
+            # A model as train writes one for this data (evaluate checks it).
             prepared = (workdir / "prepared.safetensors").read_bytes()
             info = {"impl": "functional", "classes": [str(c) for c in range(n_classes)], "device": "cpu"}
-            info |= {"data_sha256": sha256(prepared), "costs_sha256": sha256(costs.encode())}
+            info |= {"data_sha256": sha256(prepared), "final_cost": 1.0}
             preprocessing = Preprocessing(tuple(f"x{i}" for i in range(1, n_features + 1)))
             (workdir / "model.safetensors").write_bytes(model_bytes({"W": W, "b": b}, preprocessing, info))
             seconds, peak = stage_run(workdir, evaluate_args)

@@ -21,7 +21,7 @@ def run_all(workdir: str | Path) -> dict[str, dict]:
         for impl in IMPLEMENTATIONS:
             model, onnx, costs = f"{impl}.safetensors", f"{impl}.onnx", f"{impl}.tsv"
             train.main([impl, "prepared.safetensors", model, costs, f"{impl}_test.tsv", onnx])
-            evaluate.main(["prepared.safetensors", model, costs, f"{impl}.json", f"{impl}.csv"])
+            evaluate.main(["prepared.safetensors", model, f"{impl}.json", f"{impl}.csv"])
             predict.main([model, "new_rows.csv", f"{impl}_predictions.csv"])
             metrics[impl] = json.loads(Path(f"{impl}.json").read_text())
     return metrics

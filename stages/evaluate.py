@@ -11,7 +11,7 @@ import numpy as np
 from stages.classifier import FIX, Classifier, load_classifier, log_probabilities
 from stages.data import PreparedFile, Split
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import StageArguments, float32_text, open_input, sha256, write_outputs
+from stages.plumbing.files import StageArguments, float32_text, write_outputs
 
 
 class Tally:
@@ -58,31 +58,17 @@ def confusion_csv(actual: np.ndarray, predicted: np.ndarray, classes: list[str],
     return "actual,predicted\n" * header + "".join(f"{names[a]},{names[p]}\n" for a, p in rows)
 
 
-def final_cost(costs_path: str, costs_sha256: str) -> float:
-    """The training cost at the last epoch (the last number the lesson prints), from the costs file
-    that was written with the model."""
-    try:
-        with open_input(costs_path, "training costs", FIX) as f:
-            content = f.read()
-        if sha256(content) != costs_sha256:
-            raise ValueError("another run's costs")
-        return float(content.decode("utf-8").splitlines()[-1].split("\t")[1])
-    except (OSError, UnicodeDecodeError, IndexError, ValueError):
-        raise UserError(f"{costs_path}: not the training costs written with this model; {FIX}") from None
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = StageArguments("evaluate", __doc__)
     parser.add_input("data", help="prepared tensors, e.g. data/prepared.safetensors")
     parser.add_input("model", help="a trained model, e.g. models/low_level.safetensors")
-    parser.add_input("costs", help="its training costs (TSV), e.g. plots/cost/low_level.tsv")
     parser.add_output("metrics", help="where to write the metrics (JSON), e.g. metrics/low_level.json")
     parser.add_output("confusion", help="where to write actual and predicted classes (CSV)")
     args = parser.parse_args(argv)
     prepared = PreparedFile(args.data)  # read a block of rows at a time: memory does not grow with the rows
     model = load_classifier(args.model)
-    # The model names the prepared file it was trained on (its SHA-256), and the costs it wrote: no file
-    # of another run (another split, another preprocessing, another implementation) enters its metrics.
+    # The model names the prepared file it was trained on (its SHA-256): no other split or preprocessing
+    # enters its metrics.
     if model.info["data_sha256"] != prepared.sha256:
         raise UserError(f"{args.model}: was trained on other prepared data than {args.data}; {FIX}")
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
@@ -93,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             tallies[split].add(model, block)
     evaluation = tallies["eval"]  # the test split's, or else the training data's
     splits = {"train": tallies["train"], "test": evaluation} if prepared.has_test else {"train": evaluation}
-    values = {"final_cost": float(float32_text(final_cost(args.costs, model.info["costs_sha256"]), "final_cost"))}
+    values = {"final_cost": float(float32_text(model.info["final_cost"], "final_cost"))}
     for name, tally in splits.items():  # every number as the shortest decimal that reads back as its float32
         values[name] = {key: float(float32_text(value, f"{name}.{key}")) for key, value in tally.scores().items()}
     values["device"] = model.info["device"]  # where it was trained

@@ -16,7 +16,7 @@ from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function, le
 from stages.plumbing import distributed
 from stages.plumbing.device import flop, make_deterministic, resolve_device
 from stages.plumbing.errors import UserError
-from stages.plumbing.files import StageArguments, float32_text, sha256, write_outputs
+from stages.plumbing.files import StageArguments, float32_text, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
 
 
@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     state = numpy_state(model)
     costs_text = costs_tsv(list(enumerate(costs)))
-    # What the model belongs to, for evaluate to check: the prepared file it learnt from, its costs.
+    # The prepared file it learnt from, for evaluate to check, and the lesson's last printed cost.
     info = dict(impl=args.impl, classes=list(prepared.classes), device=device.type)
-    info |= dict(data_sha256=prepared.sha256, costs_sha256=sha256(costs_text.encode()))
+    info |= dict(data_sha256=prepared.sha256, final_cost=costs[-1])
     model_file = model_bytes(state, prepared.preprocessing, info)
     onnx_file = onnx_bytes(state["W"], state["b"], list(prepared.classes), prepared.preprocessing)
     # Without a test split the test costs hold the header alone: DVC wants every declared output to exist.

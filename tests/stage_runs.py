@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 GOOD_PARAMS = YAML(typ="safe").load((REPO / "params.yaml").read_text())
 TRAIN_ARGS = ["low_level", "data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv",
               "plots/test_cost/low_level.tsv", "models/low_level.onnx"]  # fmt: skip
-EVALUATE_ARGS = ["data/prepared.safetensors", "models/low_level.safetensors", "plots/cost/low_level.tsv",
-                 "metrics/low_level.json", "plots/confusion/low_level.csv"]  # fmt: skip
+EVALUATE_ARGS = ["data/prepared.safetensors", "models/low_level.safetensors", "metrics/low_level.json",
+                 "plots/confusion/low_level.csv"]  # fmt: skip
 PREDICT_ARGS = ["models/low_level.safetensors", "new.csv", "predictions.csv"]
 ARGS = {"prepare": ["out.safetensors", "new_rows.csv"], "train": TRAIN_ARGS, "evaluate": EVALUATE_ARGS,
         "predict": PREDICT_ARGS}  # fmt: skip

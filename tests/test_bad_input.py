@@ -246,11 +246,6 @@ INPUTS = {
     "another dataset": ("evaluate", lambda w: write_outputs({PREPARED: prepared_bytes(prepare_table(DIGITS, DataParams(source="digits")))}), f"{MODEL}: was trained on other prepared data than {PREPARED}; {DVC_TRAIN}"),
     "another class list": ("evaluate", prepared(Table(toy().x, toy().y, ("a", "b", "c"))), f"{MODEL}: was trained on other prepared data than {PREPARED}"),
     "another split": ("evaluate", prepared(toy(), standardize=True), f"{MODEL}: was trained on other prepared data than {PREPARED}; {DVC_TRAIN}"),
-    "no costs": ("evaluate", lambda w: (w / COSTS).unlink(), f"{COSTS}: training costs not found; {DVC_TRAIN}"),
-    "costs empty": ("evaluate", write(COSTS, ""), f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
-    "costs nan": ("evaluate", write(COSTS, "epoch\tcost\n0\t1.0\n1\tnan\n"), f"{COSTS}: not the training costs written with this model"),
-    "costs inf": ("evaluate", write(COSTS, "epoch\tcost\n0\tinf\n"), f"{COSTS}: not the training costs written with this model"),
-    "another run's costs": ("evaluate", lambda w: train.main(["functional", PREPARED, "models/functional.safetensors", COSTS, "plots/test_cost/functional.tsv", "models/functional.onnx"]), f"{COSTS}: not the training costs written with this model; {DVC_TRAIN}"),
     # predict: new rows (new.csv) and the model file alone
     "new rows lack a column": ("predict", write("new.csv", "x1,x2,x4\n1,2,3\n"), "new.csv: no column 'x3', which the model reads; columns: x1, x2, x4; give a table with the model's columns (under dvc repro, predict.path names it)"),
     "new rows, text": ("predict", write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n1,abc,3,4\n"), "new.csv: not a readable CSV (column 'x2': Row #3: CSV conversion error to float: invalid value 'abc'); the model reads it as a number"),
@@ -304,7 +299,7 @@ def test_an_input_changed_under_a_stage_leaves_nothing_written(trained, monkeypa
 
     monkeypatch.setattr(stage, hooked, changing)
     name = stage.__name__.removeprefix("stages.")
-    outputs = {"prepare": ARGS["prepare"], "train": TRAIN_ARGS[2:], "evaluate": EVALUATE_ARGS[3:]}[name]
+    outputs = {"prepare": ARGS["prepare"], "train": TRAIN_ARGS[2:], "evaluate": EVALUATE_ARGS[2:]}[name]
     before = {path: (trained / path).read_bytes() for path in outputs if (trained / path).is_file()}
     assert run(name) == f"stage: error: {what} changed while the stage ran, so nothing was written; run the stage again"
     assert {path: (trained / path).read_bytes() for path in outputs if (trained / path).is_file()} == before
@@ -317,11 +312,11 @@ OUTPUTS = {
     "model = data": ("train", [*TRAIN_ARGS[:2], PREPARED, *TRAIN_ARGS[3:]], f"the output model ({PREPARED}) is the same file as the data; {OWN}"),
     "test_costs = costs": ("train", [*TRAIN_ARGS[:4], COSTS, TRAIN_ARGS[5]], f"the output test_costs ({COSTS}) is the same file as the costs; {OWN}"),
     "model = params.yaml": ("train", [*TRAIN_ARGS[:2], "./params.yaml", *TRAIN_ARGS[3:]], f"the output model (./params.yaml) is the same file as the params.yaml; {OWN}"),
-    "confusion = metrics": ("evaluate", [*EVALUATE_ARGS[:3], "metrics/x.json", "metrics/../metrics/x.json"], f"the output confusion (metrics/../metrics/x.json) is the same file as the metrics; {OWN}"),
-    "metrics = model": ("evaluate", [*EVALUATE_ARGS[:3], MODEL, EVALUATE_ARGS[4]], f"the output metrics ({MODEL}) is the same file as the model; {OWN}"),
+    "confusion = metrics": ("evaluate", [*EVALUATE_ARGS[:2], "metrics/x.json", "metrics/../metrics/x.json"], f"the output confusion (metrics/../metrics/x.json) is the same file as the metrics; {OWN}"),
+    "metrics = model": ("evaluate", [*EVALUATE_ARGS[:2], MODEL, EVALUATE_ARGS[3]], f"the output metrics ({MODEL}) is the same file as the model; {OWN}"),
     "prepare under datasets": ("prepare", ["datasets/t.csv", "new.csv"], f"the output out (datasets/t.csv) {ELSEWHERE}"),
     "train under datasets": ("train", [*TRAIN_ARGS[:2], "datasets/t.csv", *TRAIN_ARGS[3:]], f"the output model (datasets/t.csv) {ELSEWHERE}"),
-    "evaluate under datasets": ("evaluate", [*EVALUATE_ARGS[:4], "datasets/sub/../t.csv"], f"the output confusion (datasets/sub/../t.csv) {ELSEWHERE}"),
+    "evaluate under datasets": ("evaluate", [*EVALUATE_ARGS[:3], "datasets/sub/../t.csv"], f"the output confusion (datasets/sub/../t.csv) {ELSEWHERE}"),
     "a directory": ("train", [*TRAIN_ARGS[:2], "models", *TRAIN_ARGS[3:]], "models: cannot write (Is a directory); nothing was written"),
     "a file where a folder goes": ("train", [*TRAIN_ARGS[:3], "log/costs.tsv", *TRAIN_ARGS[4:]], "log: cannot write (File exists); nothing was written"),
     "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe", TRAIN_ARGS[5]], "pipe: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),

@@ -21,7 +21,7 @@ def test_stages_run_on_cuda(tmp_path, monkeypatch):
     for impl in IMPLEMENTATIONS:
         model, costs = f"models/{impl}.safetensors", f"cost/{impl}.tsv"
         train.main([impl, "data/prepared.safetensors", model, costs, f"test_cost/{impl}.tsv", f"models/{impl}.onnx"])
-        evaluate.main(["data/prepared.safetensors", model, costs, f"metrics/{impl}.json", f"confusion/{impl}.csv"])
+        evaluate.main(["data/prepared.safetensors", model, f"metrics/{impl}.json", f"confusion/{impl}.csv"])
         metrics = json.loads((tmp_path / f"metrics/{impl}.json").read_text())
         assert metrics["device"] == "cuda"
         assert metrics["train"]["accuracy"] >= 7 / 8

@@ -79,7 +79,7 @@ def test_the_example_csv_with_a_test_split(tmp_path, monkeypatch):
         prepare.main(["data.safetensors", "new_rows.csv"])
         for impl in IMPLEMENTATIONS:
             train.main([impl, "data.safetensors", f"{impl}.safetensors", "cost.tsv", "test_cost.tsv", "model.onnx"])
-            evaluate.main(["data.safetensors", f"{impl}.safetensors", "cost.tsv", f"{impl}.json", f"{impl}.csv"])
+            evaluate.main(["data.safetensors", f"{impl}.safetensors", f"{impl}.json", f"{impl}.csv"])
             metrics = json.loads((tmp_path / f"{impl}.json").read_text())
             assert set(metrics) == {"final_cost", "train", "test", "device"}
             assert set(metrics["train"]) == set(metrics["test"]) == {"accuracy", "cost", "f1_macro"}
@@ -92,6 +92,6 @@ def test_the_example_csv_with_a_test_split(tmp_path, monkeypatch):
     # Read two rows at a time (wine has 13 float32 features: 52 bytes a row), evaluate writes the same bytes.
     monkeypatch.setattr("stages.data.BLOCK_BYTES", 2 * 52)
     with contextlib.redirect_stderr(io.StringIO()):
-        evaluate.main(["data.safetensors", "high_level.safetensors", "cost.tsv", "blocks.json", "blocks.csv"])
+        evaluate.main(["data.safetensors", "high_level.safetensors", "blocks.json", "blocks.csv"])
     assert (tmp_path / "blocks.json").read_bytes() == (tmp_path / "high_level.json").read_bytes()
     assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "high_level.csv").read_bytes()

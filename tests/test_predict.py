@@ -60,7 +60,7 @@ def run_pipeline(workdir: Path, impl: str = "high_level") -> dict[str, Path]:
     ):
         prepare.main(["prepared", "new.csv"])
         train.main([impl, "prepared", "model", "costs.tsv", "test_costs.tsv", "onnx"])
-        evaluate.main(["prepared", "model", "costs.tsv", "metrics.json", "confusion"])
+        evaluate.main(["prepared", "model", "metrics.json", "confusion"])
         predict.main(["model", "new.csv", "out.csv"])
     return paths
 
@@ -163,7 +163,7 @@ def test_a_model_worse_than_the_commonest_class_says_so(survey, impl):
     (survey / "params.yaml").write_text(params_yaml(source="csv", path="datasets/t.csv", label="y"))
     run_pipeline(survey, impl)
     with contextlib.redirect_stderr(io.StringIO()) as stderr:
-        evaluate.main(["prepared", "model", "costs.tsv", "metrics.json", "confusion"])
+        evaluate.main(["prepared", "model", "metrics.json", "confusion"])
     accuracy = json.loads((survey / "metrics.json").read_text())["train"]["accuracy"]
     if impl == "low_level":
         assert stderr.getvalue() == (
