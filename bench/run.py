@@ -47,10 +47,9 @@ from stages.data import Split, load_table, prepare_table, prepared_bytes  # noqa
 from stages.evaluate import scores  # noqa: E402
 from stages.features import Preprocessing  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
-from stages.plumbing.device import make_deterministic  # noqa: E402
 from stages.plumbing.files import sha256  # noqa: E402
 from stages.plumbing.params import DataParams, TrainParams  # noqa: E402
-from stages.train import batches, make_optimizer, numpy_state, step, train  # noqa: E402
+from stages.train import batches, make_deterministic, make_optimizer, numpy_state, step, train  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -18,7 +18,7 @@ from stages.plumbing.files import write_outputs
 from stages.plumbing.params import DataParams, TrainParams
 from tests.stage_runs import TRAIN_ARGS, params_text
 
-# The tests train in this process as the train stage does: on one thread (stages.plumbing.device.make_deterministic).
+# The tests train in this process as the train stage does: on one thread (stages.train.make_deterministic).
 torch.set_num_threads(1)
 # Processes a test started whose parent was killed (torchrun's workers, by design) come back to this
 # process rather than to init (Linux's child subreaper), so that each test can end whatever it left.
@@ -45,7 +45,7 @@ def _no_process_left() -> Iterator[None]:
 
 @contextlib.contextmanager
 def torch_state_restored() -> Iterator[None]:
-    """Undo what a stage run in this process changes globally (stages.plumbing.device.make_deterministic): the
+    """Undo what a stage run in this process changes globally (stages.train.make_deterministic): the
     thread count, deterministic mode, cuDNN's autotuner and cuBLAS's workspace setting."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()

@@ -4,8 +4,8 @@ presence is simulated, and only the choice is checked (no CUDA call is made)."""
 import pytest
 import torch
 
-from stages.plumbing.device import flop, resolve_device
 from stages.plumbing.errors import UserError
+from stages.train import flop, resolve_device
 
 TOY = flop(rows=8, features=4, classes=3, epochs=1000)
 LARGE = flop(rows=1_000_000, features=784, classes=10, epochs=100)

@@ -289,7 +289,7 @@ def test_readme_settings_reach_093_test_accuracy(source, impl, lesson_params, ca
 
 
 def test_a_stage_run_in_the_test_process_leaves_torch_as_it_was(monkeypatch):
-    from stages.plumbing.device import make_deterministic
+    from stages.train import make_deterministic
     from tests.conftest import torch_state_restored
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
