@@ -124,7 +124,7 @@ TABLES = {
     "utf-16 as utf-8": ("x,y\n1,a\n".encode("utf-16-le"), "", "datasets/t.csv: a NUL character in the header: UTF-16 text needs data.encoding utf-16"),
     "fields": ("x,y\n1,a\n2,b\n3,c,d\n", "", "datasets/t.csv: not a readable CSV (CSV parse error: Row #4: Expected 2 columns, got 3: 3,c,d)"),
     "empty": ("x,y\n\n\n", "", "datasets/t.csv: the table is empty; it needs a header row and at least one data row"),
-    "wrong delimiter": ("a,b,y\n1,2,x\n3,4,z\n", "  delimiter: ';'\n", "no label column 'y' (data.label); columns: a,b,y (or data.delimiter ';' is not the file's)"),
+    "wrong delimiter": ("a,b,y\n1,2,x\n3,4,z\n", "  delimiter: ';'\n", "no label column 'y' (data.label); columns: a,b,y"),
     "utf-8 as utf-16": ("a,b,y\n1,2,x\n3,4,z\n", "  encoding: utf-16\n", "datasets/t.csv: not a readable CSV (UTF-16 stream does not start with BOM)"),
     "spaces around a name": ("a , y\n1,p\n2,q\n", "  label: a\n", "datasets/t.csv: no label column 'a' (data.label); columns: 'a ', ' y'"),  # kept, and shown
     "label a number": ("x,y\n1,a\n", "  label: 2020\n", "datasets/t.csv: no label column '2020' (data.label); columns: x, y"),  # a name

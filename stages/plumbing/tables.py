@@ -3,7 +3,6 @@ pyarrow's own error, prefixed with the file; what the stages need of a table (it
 within float32, a value where data.missing asks for one) is one line naming the column and the data
 row, counted from 1."""
 
-import codecs
 import contextlib
 import io
 import re
@@ -57,7 +56,7 @@ def nameless(column: str) -> bool:
 
 def _columns(
     path: str, header: list[str], label: str | None, features: tuple[str, ...] | None, categorical: tuple[str, ...],
-    exclude: tuple[str, ...], index: list[str], hint: str
+    exclude: tuple[str, ...], index: list[str]
 ) -> list[str]:  # fmt: skip
     """The numeric feature columns, checked against the header: the label is no feature, and by default
     every column is one but the label, the categorical ones, the excluded ones, the index (the columns
@@ -69,7 +68,7 @@ def _columns(
         raise UserError(f"{path}: the header names column {abbreviate(twice[0])} more than once; name each once")
     columns = f"columns: {listing(header)}"
     if label is not None and label not in header:
-        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); {columns}{hint}")
+        raise UserError(f"{path}: no label column {abbreviate(label)} (data.label); {columns}")
     if label is not None and label in [*(features or []), *categorical]:
         fix = "a model must not see the answer: remove it from data.features and data.categorical"
         raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
@@ -123,28 +122,23 @@ def read_table(
             index = []  # the frame's index, as pandas' metadata names it (none when it is missing or malformed)
             with contextlib.suppress(TypeError, KeyError, ValueError):
                 index = [column for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
-            names = _columns(path, schema.names, label, features, categorical, exclude, index, "")
+            names = _columns(path, schema.names, label, features, categorical, exclude, index)
             table = pq.read_table(path, columns=[*names, *texts])
             header = schema.names
         except (pa.ArrowException, OSError) as error:
             raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     else:
-        header_line = ""
-        with contextlib.suppress(UnicodeError):  # a codec that cannot skip bad bytes (idna) raises even so
-            header_line = next((line for line in start.decode(encoding, "ignore").splitlines() if line.strip()), "")
+        header_line = next((line for line in start.decode(encoding, "ignore").splitlines() if line.strip()), "")
         option = "data." if label is not None else "--"  # prepare's parameters, or predict's options
         if "\0" in header_line:  # UTF-16 read as UTF-8: what Excel saves as "Unicode text"
             raise UserError(f"{path}: a NUL character in the header: UTF-16 text needs {option}encoding utf-16")
-        hint = f" (or {option}encoding {encoding} is not the file's)" if codecs.lookup(encoding).name != "utf-8" else ""
-        if delimiter and delimiter not in header_line:
-            hint += f" (or {option}delimiter {delimiter!r} is not the file's)"
         read = pa_csv.ReadOptions(encoding=encoding, use_threads=False)  # a block at a time: the least memory
         parse = pa_csv.ParseOptions(delimiter=delimiter or detect_delimiter(header_line), newlines_in_values=True)
         header: list[str] = []
         try:
             inferred = pa_csv.open_csv(path, read, parse).schema  # the types pyarrow infers from a first block
             header = inferred.names
-            names = _columns(path, header, label, features, categorical, exclude, [], hint)
+            names = _columns(path, header, label, features, categorical, exclude, [])
             numbers = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
             words = [c for c in names if not any(number(inferred.field(c).type) for number in numbers)]
             if label is not None and words:
@@ -156,10 +150,11 @@ def read_table(
             problem = first_line(error)
             if where := re.match(r"In CSV column #([0-9]+): ", problem):  # the file's column, counted from 0
                 problem = f"column {abbreviate(header[int(where[1])])}: {problem[where.end() :]}"
-            fix = f"set {option}encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
-            if "UTF8" not in problem and "decod" not in problem:
-                as_number = TEXT_FIX if label is not None else "the model reads it as a number"
-                fix = as_number if "to float" in problem else ""
+            fix = (
+                "" if "to float" not in problem else TEXT_FIX if label is not None else "the model reads it as a number"
+            )
+            if "UTF8" in problem or "decod" in problem:
+                fix = f"set {option}encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
             raise UserError(f"{path}: not a readable CSV ({problem})" + f"; {fix}" * bool(fix)) from None
     result = _table(path, table, names, texts, label, missing, features is None and nameless(header[0]))
     del table  # the memory pyarrow read the file with goes back to the system: the stage has other uses for it
