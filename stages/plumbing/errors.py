@@ -4,7 +4,6 @@ boundary that turns each failure into its line is stages/plumbing/process.py's.)
 
 import contextlib
 import os
-import reprlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,14 +13,9 @@ class UserError(Exception):
     """A mistake the user can fix (a parameter, a file): reported as one line, never a traceback."""
 
 
-# A value shown in a message is cut short: a YAML alias bomb or a megabyte string stays one short line.
-_short = reprlib.Repr()  # (keyword arguments need Python 3.12)
-_short.maxlevel, _short.maxdict, _short.maxlist, _short.maxtuple, _short.maxstring = 2, 4, 4, 4, 60
-
-
 def abbreviate(value: Any) -> str:
     """repr(value), cut short to well under a line."""
-    text = _short.repr(value)
+    text = repr(value)
     return text if len(text) <= 80 else f"{text[:76]} ..."
 
 
