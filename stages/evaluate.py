@@ -72,32 +72,29 @@ def main(argv: list[str] | None = None) -> None:
     if model.info["data_sha256"] != prepared.sha256:
         raise UserError(f"{args.model}: was trained on other prepared data than {args.data}; {FIX}")
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
-    # final_cost is the lesson's last printed number: the training cost before the last update.
-    tallies = {"train": Tally(len(prepared.classes)), "eval": Tally(len(prepared.classes))}
-    for split in ("train", "eval") if prepared.has_test else ("eval",):  # the scores first, then the files
-        for block in prepared.blocks(split):
-            tallies[split].add(model, block)
-    evaluation = tallies["eval"]  # the test split's, or else the training data's
-    splits = {"train": tallies["train"], "test": evaluation} if prepared.has_test else {"train": evaluation}
+    splits = {name: Tally(len(prepared.classes)) for name in ("train", "test")[: 1 + prepared.has_test]}
+    for name, tally in splits.items():  # the scores first, then the files
+        for block in prepared.blocks("eval" if name == "test" else "train"):
+            tally.add(model, block)
+    # final_cost is the lesson's last printed number: the training cost before the last update. Every
+    # number is the shortest decimal that reads back as its float32.
     values = {"final_cost": float(float32_text(model.info["final_cost"], "final_cost"))}
-    for name, tally in splits.items():  # every number as the shortest decimal that reads back as its float32
+    for name, tally in splits.items():
         values[name] = {key: float(float32_text(value, f"{name}.{key}")) for key, value in tally.scores().items()}
     values["device"] = model.info["device"]  # where it was trained
+    evaluation = splits.get("test", splits["train"])
 
     def confusion() -> Iterator[bytes]:  # the evaluation rows read again, a block at a time
         for block in prepared.blocks("eval"):
             predicted = log_probabilities(model, block.x).argmax(axis=1)
             yield confusion_csv(block.y, predicted, list(prepared.classes), header=block.start == 0).encode()
 
-    note = ""
-    shares, accuracy = evaluation.confusion.sum(1) / evaluation.confusion.sum(), evaluation.scores()["accuracy"]
-    if accuracy < shares.max():  # a model worse than always answering the commonest class
+    note, shares = "", evaluation.confusion.sum(1) / evaluation.confusion.sum()
+    if (accuracy := evaluation.scores()["accuracy"]) < shares.max():  # worse than always the commonest class
         why = "the inputs may not tell the classes apart, or training stopped short (train.epochs, train.lr)"
         if model.b.shape == (1,):
             why = "the lesson's one scalar bias cannot learn how common a class is (high_level's nn.Linear can)"
-        common = prepared.classes[int(shares.argmax())]
-        note = (
-            f"evaluate: note: accuracy {accuracy:.3g} is below {shares.max():.3g}, the share of class {common}; {why}"
-        )
+        common = f"{shares.max():.3g}, the share of class {prepared.classes[int(shares.argmax())]}"
+        note = f"evaluate: note: accuracy {accuracy:.3g} is below {common}; {why}"
     metrics_json = json.dumps(values, indent=2, allow_nan=False) + "\n"
     write_outputs({args.confusion: confusion(), args.metrics: metrics_json}, note, args.inputs)
