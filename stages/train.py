@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stages.classifier import model_bytes, onnx_bytes
-from stages.data import Prepared, PreparedFile, Split
+from stages.data import Prepared, PreparedFile
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function, lesson_weights
 from stages.plumbing import distributed
 from stages.plumbing.errors import UserError, say
@@ -105,20 +105,17 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     n_rows, start, stop = data.total, data.start, data.start + len(data.y)
     batch_size = params.batch_size if 0 < params.batch_size < n_rows else n_rows
     shuffle = torch.Generator().manual_seed(params.seed)
-    test = prepared.eval if prepared.has_test else None
-    if test is not None:
-        test_share = len(test.y) / test.total
-        test = Split(torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device))
+    test = prepared.eval  # this process's share of the test rows
+    test_x, test_y = (torch.as_tensor(a, device=device) for a in (test.x, test.y)) if prepared.has_test else (x, y)
     # Costs stay on the device and are read back only when printed: no host sync on every epoch.
     costs = torch.empty(params.epochs + 1, device=device)
     test_costs: list[tuple[int, torch.Tensor]] = []
-    checked = 0
-    quiet = distributed.rank() != 0
-    progress = dict(delay=PROGRESS_SECONDS, mininterval=PROGRESS_SECONDS, disable=quiet, file=sys.stderr, unit="epoch")
-    for epoch in tqdm(range(params.epochs + 1), f"train {impl}", **progress):
-        if test is not None and epoch % params.log_every == 0:
+    progress = dict(delay=PROGRESS_SECONDS, mininterval=PROGRESS_SECONDS, file=sys.stderr, unit="epoch")
+    for epoch in tqdm(range(params.epochs + 1), f"train {impl}", disable=distributed.rank() != 0, **progress):
+        if prepared.has_test and epoch % params.log_every == 0:
             with torch.no_grad():
-                test_costs.append((epoch, test_cost(model, test, test_share)))
+                cost = F.cross_entropy(model(test_x), test_y) if len(test_y) else torch.zeros((), device=device)
+                test_costs.append((epoch, distributed.mean(cost, len(test.y) / test.total)))
         if batch_size == n_rows:
             costs[epoch] = step(model, cost_of, optimizer, x, y, n_rows)
         else:
@@ -128,11 +125,9 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
                 total += step(model, cost_of, optimizer, x[mine], y[mine], len(rows)) * len(rows)
             costs[epoch] = total / n_rows
         if epoch % params.log_every == 0 or epoch == params.epochs:
-            bad = (~torch.isfinite(costs[checked : epoch + 1])).nonzero()
-            if len(bad):
-                value = costs[checked + int(bad[0])].item()
-                raise diverged(f"the cost became {value}", checked + int(bad[0]), params, standardized)
-            checked = epoch + 1
+            if not torch.isfinite(costs[epoch]):  # NaN stays NaN: the first such epoch is the one to name
+                first = int((~torch.isfinite(costs[: epoch + 1])).nonzero()[0])
+                raise diverged(f"the cost became {costs[first].item()}", first, params, standardized)
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
     if not all(torch.isfinite(tensor).all() for tensor in lesson_weights(model)):  # the update after the last cost
@@ -167,12 +162,6 @@ def step(
     cost = distributed.sum_gradients(model.parameters(), cost, len(y) / batch_rows)
     optimizer.step()
     return cost
-
-
-def test_cost(model: Model, test: Split, share: float) -> torch.Tensor:
-    """The cross-entropy on the test split, of which `test` holds this process's `share` of the rows."""
-    cost = F.cross_entropy(model(test.x), test.y) if len(test.y) else torch.zeros((), device=test.x.device)
-    return distributed.mean(cost, share)
 
 
 def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> UserError:
@@ -222,16 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         distributed.stop()
     if rank != 0:  # every process holds the same model: the first one writes it
         return
-    state = numpy_state(model)
-    costs_text = costs_tsv(list(enumerate(costs)))
+    state, classes = numpy_state(model), list(prepared.classes)
     # The prepared file it learnt from, for evaluate to check, and the lesson's last printed cost.
-    info = dict(impl=args.impl, classes=list(prepared.classes), device=device.type)
-    info |= dict(data_sha256=prepared.sha256, final_cost=costs[-1])
-    model_file = model_bytes(state, prepared.preprocessing, info)
-    onnx_file = onnx_bytes(state["W"], state["b"], list(prepared.classes), prepared.preprocessing)
-    # Without a test split the test costs hold the header alone: DVC wants every declared output to exist.
-    test_costs_text = costs_tsv(test_costs, "test_cost")
-    write_outputs(
-        {args.costs: costs_text, args.test_costs: test_costs_text, args.model: model_file, args.onnx: onnx_file},
-        inputs=args.inputs,
-    )
+    info = dict(impl=args.impl, classes=classes, device=device.type, data_sha256=prepared.sha256, final_cost=costs[-1])
+    outputs = {args.costs: costs_tsv(list(enumerate(costs))), args.test_costs: costs_tsv(test_costs, "test_cost")}
+    outputs[args.model] = model_bytes(state, prepared.preprocessing, info)
+    outputs[args.onnx] = onnx_bytes(state["W"], state["b"], classes, prepared.preprocessing)
+    write_outputs(outputs, inputs=args.inputs)  # test costs without a test split: the header (DVC wants the file)
