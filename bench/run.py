@@ -298,7 +298,7 @@ def against_sklearn(data_params: DataParams, train_params: TrainParams, check_ev
               "target_accuracy": target, "ours": ours}  # fmt: skip
     for impl in ("functional", "high_level"):
         seconds, reached, updates = time_to_accuracy(
-            impl, prepared.train, prepared.eval, prepared.n_classes, target, train_params, check_every, device
+            impl, prepared.train, prepared.eval, len(prepared.classes), target, train_params, check_every, device
         )
         speedup = sklearn_seconds / seconds
         result[impl] = {"seconds": seconds, "accuracy": reached, "updates": updates, "speedup": speedup}

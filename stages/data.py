@@ -1,10 +1,6 @@
-"""The datasets, their split, and the prepared-data file that `prepare` writes. (User tables, CSV and
-Parquet, are read by stages/plumbing/tables.py; stages/features.py turns columns into model inputs.)
-
-Every source gives a Table: features x (float32), class indices y (int64) and the class names, in the
-order the indices count them. Tables are numpy arrays, so that `prepare` and `evaluate` need no torch
-(its import takes seconds); torch draws only the synthetic data (the same data as in every version).
-"""
+"""The datasets, their split, and the prepared-data file that `prepare` writes. Every source gives a
+Table (stages/plumbing/tables.py) of numpy arrays, so that `prepare` and `evaluate` need no torch (its
+import takes seconds); torch draws only the synthetic data (the same data as in every version)."""
 
 import math
 from collections.abc import Callable, Iterator
@@ -55,10 +51,6 @@ class Prepared:
     @property
     def n_features(self) -> int:
         return self.train.x.shape[1]
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
 
 
 def toy() -> Table:
@@ -121,11 +113,8 @@ def without_missing(table: Table, missing: str) -> tuple[Table, int]:
 def check_table(table: Table, name: str, label: str | None = None, left_out: int = 0) -> None:
     """A table a classifier can learn from; `label` names the column its classes came from, if any."""
     dropped = f" once {left_out:,} rows with missing values are left out" if left_out else ""
-    if len(table.y) == 0:
-        fix = "; fill in the gaps, or set data.missing: mean" * bool(left_out)
-        raise UserError(f"{name}: the table is empty{dropped}{fix}")
     if (np.bincount(table.y, minlength=len(table.classes)) > 0).sum() < 2:
-        fix = "a classifier needs two or more"
+        fix = "a classifier needs two or more" + ": fill in the gaps, or set data.missing: mean" * bool(left_out)
         raise UserError(f"{name}: fewer than two classes ({listing(table.classes)}){dropped}; {fix}")
     if label and len(table.classes) > max(100, len(table.y) // 2):  # a class per row: an identifier
         what = f"column {label!r} gives {len(table.classes):,} classes to {len(table.y):,} rows"

@@ -1,14 +1,10 @@
-"""What turns a table's columns into the model's input, fitted on the training split only: prepare
-fits it, the prepared file and every model file carry it, predict applies it to new rows, and the ONNX
-graph holds it.
+"""What turns a table's columns into the model's input, fitted on the training split only: prepare fits
+it, the prepared file and every model file carry it, predict applies it to new rows, the ONNX graph holds it.
 
-The input vector of a row, before filling in and scaling, is its numeric columns as they are (NaN where
-a value is missing), then for each categorical column, in data.categorical's order, one 0/1 entry per
-category of the training split, sorted (all 0 for a category the training split never had, all NaN
-where the value is missing: filled in with the training means, that is each category's share). Then,
-with data.missing: mean, each NaN becomes its input's mean over the training split (scikit-learn's
-SimpleImputer), and with data.standardize each input is scaled by the training split's mean and
-standard deviation.
+A row's input vector is its numeric columns (NaN where missing), then per categorical column, in
+data.categorical's order, a 0/1 entry per category of the training split, sorted (all 0 for a category
+never seen, all NaN where missing). data.missing: mean fills each NaN with its input's training mean
+(scikit-learn's SimpleImputer); data.standardize scales each input by the training mean and deviation.
 """
 
 import warnings
@@ -48,9 +44,7 @@ class Preprocessing:
         for column, categories in self.categories:
             index = {category: i for i, category in enumerate(categories)}
             of_row = np.array([-2 if v is None else index.get(v, -1) for v in table.categorical[column]], dtype=int)
-            one_hot = np.zeros((len(of_row), len(categories)), dtype=np.float32)
-            known = np.flatnonzero(of_row >= 0)
-            one_hot[known, of_row[known]] = 1
+            one_hot = (of_row[:, None] == np.arange(len(categories))).astype(np.float32)
             one_hot[of_row == -2] = np.nan
             unknown |= of_row == -1
             parts.append(one_hot)

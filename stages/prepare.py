@@ -14,17 +14,11 @@ from stages.plumbing.tables import Table, csv_blocks
 def prepare(params: DataParams) -> tuple[data.Prepared, Table, int]:
     """The prepared data, the rows to predict, and how many rows were left out for missing values."""
     table, left_out = data.without_missing(data.load_table(params), params.missing)  # the built-in sources have no gaps
-    if params.source in TABLES:
-        data.check_table(table, params.path, params.label, left_out)
-    else:
-        data.check_table(table, f"data.source={params.source}")
+    name = params.path if params.source in TABLES else f"data.source={params.source}"
+    data.check_table(table, name, params.label, left_out)
     train, evaluation = data.split(table, params.test_size, params.seed)
-    new_rows = evaluation
-    if params.source == "toy":
-        new_rows = Table(
-            np.array(data.TOY_NEW, dtype=np.float32), np.zeros(len(data.TOY_NEW), np.int64), (), data.TOY_COLUMNS
-        )
-    return data.prepare_split(train, evaluation, params), new_rows, left_out
+    toy_new = Table(np.float32(data.TOY_NEW), np.zeros(len(data.TOY_NEW), np.int64), (), data.TOY_COLUMNS)
+    return data.prepare_split(train, evaluation, params), toy_new if params.source == "toy" else evaluation, left_out
 
 
 def main(argv: list[str] | None = None) -> None:

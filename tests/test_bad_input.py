@@ -109,7 +109,7 @@ TABLES = {
     "no label": ("x,z\n1,a\n2,b\n", "", "datasets/t.csv: no label column 'y' (data.label); columns: x, z"),
     "nan": ("x,y\n1,a\nnan,b\n", "", f"datasets/t.csv, row 2: column 'x' is missing; {MISSING_FIX}"),
     "N/A": ("x,y\n1,a\nN/A,b\n", "", f"datasets/t.csv, row 2: column 'x' is missing; {MISSING_FIX}"),
-    "dropped to one class": ("x,y\n1,a\nNA,b\n", "  missing: drop\n", "datasets/t.csv: fewer than two classes (a) once 1 rows with missing values are left out; a classifier needs two or more"),
+    "dropped to one class": ("x,y\n1,a\nNA,b\n", "  missing: drop\n", "datasets/t.csv: fewer than two classes (a) once 1 rows with missing values are left out; a classifier needs two or more: fill in the gaps, or set data.missing: mean"),
     "no value, mean": ("x,z,y\nNA,1,a\nNA,2,b\n", "  missing: mean\n", "data.missing: column 'x' has no value in the training"),
     "one class": ("x,y\n1,a\n2,a\n", "", "datasets/t.csv: fewer than two classes (a); a classifier needs two or more"),
     "test_size": ("x,y\n1,a\n2,b\n3,b\n", "  test_size: 0.6\n", "data.test_size=0.6 leaves class 'a' (1 rows) without training rows; lower"),

@@ -43,7 +43,7 @@ def test_synthetic_handles_a_million_rows():
     params = DataParams(source="synthetic", n_samples=1_000_000, n_features=10, n_classes=10, test_size=0.2)
     prepared = prepare_table(load_table(params), dataclasses.replace(params, standardize=True))
     assert tuple(prepared.train.x.shape) == (800_000, 10) and tuple(prepared.eval.x.shape) == (200_000, 10)
-    assert prepared.n_classes == 10
+    assert len(prepared.classes) == 10
 
 
 def test_split_is_stratified_seeded_and_complete():
