@@ -24,6 +24,7 @@ Prints a table and writes bench/results.json (or --out).
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -47,7 +48,6 @@ from stages.data import Split, load_table, prepare_table, prepared_bytes  # noqa
 from stages.evaluate import scores  # noqa: E402
 from stages.features import Preprocessing  # noqa: E402
 from stages.models import IMPLEMENTATIONS, build_model, cost_function  # noqa: E402
-from stages.plumbing.files import sha256  # noqa: E402
 from stages.plumbing.params import DataParams, TrainParams  # noqa: E402
 from stages.train import batches, make_deterministic, make_optimizer, numpy_state, step, train  # noqa: E402
 
@@ -448,7 +448,7 @@ def evaluate_memory(row_counts: list[int], n_features: int, n_classes: int) -> d
             # A model as train writes one for this data (evaluate checks it).
             prepared = (workdir / "prepared.safetensors").read_bytes()
             info = {"impl": "functional", "classes": [str(c) for c in range(n_classes)], "device": "cpu"}
-            info |= {"data_sha256": sha256(prepared), "final_cost": 1.0}
+            info |= {"data_sha256": hashlib.sha256(prepared).hexdigest(), "final_cost": 1.0}
             preprocessing = Preprocessing(tuple(f"x{i}" for i in range(1, n_features + 1)))
             (workdir / "model.safetensors").write_bytes(model_bytes({"W": W, "b": b}, preprocessing, info))
             seconds, peak = stage_run(workdir, evaluate_args)

@@ -23,9 +23,6 @@ from stages.plumbing.errors import UserError, abbreviate, first_line, say
 # The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
 # as a dependency in dvc.yaml; no stage writes in it.
 DATASETS_DIR = "datasets"
-# A float64 below this in magnitude rounds to a finite float32 (float32's largest is 2**128 - 2**104;
-# from the midpoint to the next power on, it rounds to infinity).
-FLOAT32_LIMIT = float(2**128 - 2**103)
 
 # What each output is, keyed by path: bytes or text, or blocks of bytes made as they are written (in
 # the order of the keys), so that an output need not be held whole; written together by write_outputs.
@@ -139,12 +136,9 @@ def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
 
 
 def tensors_bytes(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> bytes:
-    """A safetensors file of `arrays`, with `info` (plain JSON values) in its metadata. No stage writes
-    a NaN or an infinity: the stages check their results first, and this refuses one that slipped by.
-
-    safetensors writes its metadata map in the random order of a Rust HashMap, so a map of several
-    keys changes its bytes from run to run: `info` goes in as one key holding JSON, its keys sorted
-    (every order that carries meaning is a list)."""
+    """A safetensors file of `arrays`, with `info` (plain JSON values) in its metadata; a NaN or an
+    infinity, which the stages check for first, is a bug. safetensors writes its metadata map in the
+    random order of a Rust HashMap: `info` goes in as one key holding JSON, its keys sorted."""
     if not all(np.isfinite(array).all() for array in arrays.values() if array.dtype.kind == "f"):
         raise ValueError("a tensor to write holds NaN or infinite values")
     contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
@@ -182,17 +176,13 @@ class Tensors:
         return {name: self.rows(name) for name in self.shapes}
 
 
-def sha256(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
 def float32_text(value: float, what: str) -> str:
     """`value` as a float32, in the shortest decimal that reads back as that float32: numpy's repr of
     a float32 (Dragon4 with unique=True), so the bytes are stable and carry no noise digits. Every number
     a stage writes as text passes here, and none is NaN or infinite: `what` it is names it in the line."""
-    if not abs(value) < FLOAT32_LIMIT:  # NaN fails it too
-        fix = "lower train.lr (or standardize the data: data.standardize: true) and `dvc repro`"
-        raise UserError(
-            f"{what} is {value:.3g}, beyond float32: training diverged or the data's scale overflows; {fix}"
-        )
-    return str(np.float32(value) + np.float32(0))  # + 0: -0.0 is 0.0, as every reader takes it
+    with np.errstate(over="ignore"):
+        number = np.float32(value) + np.float32(0)  # + 0: -0.0 is 0.0, as every reader takes it
+    if not np.isfinite(number):
+        fix = "training diverged or the data's scale overflows; lower train.lr (or set data.standardize: true)"
+        raise UserError(f"{what} is {value:.3g}, beyond float32: {fix}")
+    return str(number)
