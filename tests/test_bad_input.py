@@ -317,12 +317,12 @@ OUTPUTS = {
     "prepare under datasets": ("prepare", ["datasets/t.csv", "new.csv"], f"the output out (datasets/t.csv) {ELSEWHERE}"),
     "train under datasets": ("train", [*TRAIN_ARGS[:2], "datasets/t.csv", *TRAIN_ARGS[3:]], f"the output model (datasets/t.csv) {ELSEWHERE}"),
     "evaluate under datasets": ("evaluate", [*EVALUATE_ARGS[:3], "datasets/sub/../t.csv"], f"the output confusion (datasets/sub/../t.csv) {ELSEWHERE}"),
-    "a directory": ("train", [*TRAIN_ARGS[:2], "models", *TRAIN_ARGS[3:]], "models: cannot write (Is a directory); nothing was written"),
+    "a directory": ("train", [*TRAIN_ARGS[:2], "models", *TRAIN_ARGS[3:]], "models: cannot write (a directory, a device, a pipe or a link, not a regular file; write it elsewhere); nothing was written"),
     "a file where a folder goes": ("train", [*TRAIN_ARGS[:3], "log/costs.tsv", *TRAIN_ARGS[4:]], "log: cannot write (File exists); nothing was written"),
-    "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe", TRAIN_ARGS[5]], "pipe: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
+    "a pipe": ("train", [*TRAIN_ARGS[:4], "pipe", TRAIN_ARGS[5]], "pipe: cannot write (a directory, a device, a pipe or a link, not a regular file; write it elsewhere); nothing was written"),
     "predictions = new rows": ("predict", [MODEL, "new.csv", "./new.csv"], f"the output out (./new.csv) is the same file as the table; {OWN}"),
     "predictions = model": ("predict", [MODEL, "new.csv", MODEL], f"the output out ({MODEL}) is the same file as the model; {OWN}"),
-    "a link to a file": ("train", [*TRAIN_ARGS[:4], "link", TRAIN_ARGS[5]], "link: cannot write (a device, a pipe or a link, not a regular file; write the output elsewhere); nothing was written"),
+    "a link to a file": ("train", [*TRAIN_ARGS[:4], "link", TRAIN_ARGS[5]], "link: cannot write (a directory, a device, a pipe or a link, not a regular file; write it elsewhere); nothing was written"),
 }  # fmt: skip
 
 

@@ -116,12 +116,10 @@ def write_outputs(outputs: Outputs, summary: str = "", inputs: Inputs | None = N
 def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
     """`content` in a new file beside `path`, named at random (one a killed run left is a dot-file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_dir():
-        raise IsADirectoryError(21, "Is a directory", str(path))
-    # Only a regular file is replaced: never a device, a pipe or a link to one (/dev/null, /dev/stdout
+    # Only a regular file is replaced: never a directory, a device, a pipe or a link (/dev/null, /dev/stdout
     # even when it leads to a log file): the rename would put a file where the system keeps its link.
     if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise OSError(0, "a device, a pipe or a link, not a regular file; write the output elsewhere", str(path))
+        raise OSError(0, "a directory, a device, a pipe or a link, not a regular file; write it elsewhere", str(path))
     tmp = path.parent / f".{path.name[:100]}.{secrets.token_hex(8)}.tmp"
     # Mode 0666 less the umask, as open() gives: others (a container's user, a colleague) read the results.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -1,13 +1,10 @@
-"""A stage process, from its first statement to its exit: `python -m stages STAGE ARGS` (stages/__main__.py)
-calls run_stage, which sets up the signals before it imports the stage (torch takes seconds to load),
-runs it inside the one error boundary and exits.
+"""A stage process, from its first statement to its exit: run_stage sets up the signals before it imports
+the stage (torch takes seconds to load), runs it inside the one error boundary and exits.
 
-Ctrl-C (SIGINT), SIGTERM and a closed terminal (SIGHUP) end a stage with one line and exit status 128 +
-the signal's number, by SystemExit, which unwinds as an exception does: a write in progress removes its
-temporary files. Once the stage is ending (a first signal, its last line, or its outputs being renamed
-into place) these signals change nothing. One the stage inherits as ignored (`nohup`) stays ignored; a
-closed output pipe (`| head`) ends the stage quietly, as it ends any Unix tool.
-"""
+Ctrl-C, SIGTERM and SIGHUP end a stage with one line and status 128 + the signal's number, by SystemExit,
+which unwinds as an exception does: a write in progress removes its temporary files. Once the stage is
+ending (a first signal, its last line, the renames of its outputs) they change nothing. One inherited
+as ignored (`nohup`) stays ignored; a closed output pipe (`| head`) ends the stage quietly."""
 
 import contextlib
 import functools
@@ -33,10 +30,9 @@ def _stopped(stage: str, signum: int, frame: object) -> None:
 
 
 def ending() -> None:
-    """From here on Ctrl-C, SIGTERM and SIGHUP change nothing, so that none stops the renames of the
-    outputs halfway (some new, others old) or adds a line after the stage's last. Only the handlers
-    run_stage set are replaced: a stage run inside another program (a test) leaves its signals alone.
-    (Not by SIG_IGN: Python would report a signal that came before as lost.)"""
+    """From here on the stop signals change nothing: none stops the renames of the outputs halfway or adds
+    a line after the stage's last. Only run_stage's handlers are replaced (a stage run inside a test leaves
+    the test's alone), and not by SIG_IGN: Python would report a signal that came before as lost."""
     for stop in STOP_SIGNALS:
         if getattr(signal.getsignal(stop), "func", None) is _stopped:
             signal.signal(stop, lambda signum, frame: None)
@@ -48,10 +44,9 @@ def handled(stop: signal.Signals) -> bool:
 
 
 def boundary(name: str, main: Callable[[], object]) -> int:
-    """Run a stage's main() inside the one error boundary and return its exit status: whatever ends it
-    ends in one line (under torchrun, the first process's). A UserError, an OSError (the system refused
-    a file), a failed import (torch under a tiny `ulimit -v`) and running out of memory are
-    `<stage>: error: ...`, status 1; any other exception is a bug, `<stage>: bug: ...`, status 70."""
+    """Run a stage's main() inside the one error boundary and return its exit status: a UserError, an
+    OSError, a failed import and running out of memory are one line `<stage>: error: ...`, status 1; any
+    other exception is a bug, `<stage>: bug: ...`, status 70 (under torchrun, the first process's line)."""
     try:
         main()
         return 0
@@ -78,10 +73,9 @@ def boundary(name: str, main: Callable[[], object]) -> int:
 
 
 def run_stage(argv: list[str]) -> NoReturn:
-    """The stage process: `argv` is the stage's name and its arguments. It ends with os._exit once stdout
-    and stderr are flushed: Python's teardown of the thousands of modules torch loads takes half a
-    second and has nothing left to do, and its atexit callbacks (torch.distributed's, after another
-    process died) would add lines after the stage's last."""
+    """The stage process (`argv`: the stage's name and arguments), ended by os._exit once stdout and stderr
+    are flushed: Python's teardown of torch's thousands of modules takes half a second, and its atexit
+    callbacks (torch.distributed's, after another process died) would add lines after the stage's last."""
     if not argv or argv[0] not in STAGES:
         say(f"stages: error: the stage must be one of {', '.join(STAGES)}; usage: python -m stages STAGE ARGS")
         os._exit(2)

@@ -1,7 +1,6 @@
 """User tables: CSV and Parquet files, read by pyarrow into a Table. A file pyarrow cannot parse is
-pyarrow's own error, prefixed with the file; what the stages need of a table (its columns, numbers
-within float32, a value where data.missing asks for one) is one line naming the column and the data
-row, counted from 1."""
+pyarrow's own error, prefixed with the file; what the stages need of a table (its columns, numbers within
+float32, a value where data.missing asks for one) is one line naming the column and the data row."""
 
 import contextlib
 import io
@@ -91,16 +90,9 @@ def _columns(
     return names
 
 
-def read_table(
-    path: str,
-    label: str | None,
-    features: tuple[str, ...] | None,
-    categorical: tuple[str, ...] = (),
-    exclude: tuple[str, ...] = (),
-    missing: str | None = MISSING_FIX,
-    delimiter: str | None = None,
-    encoding: str = "utf-8",
-) -> Table:
+def read_table(path: str, label: str | None, features: tuple[str, ...] | None, categorical: tuple[str, ...] = (),
+               exclude: tuple[str, ...] = (), missing: str | None = MISSING_FIX, delimiter: str | None = None,
+               encoding: str = "utf-8") -> Table:  # fmt: skip
     """A table with a header row: Parquet (by its first bytes, whatever its name) or CSV, read as
     spreadsheets and databases export it (pyarrow's reader: a byte-order mark dropped, LF, CRLF or CR
     line ends, quoted fields with line breaks, blank lines skipped; the delimiter is `delimiter`, or else
