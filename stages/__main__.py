@@ -1,6 +1,5 @@
-"""`python -m stages STAGE ARGS` runs one stage of the pipeline (dvc.yaml's commands): STAGE is prepare,
-train or evaluate, and `python -m stages STAGE -h` lists its arguments. stages/plumbing/process.py
-sets the process up before the stage (and torch) loads."""
+"""`python -m stages STAGE ARGS` runs one stage (dvc.yaml's commands); `python -m stages STAGE -h` lists
+its arguments. stages/plumbing/process.py sets the process up before the stage (and torch) loads."""
 
 import signal
 import sys

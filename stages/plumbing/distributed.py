@@ -1,12 +1,8 @@
-"""Data-parallel training across processes, as PyTorch's DistributedDataParallel does it: every process
-holds the whole model, takes its contiguous share of each batch's rows (and reads only its share of the
-file), and the gradients are summed across processes (all-reduce: gloo on the CPU, NCCL on GPUs) before
-each update, so every process makes the same update.
-
-train.processes > 1 makes the train stage launch itself under torchrun on this machine (launch); torchrun
-by hand does the same on one machine or several (docs/distributed.md):
-    torchrun --nproc-per-node=2 -m stages train functional data/prepared.safetensors ...
-"""
+"""Data-parallel training, as PyTorch's DistributedDataParallel does it: every process holds the whole
+model, takes (and reads) its contiguous share of the rows, and the gradients are summed across processes
+(all-reduce: gloo on the CPU, NCCL on GPUs) before each update, so every process makes the same update.
+train.processes > 1 launches the stage under torchrun on this machine; torchrun by hand does the same on
+one machine or several (docs/distributed.md)."""
 
 import logging
 import os
@@ -44,10 +40,9 @@ def start(device: torch.device) -> int:
 
 
 def launch(processes: int, stage_args: list[str]) -> NoReturn:
-    """Run the stage as `processes` processes on this machine: torchrun's own code (`torchrun --standalone
-    --nproc-per-node=N -m stages STAGE_ARGS`), in this process. The first process prints the run's lines;
-    torchrun's log and report (a screenful) are left out, and a line is printed here only when the first
-    process was killed (then it printed none). Ends with the status of the first process that failed."""
+    """Run the stage as `processes` processes: `torchrun --standalone --nproc-per-node=N -m stages ARGS`, by
+    torchrun's own code in this process. The first process prints the run's lines; torchrun's log and report
+    are left out, and a line is printed here only when the first process was killed (it printed none)."""
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
