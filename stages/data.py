@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from stages.features import Preprocessing, fit
-from stages.plumbing.errors import UserError, abbreviate, listing
 from stages.plumbing.files import Tensors, tensors_bytes
 from stages.plumbing.params import DataParams
+from stages.plumbing.process import UserError, abbreviate, listing
 from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_table
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.

@@ -10,8 +10,8 @@ import numpy as np
 
 from stages.classifier import FIX, Classifier, load_classifier, log_probabilities
 from stages.data import PreparedFile, Split
-from stages.plumbing.errors import UserError
 from stages.plumbing.files import StageArguments, float32_text, write_outputs
+from stages.plumbing.process import UserError
 
 
 class Tally:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.plumbing.errors import UserError, abbreviate
+from stages.plumbing.process import UserError, abbreviate
 from stages.plumbing.tables import Table
 
 

@@ -9,9 +9,9 @@ import argparse
 import numpy as np
 
 from stages.classifier import Classifier, load_classifier, log_probabilities
-from stages.plumbing.errors import listing
 from stages.plumbing.files import StageArguments, write_outputs
 from stages.plumbing.params import DELIMITERS, text_encoding
+from stages.plumbing.process import listing
 from stages.plumbing.tables import Table, csv_blocks, read_table
 
 FIX = "give the path of a model file that `dvc repro` trained, e.g. models/high_level.safetensors"

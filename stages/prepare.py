@@ -5,9 +5,9 @@ had them."""
 import numpy as np
 
 from stages import data
-from stages.plumbing.errors import listing
 from stages.plumbing.files import StageArguments, identities, write_outputs
 from stages.plumbing.params import TABLES, DataParams, data_params, load_params
+from stages.plumbing.process import listing
 from stages.plumbing.tables import Table, csv_blocks
 
 

@@ -15,9 +15,9 @@ from stages.classifier import model_bytes, onnx_bytes
 from stages.data import Prepared, PreparedFile
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function, lesson_weights
 from stages.plumbing import distributed
-from stages.plumbing.errors import UserError, say
 from stages.plumbing.files import StageArguments, float32_text, write_outputs
 from stages.plumbing.params import TrainParams, load_params, train_params
+from stages.plumbing.process import UserError, say
 
 
 class Trained(NamedTuple):

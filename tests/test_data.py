@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.data import TOY_X, TOY_Y, load_table, prepare_table, split, synthetic
-from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
+from stages.plumbing.process import UserError
 from stages.plumbing.tables import MISSING_FIX, Table, detect_delimiter, read_table
 
 

@@ -4,7 +4,7 @@ presence is simulated, and only the choice is checked (no CUDA call is made)."""
 import pytest
 import torch
 
-from stages.plumbing.errors import UserError
+from stages.plumbing.process import UserError
 from stages.train import flop, resolve_device
 
 TOY = flop(rows=8, features=4, classes=3, epochs=1000)

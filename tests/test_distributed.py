@@ -22,7 +22,7 @@ from safetensors.numpy import load_file
 from stages import train
 from stages.data import PreparedFile, load_prepared
 from stages.plumbing import distributed
-from stages.plumbing.errors import UserError
+from stages.plumbing.process import UserError
 from tests.stage_runs import REPO
 from tests.waiting import importing_torch, wait_for
 

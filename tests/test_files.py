@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from stages.plumbing.errors import UserError
 from stages.plumbing.files import Tensors, float32_text, tensors_bytes, write_outputs
+from stages.plumbing.process import UserError
 from tests.stage_runs import REPO
 
 

@@ -16,8 +16,8 @@ from stages.data import load_table, prepare_table
 from stages.evaluate import scores
 from stages.features import Preprocessing
 from stages.models import IMPLEMENTATIONS
-from stages.plumbing.errors import UserError
 from stages.plumbing.params import DataParams
+from stages.plumbing.process import UserError
 from stages.train import numpy_state, train
 
 CPU = torch.device("cpu")

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from stages.plumbing import process
-from stages.plumbing.errors import UserError, first_line, say
+from stages.plumbing.process import UserError, first_line, say
 
 
 def launched() -> bool:

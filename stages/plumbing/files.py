@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from stages.plumbing import process
-from stages.plumbing.errors import UserError, abbreviate, first_line, say
+from stages.plumbing.process import UserError, abbreviate, first_line, say
 
 # The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
 # as a dependency in dvc.yaml; no stage writes in it.

@@ -15,8 +15,8 @@ from pydantic.dataclasses import dataclass
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from stages.plumbing.errors import UserError, abbreviate
 from stages.plumbing.files import open_input
+from stages.plumbing.process import UserError, abbreviate
 
 PARAMS_FILE = "params.yaml"
 TABLES = ("csv", "parquet")  # the sources read from data.path

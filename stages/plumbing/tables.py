@@ -13,9 +13,9 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from stages.plumbing.errors import UserError, abbreviate, first_line, listing
 from stages.plumbing.files import DATASETS_DIR, open_input
 from stages.plumbing.params import DELIMITERS
+from stages.plumbing.process import UserError, abbreviate, first_line, listing
 
 
 @dataclass(frozen=True)
