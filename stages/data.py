@@ -82,11 +82,8 @@ def load_table(params: DataParams) -> Table:
     if params.source == "synthetic":
         return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
     check_dataset_path(params.path)
-    features, categorical = params.features and tuple(params.features), tuple(params.categorical)
-    missing, exclude = MISSING_FIX if params.missing == "error" else None, tuple(params.exclude)
-    return read_table(
-        params.path, params.label, features, categorical, exclude, missing, params.delimiter, params.encoding
-    )
+    missing, columns = MISSING_FIX if params.missing == "error" else None, (params.categorical, params.exclude)
+    return read_table(params.path, params.label, params.features, *columns, missing, params.delimiter, params.encoding)
 
 
 def subset(table: Table, index: np.ndarray) -> Table:
@@ -144,10 +141,8 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
         rows = np.flatnonzero(table.y == c)
         rows = rows[generator.permutation(len(rows))]
         if len(rows) and per_class[c] >= len(rows):
-            raise UserError(
-                f"data.test_size={test_size} leaves class {abbreviate(name)} ({len(rows)} rows) without "
-                "training rows; lower data.test_size"
-            )
+            what = f"class {abbreviate(name)} ({len(rows)} rows) without training rows"
+            raise UserError(f"data.test_size={test_size} leaves {what}; lower data.test_size")
         test_rows.append(rows[: per_class[c]])
         train_rows.append(rows[per_class[c] :])
     return subset(table, np.sort(np.concatenate(train_rows))), subset(table, np.sort(np.concatenate(test_rows)))

@@ -6,7 +6,7 @@ import contextlib
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import PurePosixPath
@@ -54,8 +54,8 @@ def nameless(column: str) -> bool:
 
 
 def _columns(
-    path: str, header: list[str], label: str | None, features: tuple[str, ...] | None, categorical: tuple[str, ...],
-    exclude: tuple[str, ...], index: list[str]
+    path: str, header: list[str], label: str | None, features: Sequence[str] | None, categorical: Sequence[str],
+    exclude: Sequence[str], index: list[str]
 ) -> list[str]:  # fmt: skip
     """The numeric feature columns, checked against the header: the label is no feature, and by default
     every column is one but the label, the categorical ones, the excluded ones, the index (the columns
@@ -90,8 +90,8 @@ def _columns(
     return names
 
 
-def read_table(path: str, label: str | None, features: tuple[str, ...] | None, categorical: tuple[str, ...] = (),
-               exclude: tuple[str, ...] = (), missing: str | None = MISSING_FIX, delimiter: str | None = None,
+def read_table(path: str, label: str | None, features: Sequence[str] | None, categorical: Sequence[str] = (),
+               exclude: Sequence[str] = (), missing: str | None = MISSING_FIX, delimiter: str | None = None,
                encoding: str = "utf-8") -> Table:  # fmt: skip
     """A table with a header row: Parquet (by its first bytes, whatever its name) or CSV, read as
     spreadsheets and databases export it (pyarrow's reader: a byte-order mark dropped, LF, CRLF or CR
@@ -197,7 +197,8 @@ def _table(path: str, table, names: list[str], texts: list[str], label: str | No
     classes = sorted(found)
     with contextlib.suppress(InvalidOperation):  # not every one a number
         classes = sorted(classes, key=Decimal)
-    lookup = np.array([classes.index(name) for name in found] + [-1])  # -1: the label is missing
+    rank = {name: i for i, name in enumerate(classes)}
+    lookup = np.array([rank[name] for name in found] + [-1])  # -1: the label is missing
     y = lookup[labels.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
     return Table(x, y, tuple(classes), tuple(names), categorical, row_names)
 
