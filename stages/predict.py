@@ -37,11 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = load_classifier(args.model, FIX)
     pre = model.preprocessing
-    missing = (
-        None
-        if pre.missing == "mean"
-        else f"the model was trained with data.missing: {pre.missing}, so it needs every value; fill it in"
-    )
+    missing = f"the model was trained with data.missing: {pre.missing}, so it needs every value; fill it in"
+    missing = None if pre.missing == "mean" else missing
     rows = read_table(args.table, None, pre.numeric, pre.text_columns, (), missing, args.delimiter, args.encoding)
     probabilities, unknown, filled = predict(model, rows, args.table)
     predicted = probabilities.argmax(1)

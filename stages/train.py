@@ -153,13 +153,10 @@ def step(
     returns the batch's cost before the update. Under torchrun each process computes the gradient of its
     rows of the batch, and the processes' gradients are summed before the update."""
     optimizer.zero_grad()
-    if len(y):  # the mean over no rows would be nan
-        cost = cost_of(model(x), y)
+    cost = cost_of(model(x), y) if len(y) else torch.zeros((), device=x.device)  # a mean over no rows is nan
+    if len(y):
         cost.backward()
-        cost = cost.detach()
-    else:
-        cost = torch.zeros((), device=x.device)
-    cost = distributed.sum_gradients(model.parameters(), cost, len(y) / batch_rows)
+    cost = distributed.sum_gradients(model.parameters(), cost.detach(), len(y) / batch_rows)
     optimizer.step()
     return cost
 

@@ -28,12 +28,9 @@ def start(device: torch.device) -> int:
     if not launched() or os.environ["WORLD_SIZE"] == "1":
         return 0
     if device.type == "cuda":  # one GPU per process; every process checks, so that none waits for the others
-        processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
-        if processes > gpus:
-            raise UserError(
-                f"torchrun started {processes} processes on this machine, but it has {gpus} GPU(s); "
-                f"run torchrun --nproc-per-node={gpus}, or set train.device: cpu"
-            )
+        if (gpus := torch.cuda.device_count()) < int(processes := os.environ.get("LOCAL_WORLD_SIZE", "1")):
+            fix = f"run torchrun --nproc-per-node={gpus}, or set train.device: cpu"
+            raise UserError(f"torchrun started {processes} processes on this machine, but it has {gpus} GPU(s); {fix}")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank()
@@ -51,7 +48,8 @@ def launch(processes: int, stage_args: list[str]) -> NoReturn:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     # torchrun passes these signals on to its processes; one the stage inherited as ignored (nohup) stays so.
-    handled = ",".join(stop.name for stop in (*process.STOP_SIGNALS, signal.SIGQUIT) if process.handled(stop))
+    stops = (*process.STOP_SIGNALS, signal.SIGQUIT)
+    handled = ",".join(stop.name for stop in stops if signal.getsignal(stop) != signal.SIG_IGN)
     options = [f"--nproc-per-node={processes}", "--monitor-interval=0.1", f"--signals-to-handle={handled}"]
     try:
         torchrun.run(torchrun.parse_args(["--standalone", *options, "-m", "stages", *stage_args]))

@@ -32,12 +32,6 @@ def abbreviate(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:76]} ..."
 
 
-def printable(text: str) -> str:
-    """Text for a terminal: escaped as Python writes a string unless every character prints, so that a
-    name from a file (a newline, a terminal escape) cannot break or forge a line."""
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
 def first_line(error: BaseException) -> str:
     """What a library's exception says, as one line for a message (its type when it says nothing)."""
     text = str(error).strip()
@@ -52,12 +46,13 @@ def listing(names: Sequence[Any], most: int = 20) -> str:
 
 
 def say(line: str) -> None:
-    """A stage's note or last line on stderr, escaped; printed by the first of torchrun's processes only
-    (a RANK alone, left in a shell, means nothing), and nothing when whoever read stderr (DVC) is gone."""
+    """A stage's note or last line on stderr, by the first of torchrun's processes only (a RANK alone, left
+    in a shell, means nothing); nothing when whoever read stderr (DVC) is gone. Escaped as Python writes a
+    string unless every character prints: a name from a file (a newline, an escape) cannot forge a line."""
     torchrun = "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1"
     if line and (not torchrun or os.environ.get("RANK", "0") == "0"):
         with contextlib.suppress(OSError):
-            print(printable(line), file=sys.stderr, flush=True)
+            print(line if line.isprintable() else repr(line)[1:-1], file=sys.stderr, flush=True)
 
 
 def _stopped(stage: str, signum: int, frame: object) -> None:
@@ -73,11 +68,6 @@ def ending() -> None:
     for stop in STOP_SIGNALS:
         if getattr(signal.getsignal(stop), "func", None) is _stopped:
             signal.signal(stop, lambda signum, frame: None)
-
-
-def handled(stop: signal.Signals) -> bool:
-    """Whether the stage handles `stop`: not when it was ignored before the stage began (`nohup`)."""
-    return signal.getsignal(stop) != signal.SIG_IGN
 
 
 def boundary(name: str, main: Callable[[], object]) -> int:
@@ -117,8 +107,9 @@ def run_stage(argv: list[str]) -> NoReturn:
         say(f"stages: error: the stage must be one of {', '.join(STAGES)}; usage: python -m stages STAGE ARGS")
         os._exit(2)
     stage = argv[0]
-    for stop in filter(handled, STOP_SIGNALS):
-        signal.signal(stop, functools.partial(_stopped, stage))
+    for stop in STOP_SIGNALS:
+        if signal.getsignal(stop) != signal.SIG_IGN:  # one ignored before the stage began (nohup) stays so
+            signal.signal(stop, functools.partial(_stopped, stage))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         status = boundary(stage, lambda: importlib.import_module(f"stages.{stage}").main(argv[1:]))
