@@ -11,9 +11,7 @@ import numpy as np
 from stages.features import Preprocessing
 from stages.plumbing.files import Tensors, tensors_bytes
 
-# Written into every model file; a file without it, or with another, is not one this code can read.
-# Format 2 keeps the text columns' order in a list (format 1 kept a mapping, which JSON wrote sorted).
-FORMAT = "softmax-three-ways model 2"
+FORMAT = "softmax-three-ways model 2"  # in every model file: a file without it is not one this code reads
 IMPLEMENTATIONS = ("low_level", "functional", "high_level")  # stages/models.py's (which imports torch)
 FIX = "run `dvc repro` to train it"
 
