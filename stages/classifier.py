@@ -36,7 +36,6 @@ def log_probabilities(model: Classifier, x: np.ndarray) -> np.ndarray:
 
 
 def model_bytes(state: dict[str, np.ndarray], preprocessing: Preprocessing, info: dict[str, Any]) -> bytes:
-    """The model file: the trained W and b, and the preprocessing."""
     arrays, described = preprocessing.tensors()
     return tensors_bytes(state | arrays, {"format": FORMAT, **info, "preprocessing": described})
 

@@ -151,7 +151,6 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
 
 
 def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
-    """Fit the preprocessing on the training rows and apply it to both."""
     pre = fit(train, params.missing, params.source in TABLES if params.standardize == "auto" else params.standardize)
     train_split = Split(pre.apply(pre.inputs(train)[0]), train.y)
     has_test = params.test_size > 0
@@ -189,13 +188,11 @@ class PreparedFile:
         return self.tensors.shapes[f"{self.stored[split]}_y"][0]
 
     def rows(self, split: str, rows: slice = slice(None)) -> Split:
-        """Some rows of a split, all of them by default."""
         start, stop, _ = rows.indices(self.n_rows(split))
         x, y = (self.tensors.rows(f"{self.stored[split]}_{part}", start, stop) for part in "xy")
         return Split(x, y, start, self.n_rows(split))
 
     def blocks(self, split: str) -> Iterator[Split]:
-        """A split a block of rows at a time (about BLOCK_BYTES of features each)."""
         size = max(1, BLOCK_BYTES // (4 * self.n_features))
         return (self.rows(split, slice(start, start + size)) for start in range(0, self.n_rows(split), size))
 

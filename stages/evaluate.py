@@ -21,7 +21,6 @@ class Tally:
         self.confusion, self.cost = np.zeros((n_classes, n_classes), np.int64), 0.0
 
     def add(self, model: Classifier, data: Split) -> np.ndarray:
-        """Count the rows of `data`; returns the predicted class of each."""
         log_p = log_probabilities(model, data.x)
         predicted = log_p.argmax(axis=1)
         self.cost += float(-log_p[np.arange(len(data.y)), data.y].sum())

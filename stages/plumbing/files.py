@@ -30,7 +30,6 @@ Inputs = dict[str, tuple[int, ...] | None]
 
 
 def identities(paths: Iterable[str | Path]) -> Inputs:
-    """What each file is now: its device, inode, size and modification time (None when there is none)."""
     stats = {str(path): os.stat(path) if os.path.exists(path) else None for path in paths}
     return {path: info and (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) for path, info in stats.items()}
 
@@ -154,7 +153,6 @@ class Tensors:
             raise UserError(f"{path}: not a {what} of this version of the project ({got}, not {format!r}); {fix}")
 
     def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows start..stop of a tensor (all of them by default)."""
         with safe_open(self.path, framework="np") as f:  # opened for each read: no mapping outlives it
             array = f.get_slice(name)[start:stop] if self.shapes[name] else f.get_tensor(name)
         if array.dtype.kind == "f" and not np.isfinite(array).all():

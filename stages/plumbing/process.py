@@ -26,7 +26,6 @@ class UserError(Exception):
 
 
 def abbreviate(value: Any) -> str:
-    """repr(value), cut short to well under a line."""
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:76]} ..."
 
