@@ -49,12 +49,9 @@ def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
 
 
 def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: Preprocessing) -> bytes:
-    """The model as ONNX, for every other runtime, taking the table's columns by name, as scikit-learn pipelines
-    exported by skl2onnx do: one input per column, (rows, 1), float32 for a numeric column (NaN where missing), string
-    for a text column (empty where missing). Inside the graph, in float64 as predict computes them: the one-hot entries
-    (`Equal` on strings), the filling in, the scaling and the linear map; output `probabilities`, float32 (rows,
-    classes). Built with onnx's own helpers: a few nodes, the same bytes on every run (docs/models.md says why not
-    torch.onnx). The graph's own names begin with "/", so that no column's name can clash with one."""
+    """The model as ONNX, taking the table's columns by name (docs/models.md describes the graph, and says why onnx's
+    own helpers build it, not torch.onnx): in float64 as predict computes, the same bytes on every run. The graph's own
+    names begin with "/", so that no column's name can clash with one."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
