@@ -30,9 +30,8 @@ class Trained(NamedTuple):
 # stderr and only by the clock, so stdout (the lesson's lines) and every output file stay the same.
 PROGRESS_SECONDS = 10.0
 
-# `auto` takes CUDA for a run of at least this many FLOP: a second of this project's CI CPU (about 8 GFLOP/s on one
-# thread) beyond what CUDA costs before it computes anything (0.4 s to start on an NVIDIA H200, then about 0.8 ms a step
-# where the CPU takes 0.3 ms: bench/run.py). The lesson's run is 2e5 FLOP: the CPU, whatever the GPU.
+# `auto` takes CUDA from this many FLOP a run: a second of CI's CPU (8 GFLOP/s) beyond CUDA's start-up and slower steps
+# (0.4 s, then 0.8 ms a step against the CPU's 0.3 ms on an H200: bench/run.py). The lesson's 2e5 FLOP stay on the CPU.
 AUTO_CUDA_FLOP = 1e10
 
 

@@ -1,7 +1,5 @@
-"""Data-parallel training, as PyTorch's DistributedDataParallel does it: every process holds the whole model, takes (and
-reads) its contiguous share of the rows, and the gradients are summed across processes (all-reduce: gloo on the CPU,
-NCCL on GPUs) before each update, so every process makes the same update. train.processes > 1 launches the stage under
-torchrun on this machine; torchrun by hand does the same on one machine or several (docs/distributed.md)."""
+"""Data-parallel training (docs/distributed.md): each process reads its share of the rows, and the gradients are summed
+across processes (gloo on the CPU, NCCL on GPUs) before each update. train.processes > 1 launches torchrun here."""
 
 import logging
 import os
