@@ -68,12 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"{args.model}: was trained on other prepared data than {args.data}; {FIX}")
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
     splits = {name: Tally(len(prepared.classes)) for name in ("train", "test")[: 1 + prepared.has_test]}
+    # final_cost is the lesson's last printed number: the training cost before the last update.
+    values = {"final_cost": float(float32_text(model.info["final_cost"], "final_cost"))}
     for name, tally in splits.items():  # the scores first, then the files
         for block in prepared.blocks("eval" if name == "test" else "train"):
             tally.add(model, block)
-    # final_cost is the lesson's last printed number: the training cost before the last update.
-    values = {"final_cost": float(float32_text(model.info["final_cost"], "final_cost"))}
-    for name, tally in splits.items():
         values[name] = {key: float(float32_text(value, f"{name}.{key}")) for key, value in tally.scores().items()}
     values["device"] = model.info["device"]  # where it was trained
     evaluation = splits.get("test", splits["train"])

@@ -44,10 +44,7 @@ def nameless(column: str) -> bool:
     return not column or re.fullmatch(r"Unnamed: [0-9]+", column) is not None
 
 
-def _columns(
-    path: str, header: list[str], label: str | None, features: Sequence[str] | None, categorical: Sequence[str],
-    exclude: Sequence[str], index: list[str]
-) -> list[str]:  # fmt: skip
+def _columns(path, header: list[str], label, features, categorical, exclude, index: list[str]) -> list[str]:
     """The numeric feature columns, checked against the header: the label is no feature, and by default every column is
     one but the label, the categorical ones, the excluded ones, the index (the columns the file says are one) and a
     first column without a name (row names). A column both in `features` and in `categorical` is a categorical one."""
@@ -98,13 +95,12 @@ def read_table(path: str, label: str | None, features: Sequence[str] | None, cat
     texts = [*categorical, *([label] if label is not None else [])]
     if start[:4] == b"PAR1":
         try:
-            schema = pq.read_schema(path)
+            header = (schema := pq.read_schema(path)).names
             index = []  # the frame's index, as pandas' metadata names it (none when it is missing or malformed)
             with contextlib.suppress(TypeError, KeyError, ValueError):
                 index = [column for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
-            names = _columns(path, schema.names, label, features, categorical, exclude, index)
+            names = _columns(path, header, label, features, categorical, exclude, index)
             table = pq.read_table(path, columns=[*names, *texts])
-            header = schema.names
         except (pa.ArrowException, OSError) as error:
             raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     else:
@@ -179,8 +175,7 @@ def _table(path: str, table, names: list[str], label: str | None, missing: str |
     classes = sorted(found)
     with contextlib.suppress(InvalidOperation):  # not every one a number
         classes = sorted(classes, key=Decimal)
-    rank = {name: i for i, name in enumerate(classes)}
-    lookup = np.array([rank[name] for name in found] + [-1])  # -1: the label is missing
+    lookup = np.array([*map({name: i for i, name in enumerate(classes)}.get, found), -1])  # -1: the label is missing
     y = lookup[labels.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
     return Table(x, y, tuple(classes), tuple(names), categorical, row_names)
 
