@@ -1,12 +1,7 @@
 """The pipeline's stages: `python -m stages STAGE ARGS` runs stages/STAGE.py (see dvc.yaml).
 
-This file runs before numpy and torch load, and sets what they read when they load: the same bits on
-every x86-64 machine. Torch's CPU kernels and MKL pick their code by the processor, and a float sum
-taken 8 or 16 lanes (or threads) at a time rounds differently: the committed results, made on an AMD
-EPYC, differed in the last digit on an Intel Xeon. So torch's kernels are held to AVX2, MKL to its
-reproducible COMPATIBLE branch, and every library to one thread. Set the first two yourself to trade
-that for speed; other architectures (ARM) agree to float32 rounding only.
-"""
+This file runs before numpy and torch load: it holds torch's kernels to AVX2, MKL to its COMPATIBLE branch and every
+library to one thread, for the same bits on every x86-64 machine (docs/determinism.md says why, and what it costs)."""
 
 import os
 import sys

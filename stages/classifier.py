@@ -2,6 +2,7 @@
 turns a table's columns into the map's inputs; everything predict needs, in one file. Evaluate and
 predict share `log_probabilities`, so that both score a row the same way."""
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ def log_probabilities(model: Classifier, x: np.ndarray) -> np.ndarray:
 
 
 def model_bytes(state: dict[str, np.ndarray], preprocessing: Preprocessing, info: dict[str, Any]) -> bytes:
-    """The model file: the trained W and b, and the preprocessing."""
     arrays, described = preprocessing.tensors()
     return tensors_bytes(state | arrays, {"format": FORMAT, **info, "preprocessing": described})
 
@@ -42,21 +42,14 @@ def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
     """The model in the file `path`: one line for a file that is not a model of this version."""
     tensors = Tensors(path, "trained model", FORMAT, fix)
     arrays, info = tensors.arrays(), tensors.info
-    W, b = arrays["W"], arrays["b"]
-    preprocessing = Preprocessing.from_tensors(arrays, info["preprocessing"])
-    return Classifier(W.astype(np.float64), b.astype(np.float64), tuple(info["classes"]), preprocessing, info)
+    W, b = (arrays[name].astype(np.float64) for name in "Wb")
+    return Classifier(W, b, tuple(info["classes"]), Preprocessing.from_tensors(arrays, info["preprocessing"]), info)
 
 
 def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: Preprocessing) -> bytes:
-    """The model as ONNX, for every other runtime, taking the table's columns by name, as scikit-learn
-    pipelines exported by skl2onnx do: one input per column, (rows, 1), float32 for a numeric column
-    (NaN where missing), string for a text column (empty where missing). Inside the graph, in float64
-    as predict computes them: the one-hot entries (`Equal` on strings), the filling in, the scaling and
-    the linear map; output `probabilities`, float32 (rows, classes). Built with onnx's own helpers: a few
-    nodes, the same bytes on every run (docs/models.md says why not torch.onnx). The graph's own names
-    begin with "/", so that no column's name can clash with one."""
-    import json
-
+    """The model as ONNX, taking the table's columns by name (docs/models.md describes the graph, and says why onnx's
+    own helpers build it, not torch.onnx): in float64 as predict computes, the same bytes on every run. The graph's own
+    names begin with "/", so that no column's name can clash with one."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -69,9 +62,6 @@ def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: 
     def constant(value: np.ndarray) -> str:
         constants.append(numpy_helper.from_array(value, f"/constant_{len(constants)}"))
         return constants[-1].name
-
-    def column(name: str, kind: int) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, kind, ["rows", 1])
 
     double = TensorProto.DOUBLE
     parts = [node("Cast", name, to=double) for name in preprocessing.numeric]
@@ -88,8 +78,9 @@ def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: 
         x = node("Cast", node("Cast", scaled, to=TensorProto.FLOAT), to=double)  # rounded to float32, as predict's
     logits = node("Add", node("MatMul", x, constant(W.astype(np.float64))), constant(b.astype(np.float64)))
     nodes.append(helper.make_node("Cast", [node("Softmax", logits, axis=1)], ["probabilities"], to=TensorProto.FLOAT))
-    inputs = [column(name, TensorProto.FLOAT) for name in preprocessing.numeric]
-    inputs += [column(name, TensorProto.STRING) for name in preprocessing.text_columns]
+    typed = [(name, TensorProto.FLOAT) for name in preprocessing.numeric]
+    typed += [(name, TensorProto.STRING) for name in preprocessing.text_columns]
+    inputs = [helper.make_tensor_value_info(name, kind, ["rows", 1]) for name, kind in typed]
     outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["rows", len(classes)])]
     graph = helper.make_graph(nodes, "softmax_classifier", inputs, outputs, constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], producer_name="softmax-three-ways")

@@ -6,15 +6,15 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from stages.features import Preprocessing, fit
-from stages.plumbing.files import Tensors, tensors_bytes
-from stages.plumbing.params import DataParams
+from stages.plumbing.files import DATASETS_DIR, Tensors, open_input, tensors_bytes
+from stages.plumbing.params import TABLES, DataParams
 from stages.plumbing.process import UserError, abbreviate, listing
-from stages.plumbing.tables import MISSING_FIX, Table, check_dataset_path, read_table
+from stages.plumbing.tables import MISSING_FIX, Table, read_table
 
 # The lesson's toy set: 8 samples, 4 features, 3 classes.
 TOY_X = [[1, 2, 1, 1], [2, 1, 3, 2], [3, 1, 3, 4], [4, 1, 5, 5], [1, 7, 5, 5], [1, 2, 5, 6], [1, 6, 6, 6], [1, 7, 7, 7]]
@@ -81,7 +81,10 @@ def load_table(params: DataParams) -> Table:
         return Table(bunch.data.astype(np.float32), bunch.target.astype(np.int64), classes, columns)
     if params.source == "synthetic":
         return synthetic(params.n_samples, params.n_features, params.n_classes, params.seed)
-    check_dataset_path(params.path)
+    if len(parts := PurePosixPath(params.path).parts) < 2 or parts[0] != DATASETS_DIR or ".." in parts:
+        fix = "put the file there (or `dvc add` it there) so that DVC tracks it as a dependency of prepare"
+        raise UserError(f"data.path: {params.path} is not under {DATASETS_DIR}/; {fix}")
+    open_input(params.path, "table data.path names", "check data.path (relative to the repository root)").close()
     missing, columns = MISSING_FIX if params.missing == "error" else None, (params.categorical, params.exclude)
     return read_table(params.path, params.label, params.features, *columns, missing, params.delimiter, params.encoding)
 
@@ -138,8 +141,7 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
     generator = np.random.default_rng(seed)
     train_rows, test_rows = [], []
     for c, name in enumerate(table.classes):
-        rows = np.flatnonzero(table.y == c)
-        rows = rows[generator.permutation(len(rows))]
+        rows = generator.permutation(np.flatnonzero(table.y == c))
         if len(rows) and per_class[c] >= len(rows):
             what = f"class {abbreviate(name)} ({len(rows)} rows) without training rows"
             raise UserError(f"data.test_size={test_size} leaves {what}; lower data.test_size")
@@ -149,8 +151,7 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
 
 
 def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
-    """Fit the preprocessing on the training rows and apply it to both."""
-    pre = fit(train, params.missing, params.scaled)
+    pre = fit(train, params.missing, params.source in TABLES if params.standardize == "auto" else params.standardize)
     train_split = Split(pre.apply(pre.inputs(train)[0]), train.y)
     has_test = params.test_size > 0
     test_split = Split(pre.apply(pre.inputs(test)[0]), test.y) if has_test else train_split
@@ -187,20 +188,16 @@ class PreparedFile:
         return self.tensors.shapes[f"{self.stored[split]}_y"][0]
 
     def rows(self, split: str, rows: slice = slice(None)) -> Split:
-        """Some rows of a split, all of them by default."""
         start, stop, _ = rows.indices(self.n_rows(split))
         x, y = (self.tensors.rows(f"{self.stored[split]}_{part}", start, stop) for part in "xy")
         return Split(x, y, start, self.n_rows(split))
 
     def blocks(self, split: str) -> Iterator[Split]:
-        """A split a block of rows at a time (about BLOCK_BYTES of features each)."""
         size = max(1, BLOCK_BYTES // (4 * self.n_features))
-        for start in range(0, self.n_rows(split), size):
-            yield self.rows(split, slice(start, start + size))
+        return (self.rows(split, slice(start, start + size)) for start in range(0, self.n_rows(split), size))
 
     def load(self, share: Callable[[int], slice] = lambda rows: slice(rows)) -> Prepared:
-        """The prepared data, each split holding the rows that `share` gives this process of its row
-        count: all of them by default."""
+        """The prepared data, each split holding the rows `share` gives this process of its row count (default: all)."""
         train = self.rows("train", share(self.n_rows("train")))
         test = self.rows("eval", share(self.n_rows("eval"))) if self.has_test else train
         return Prepared(train, test, self.classes, self.has_test, self.preprocessing, self.sha256)

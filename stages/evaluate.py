@@ -4,7 +4,6 @@ It runs on numpy alone, in float64: an independent check of the three torch impl
 stage that does not spend seconds importing torch)."""
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -15,15 +14,13 @@ from stages.plumbing.process import UserError
 
 
 class Tally:
-    """What the scores are computed from, added up a block of rows at a time, so that evaluate holds one
-    block, however many rows a split has: the confusion matrix (actual class, predicted class) and the
-    sum of the costs."""
+    """What the scores are computed from, added up a block of rows at a time, so that evaluate holds one block, however
+    many rows a split has: the confusion matrix (actual class, predicted class) and the sum of the costs."""
 
     def __init__(self, n_classes: int) -> None:
         self.confusion, self.cost = np.zeros((n_classes, n_classes), np.int64), 0.0
 
     def add(self, model: Classifier, data: Split) -> np.ndarray:
-        """Count the rows of `data`; returns the predicted class of each."""
         log_p = log_probabilities(model, data.x)
         predicted = log_p.argmax(axis=1)
         self.cost += float(-log_p[np.arange(len(data.y)), data.y].sum())
@@ -35,9 +32,8 @@ class Tally:
         self.confusion += np.bincount(actual * k + predicted, minlength=k * k).reshape(k, k)
 
     def scores(self) -> dict[str, float]:
-        """Accuracy, mean cross-entropy and macro F1 of the rows counted. Macro F1 averages over the classes
-        that occur or are predicted (as scikit-learn's f1_score with average="macro" does); a class never
-        predicted right scores 0."""
+        """Accuracy, mean cross-entropy and macro F1 of the rows counted. Macro F1 averages over the classes that occur
+        or are predicted (as scikit-learn's f1_score with average="macro" does); a class never predicted right: 0."""
         rows, right, both = self.confusion.sum(), np.diag(self.confusion), self.confusion.sum(0) + self.confusion.sum(1)
         f1 = float((2 * right[both > 0] / both[both > 0]).mean())
         return {"accuracy": int(right.sum()) / rows, "cost": self.cost / rows, "f1_macro": f1}
@@ -67,28 +63,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     prepared = PreparedFile(args.data)  # read a block of rows at a time: memory does not grow with the rows
     model = load_classifier(args.model)
-    # The model names the prepared file it was trained on (its SHA-256): no other split or preprocessing
-    # enters its metrics.
+    # The model names (by SHA-256) the prepared file it was trained on: no other data enters its metrics.
     if model.info["data_sha256"] != prepared.sha256:
         raise UserError(f"{args.model}: was trained on other prepared data than {args.data}; {FIX}")
     # Each split's figures under its name: `train` always, `test` when data.test_size holds rows out.
     splits = {name: Tally(len(prepared.classes)) for name in ("train", "test")[: 1 + prepared.has_test]}
+    # final_cost is the lesson's last printed number: the training cost before the last update.
+    values = {"final_cost": float(float32_text(model.info["final_cost"], "final_cost"))}
     for name, tally in splits.items():  # the scores first, then the files
         for block in prepared.blocks("eval" if name == "test" else "train"):
             tally.add(model, block)
-    # final_cost is the lesson's last printed number: the training cost before the last update. Every
-    # number is the shortest decimal that reads back as its float32.
-    values = {"final_cost": float(float32_text(model.info["final_cost"], "final_cost"))}
-    for name, tally in splits.items():
         values[name] = {key: float(float32_text(value, f"{name}.{key}")) for key, value in tally.scores().items()}
     values["device"] = model.info["device"]  # where it was trained
     evaluation = splits.get("test", splits["train"])
-
-    def confusion() -> Iterator[bytes]:  # the evaluation rows read again, a block at a time
-        for block in prepared.blocks("eval"):
-            predicted = log_probabilities(model, block.x).argmax(axis=1)
-            yield confusion_csv(block.y, predicted, list(prepared.classes), header=block.start == 0).encode()
-
+    # The confusion CSV made as it is written: the evaluation rows read again, a block at a time.
+    predictions = ((b, log_probabilities(model, b.x).argmax(axis=1)) for b in prepared.blocks("eval"))
+    confusion = (confusion_csv(b.y, p, list(prepared.classes), header=b.start == 0).encode() for b, p in predictions)
     note, shares = "", evaluation.confusion.sum(1) / evaluation.confusion.sum()
     if (accuracy := evaluation.scores()["accuracy"]) < shares.max():  # worse than always the commonest class
         why = "the inputs may not tell the classes apart, or training stopped short (train.epochs, train.lr)"
@@ -97,4 +87,4 @@ def main(argv: list[str] | None = None) -> None:
         common = f"{shares.max():.3g}, the share of class {prepared.classes[int(shares.argmax())]}"
         note = f"evaluate: note: accuracy {accuracy:.3g} is below {common}; {why}"
     metrics_json = json.dumps(values, indent=2, allow_nan=False) + "\n"
-    write_outputs({args.confusion: confusion(), args.metrics: metrics_json}, note, args.inputs)
+    write_outputs({args.confusion: confusion, args.metrics: metrics_json}, note, args.inputs)

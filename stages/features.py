@@ -1,11 +1,10 @@
-"""What turns a table's columns into the model's input, fitted on the training split only: prepare fits
-it, the prepared file and every model file carry it, predict applies it to new rows, the ONNX graph holds it.
+"""What turns a table's columns into the model's input, fitted on the training split only: prepare fits it, the prepared
+file and every model file carry it, predict applies it to new rows, the ONNX graph holds it.
 
-A row's input vector is its numeric columns (NaN where missing), then per categorical column, in
-data.categorical's order, a 0/1 entry per category of the training split, sorted (all 0 for a category
-never seen, all NaN where missing). data.missing: mean fills each NaN with its input's training mean
-(scikit-learn's SimpleImputer); data.standardize scales each input by the training mean and deviation.
-"""
+A row's input vector is its numeric columns (NaN where missing), then per categorical column, in data.categorical's
+order, a 0/1 entry per category of the training split, sorted (all 0 for a category never seen, all NaN where missing).
+data.missing: mean fills each NaN with its input's training mean (scikit-learn's SimpleImputer); data.standardize scales
+each input by the training mean and deviation."""
 
 import warnings
 from dataclasses import dataclass, replace
@@ -20,8 +19,7 @@ from stages.plumbing.tables import Table
 @dataclass(frozen=True)
 class Preprocessing:
     numeric: tuple[str, ...]  # the numeric columns, in the order of the input vector
-    # (categorical column, its categories), in the order of the input vector: a list, as stored, since
-    # the order of the entries is the order of the weights' rows.
+    # (categorical column, its categories) in the input vector's order, the weights' rows': a list, as stored
     categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
     missing: str = "error"  # data.missing: "mean" fills in, the others refuse a missing value
     fill: np.ndarray | None = None  # per input: its training mean (data.missing: mean)
@@ -38,8 +36,7 @@ class Preprocessing:
         return tuple(column for column, _ in self.categories)
 
     def inputs(self, table: Table) -> tuple[np.ndarray, int]:
-        """The rows' input vectors before filling in and scaling, and how many rows hold a category the
-        training split never had."""
+        """The rows' input vectors before filling in and scaling, and how many rows hold a category new to the model."""
         parts, unknown = [table.x], np.zeros(len(table.x), dtype=bool)
         for column, categories in self.categories:
             index = {category: i for i, category in enumerate(categories)}
@@ -61,8 +58,7 @@ class Preprocessing:
             scaled = x - self.mean.astype(np.float64)  # one float64 copy of x at a time
             scaled /= self.std.astype(np.float64)
             x = scaled.astype(np.float32)
-        bad = np.argwhere(~np.isfinite(x))  # a row far outside a tiny spread: beyond float32
-        if len(bad):
+        if len(bad := np.argwhere(~np.isfinite(x))):  # a row far outside a tiny spread: beyond float32
             where = f"{table}, row {bad[0][0] + 1}" if table else "data.standardize"
             fix = "the model cannot classify it" if table else "set data.standardize: false or rescale that column"
             column = abbreviate(self.features[bad[0][1]])
@@ -84,11 +80,7 @@ class Preprocessing:
 
 
 def fit(train: Table, missing: str, standardize: bool) -> Preprocessing:
-    """The preprocessing of the training split `train`."""
-    # in data.categorical's order, each with the categories of the training split
-    categories = tuple(
-        (c, tuple(sorted({v for v in values if v is not None}))) for c, values in train.categorical.items()
-    )
+    categories = tuple((c, tuple(sorted(set(values) - {None}))) for c, values in train.categorical.items())
     column, most = max(categories, key=lambda pair: len(pair[1]), default=("", ()))
     if len(most) > max(100, len(train.x) // 2):  # a category per row: an identifier, and a vast input
         fix = "is it an identifier? List it in data.exclude instead"

@@ -34,11 +34,8 @@ def one_hot(y: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
 
 
 def low_level_cross_entropy(z: Tensor, y: Tensor, double_softmax: bool = False) -> Tensor:
-    """Mean cross-entropy of logits z against class indices y, from primitives.
-
-    double_softmax=True is the lesson's published code, -log(softmax(softmax(z))): a bug that
-    squashes the probabilities towards uniform, so its costs differ from F.cross_entropy's.
-    """
+    """Mean cross-entropy of logits z against class indices y. double_softmax=True is the lesson's published code,
+    -log(softmax(softmax(z))): a bug that squashes the probabilities towards uniform (costs unlike F.cross_entropy)."""
     y_one_hot = one_hot(y, z.shape[1], z.dtype)
     log_p = torch.log(softmax(softmax(z))) if double_softmax else log_softmax(z)
     return torch.sum(y_one_hot * -log_p, dim=1).mean()

@@ -41,5 +41,4 @@ def main(argv: list[str] | None = None) -> None:
     columns = {column: new_rows.x[:, j] for j, column in enumerate(new_rows.columns)} | new_rows.categorical
     if params.source in TABLES:
         columns[params.label] = np.array(new_rows.classes, dtype=object)[new_rows.y]
-    outputs = {args.out: data.prepared_bytes(prepared), args.new_rows: csv_blocks(columns)}
-    write_outputs(outputs, summary, args.inputs)
+    write_outputs({args.out: data.prepared_bytes(prepared), args.new_rows: csv_blocks(columns)}, summary, args.inputs)

@@ -3,7 +3,7 @@ at every epoch and, when there is a test split, its test cost every `log_every` 
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -30,11 +30,8 @@ class Trained(NamedTuple):
 # stderr and only by the clock, so stdout (the lesson's lines) and every output file stay the same.
 PROGRESS_SECONDS = 10.0
 
-
-# `auto` takes CUDA for a run of at least this many FLOP: a second of this project's CI CPU (about 8
-# GFLOP/s on one thread) beyond what CUDA costs before it computes anything (0.4 s to start on an
-# NVIDIA H200, then about 0.8 ms a step where the CPU takes 0.3 ms: bench/run.py). The lesson's run is
-# 2e5 FLOP: the CPU, whatever the GPU.
+# `auto` takes CUDA from this many FLOP a run: a second of CI's CPU (8 GFLOP/s) beyond CUDA's start-up and slower steps
+# (0.4 s, then 0.8 ms a step against the CPU's 0.3 ms on an H200: bench/run.py). The lesson's 2e5 FLOP stay on the CPU.
 AUTO_CUDA_FLOP = 1e10
 
 
@@ -58,10 +55,8 @@ def resolve_device(requested: str, run_flop: float) -> torch.device:
         say(f"device: auto -> cuda ({torch.cuda.get_device_name(0)}; the run's {run_flop:.2g} FLOP are over 1e+10)")
         return torch.device("cuda")
     else:  # not naming the GPU: asking its name would start CUDA, the cost this choice avoids
-        say(
-            f"device: auto -> cpu (CUDA is available, but the run's {run_flop:.2g} FLOP are under 1e+10, where "
-            "CUDA's start-up costs more than it saves; train.device: cuda forces CUDA)"
-        )
+        why = "CUDA's start-up costs more than it saves; train.device: cuda forces CUDA"
+        say(f"device: auto -> cpu (CUDA is available, but the run's {run_flop:.2g} FLOP are under 1e+10, where {why})")
     return torch.device("cpu")
 
 
@@ -84,13 +79,10 @@ def make_optimizer(parameters: Iterable[torch.Tensor], params: TrainParams) -> t
 
 
 def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.device) -> Trained:
-    """Train `impl` on the prepared data's training split (its test split, if any, is scored too).
-
-    As in the lesson there are epochs + 1 passes (range(epochs + 1)), and with full batches an
-    epoch's cost is computed before that epoch's update: the last cost printed is that of the model
-    after `epochs` updates. With mini-batches (train.batch_size > 0) an epoch's cost is the mean of
-    its batches' costs, each computed before its own update.
-    """
+    """Train `impl` on the prepared data's training split (its test split, if any, is scored too). As in the
+    lesson there are epochs + 1 passes, and with full batches an epoch's cost is computed before that epoch's
+    update: the last cost printed is that of the model after `epochs` updates. With mini-batches
+    (train.batch_size > 0) an epoch's cost is the mean of its batches' costs, each before its own update."""
     # The lab seeds torch with 1, then draws torch.rand(3, 5) and torch.randint(5, (3,)) for its
     # cross-entropy examples before it builds nn.Linear. Drawing the same two here makes train.seed 1
     # start high_level from the lab's weights, and every other seed from weights drawn the same way.
@@ -108,8 +100,7 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     test = prepared.eval  # this process's share of the test rows
     test_x, test_y = (torch.as_tensor(a, device=device) for a in (test.x, test.y)) if prepared.has_test else (x, y)
     # Costs stay on the device and are read back only when printed: no host sync on every epoch.
-    costs = torch.empty(params.epochs + 1, device=device)
-    test_costs: list[tuple[int, torch.Tensor]] = []
+    costs, test_costs = torch.empty(params.epochs + 1, device=device), []
     progress = dict(delay=PROGRESS_SECONDS, mininterval=PROGRESS_SECONDS, file=sys.stderr, unit="epoch")
     for epoch in tqdm(range(params.epochs + 1), f"train {impl}", disable=distributed.rank() != 0, **progress):
         if prepared.has_test and epoch % params.log_every == 0:
@@ -139,19 +130,14 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     return Trained(model, costs.tolist(), [(epoch, cost.item()) for epoch, cost in test_costs])
 
 
-def batches(n_rows: int, batch_size: int, shuffle: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+def batches(n_rows: int, batch_size: int, shuffle: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
     """One epoch of mini-batches: the row indices of each, in an order drawn from `shuffle`."""
-    order = torch.randperm(n_rows, generator=shuffle).to(device)
-    for start in range(0, n_rows, batch_size):
-        yield order[start : start + batch_size]
+    return torch.randperm(n_rows, generator=shuffle).to(device).split(batch_size)
 
 
-def step(
-    model: Model, cost_of, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_rows: int
-) -> torch.Tensor:
-    """One update on a batch of batch_rows rows, of which x, y are this process's (all of them alone);
-    returns the batch's cost before the update. Under torchrun each process computes the gradient of its
-    rows of the batch, and the processes' gradients are summed before the update."""
+def step(model: Model, cost_of, optimizer, x: torch.Tensor, y: torch.Tensor, batch_rows: int) -> torch.Tensor:
+    """One update on a batch of batch_rows rows, of which x, y are this process's (all of them alone; under
+    torchrun the processes' gradients are summed before the update); returns the batch's cost before it."""
     optimizer.zero_grad()
     cost = cost_of(model(x), y) if len(y) else torch.zeros((), device=x.device)  # a mean over no rows is nan
     if len(y):
@@ -168,15 +154,13 @@ def diverged(what: str, epoch: int, params: TrainParams, standardized: bool) -> 
     suspects += ["momentum"] * (params.optimizer == "sgd" and params.momentum > 0)
     settings = ", ".join(f"train.{name}={getattr(params, name)}" for name in suspects)
     fix = "standardize the data (data.standardize: true), or " * (not standardized)
-    return UserError(
-        f"{what} at epoch {epoch} with {settings}; {fix}lower {' or '.join(f'train.{s}' for s in suspects)}"
-    )
+    lower = " or ".join(f"train.{name}" for name in suspects)
+    return UserError(f"{what} at epoch {epoch} with {settings}; {fix}lower {lower}")
 
 
 def costs_tsv(rows: list[tuple[int, float]], column: str = "cost") -> str:
-    return f"epoch\t{column}\n" + "".join(
-        f"{epoch}\t{float32_text(cost, f'the {column} at epoch {epoch}')}\n" for epoch, cost in rows
-    )
+    lines = (f"{epoch}\t{float32_text(cost, f'the {column} at epoch {epoch}')}\n" for epoch, cost in rows)
+    return f"epoch\t{column}\n" + "".join(lines)
 
 
 def numpy_state(model: Model) -> dict[str, np.ndarray]:

@@ -1,1 +1,0 @@
-"""What the stages stand on, apart from the lesson: files, tables, params.yaml, the process, errors."""

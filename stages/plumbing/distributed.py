@@ -1,8 +1,5 @@
-"""Data-parallel training, as PyTorch's DistributedDataParallel does it: every process holds the whole
-model, takes (and reads) its contiguous share of the rows, and the gradients are summed across processes
-(all-reduce: gloo on the CPU, NCCL on GPUs) before each update, so every process makes the same update.
-train.processes > 1 launches the stage under torchrun on this machine; torchrun by hand does the same on
-one machine or several (docs/distributed.md)."""
+"""Data-parallel training (docs/distributed.md): each process reads its share of the rows, and the gradients are summed
+across processes (gloo on the CPU, NCCL on GPUs) before each update. train.processes > 1 launches torchrun here."""
 
 import logging
 import os
@@ -14,8 +11,7 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
-from stages.plumbing import process
-from stages.plumbing.process import UserError, first_line, say
+from stages.plumbing.process import STOP_SIGNALS, UserError, first_line, say
 
 
 def launched() -> bool:
@@ -48,8 +44,7 @@ def launch(processes: int, stage_args: list[str]) -> NoReturn:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     # torchrun passes these signals on to its processes; one the stage inherited as ignored (nohup) stays so.
-    stops = (*process.STOP_SIGNALS, signal.SIGQUIT)
-    handled = ",".join(stop.name for stop in stops if signal.getsignal(stop) != signal.SIG_IGN)
+    handled = ",".join(s.name for s in (*STOP_SIGNALS, signal.SIGQUIT) if signal.getsignal(s) != signal.SIG_IGN)
     options = [f"--nproc-per-node={processes}", "--monitor-interval=0.1", f"--signals-to-handle={handled}"]
     try:
         torchrun.run(torchrun.parse_args(["--standalone", *options, "-m", "stages", *stage_args]))
@@ -86,12 +81,10 @@ def share(n_rows: int) -> slice:
 
 
 def sum_gradients(parameters: Iterable[torch.Tensor], cost: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Turn this process's gradients (of the mean cost over its rows, a `fraction` of the batch) into
-    those of the mean cost over the whole batch; returns the whole batch's cost. Alone: as they are."""
+    """Turn this process's gradients (of the mean cost over its rows, a `fraction` of the batch; zeros without rows)
+    into those of the mean cost over the whole batch; returns the whole batch's cost. Alone: as they are."""
     for parameter in parameters if world() > 1 else ():
-        if parameter.grad is None:  # this process had no rows of the batch: it adds nothing
-            parameter.grad = torch.zeros_like(parameter)
-        parameter.grad = mean(parameter.grad, fraction)
+        parameter.grad = mean(torch.zeros_like(parameter) if parameter.grad is None else parameter.grad, fraction)
     return mean(cost, fraction)
 
 

@@ -1,8 +1,7 @@
-"""The stages' files, so that no fault leaves a stage half done (docs/reliability.md): a stage's command
-line declares its inputs and outputs (StageArguments), and write_outputs writes every output beside
-its place and renames them into place together, once all are complete and every input is still the
-file the stage read. Tensors are safetensors files, readable with numpy alone (evaluate needs no torch).
-"""
+"""The stages' files, so that no fault leaves a stage half done (docs/reliability.md): a stage's command line declares
+its inputs and outputs (StageArguments), and write_outputs writes every output beside its place and renames them into
+place together, once all are complete and every input is still the file the stage read. Tensors are safetensors files,
+readable with numpy alone (evaluate needs no torch)."""
 
 import argparse
 import hashlib
@@ -17,8 +16,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from stages.plumbing import process
-from stages.plumbing.process import UserError, abbreviate, first_line, say
+from stages.plumbing.process import UserError, abbreviate, ending, first_line, say
 
 # The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
 # as a dependency in dvc.yaml; no stage writes in it.
@@ -32,14 +30,12 @@ Inputs = dict[str, tuple[int, ...] | None]
 
 
 def identities(paths: Iterable[str | Path]) -> Inputs:
-    """What each file is now: its device, inode, size and modification time (None when there is none)."""
     stats = {str(path): os.stat(path) if os.path.exists(path) else None for path in paths}
     return {path: info and (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) for path, info in stats.items()}
 
 
 def open_input(path: str | Path, what: str, fix: str) -> BinaryIO:
-    """The input file `path` open for reading; a UserError names `what` it should be and the `fix` when
-    there is none."""
+    """`path` open for reading; when there is no such file a UserError names `what` it should be and the `fix`."""
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -55,9 +51,7 @@ class StageArguments(argparse.ArgumentParser):
 
     def __init__(self, stage: str, description: str | None) -> None:
         super().__init__(prog=f"python -m stages {stage}", description=description)
-        self.stage = stage
-        self.inputs: list[str] = []
-        self.outputs: list[str] = []
+        self.stage, self.inputs, self.outputs = stage, [], []  # the inputs' and outputs' names
 
     def add_input(self, name: str, help: str) -> None:
         self.inputs.append(self.add_argument(name, help=help).dest)
@@ -86,19 +80,16 @@ class StageArguments(argparse.ArgumentParser):
 
 
 def write_outputs(outputs: Outputs, summary: str = "", inputs: Inputs | None = None) -> None:
-    """Write every output: each to a temporary file beside it, renamed into place once all are written
-    and every one of `inputs` is still what it was. A failure is a UserError naming the file and the
-    cause; it leaves no temporary file. `summary`, the stage's line on stderr, is printed once they
-    are in place: a stage that says what it did has done it."""
-    temporary: list[Path] = []
-    renamed = 0
+    """Write every output to a temporary file beside it, then rename all into place if every one of `inputs` is still
+    what it was. A failure is a UserError naming the file and the cause; it leaves no temporary file. `summary`, the
+    stage's line on stderr, is printed once they are in place: a stage that says what it did has done it."""
+    temporary, renamed = [], 0
     try:
         for path, data in outputs.items():
             temporary.append(_write_temporary(Path(path), data.encode("utf-8") if isinstance(data, str) else data))
-        changed = [path for path, identity in identities(inputs or {}).items() if identity != inputs[path]]
-        if changed:
+        if changed := [path for path, identity in identities(inputs or {}).items() if identity != inputs[path]]:
             raise UserError(f"{changed[0]} changed while the stage ran, so nothing was written; run the stage again")
-        process.ending()  # no signal ends the renames halfway
+        ending()  # no signal ends the renames halfway
         for path, tmp in zip(outputs, temporary, strict=True):
             os.replace(tmp, path)
             renamed += 1
@@ -125,8 +116,7 @@ def _write_temporary(path: Path, content: bytes | Iterable[bytes]) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            for block in [content] if isinstance(content, bytes) else content:
-                f.write(block)
+            f.writelines([content] if isinstance(content, bytes) else content)
     except BaseException:
         tmp.unlink()
         raise
@@ -163,7 +153,6 @@ class Tensors:
             raise UserError(f"{path}: not a {what} of this version of the project ({got}, not {format!r}); {fix}")
 
     def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows start..stop of a tensor (all of them by default)."""
         with safe_open(self.path, framework="np") as f:  # opened for each read: no mapping outlives it
             array = f.get_slice(name)[start:stop] if self.shapes[name] else f.get_tensor(name)
         if array.dtype.kind == "f" and not np.isfinite(array).all():

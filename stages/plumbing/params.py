@@ -1,10 +1,9 @@
 """params.yaml: read it and check every value a stage needs before the stage does any work.
 
-Each section is a pydantic dataclass in strict mode: a value is taken only when it is what its field
-says, and otherwise refused in one line that names the field (`train.betas.1` for a list's element),
-what it must be and what it got. Beyond pydantic's own checks: an integral float is that integer (`dvc
-exp run -S train.epochs=1e3` writes 1000.0), and a list stands for a tuple (YAML has none).
-"""
+Each section is a pydantic dataclass in strict mode: a value is taken only when it is what its field says, and otherwise
+refused in one line that names the field (`train.betas.1` for a list's element), what it must be and what it got. Beyond
+pydantic's own checks: an integral float is that integer (`dvc exp run -S train.epochs=1e3` writes 1000.0), and a list
+stands for a tuple (YAML has none)."""
 
 import re
 from pathlib import Path
@@ -18,13 +17,8 @@ from ruamel.yaml.error import YAMLError
 from stages.plumbing.files import open_input
 from stages.plumbing.process import UserError, abbreviate
 
-PARAMS_FILE = "params.yaml"
 TABLES = ("csv", "parquet")  # the sources read from data.path
 DELIMITERS = (",", ";", "\t", "|")
-
-
-def _integral(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def text_encoding(value: str) -> str:
@@ -35,7 +29,9 @@ def text_encoding(value: str) -> str:
     return value
 
 
-Int = Annotated[int, BeforeValidator(_integral), Field(le=2**63 - 1)]  # what numpy and torch hold
+Int = Annotated[  # an integral float is that integer (the module's docstring); le: what numpy and torch hold
+    int, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v), Field(le=2**63 - 1)
+]
 Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]
 # A column named 2020 is written `label: 2020` (and `dvc exp run -S data.label=2020` writes it so).
 Text = Annotated[str, BeforeValidator(lambda v: str(v) if type(v) is int else v), Strict(), Field(min_length=1)]
@@ -60,11 +56,6 @@ class DataParams:
     n_features: Annotated[Int, Field(ge=1)] = 20  # synthetic
     n_classes: Annotated[Int, Field(ge=2)] = 3  # synthetic
 
-    @property
-    def scaled(self) -> bool:
-        """Whether the inputs are standardized: data.standardize, where auto is on for a user's table."""
-        return self.source in TABLES if self.standardize == "auto" else self.standardize
-
 
 @dataclass(frozen=True, config=STRICT)
 class TrainParams:
@@ -87,7 +78,7 @@ SECTIONS = {"data": DataParams, "train": TrainParams}
 NAMES = (*SECTIONS, "predict")
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     with open_input(path, "parameters file", "run the stage from the repository root, where params.yaml is") as f:
         content = f.read()
     try:
@@ -100,8 +91,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         raise UserError(f"{path}: not valid YAML: {where}; fix it") from None
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected sections 'data' and 'train', got {abbreviate(params)}")
-    unknown = [str(name) for name in params if name not in NAMES]
-    if unknown:
+    if unknown := [str(name) for name in params if name not in NAMES]:
         raise UserError(f"{path}: unknown section {abbreviate(unknown[0])}; the sections are {', '.join(NAMES)}")
     return params
 
@@ -112,11 +102,9 @@ def _section(params: dict[str, Any], name: str) -> Any:
     required = [key for key, field in fields.items() if field.is_required()]
     if not isinstance(params.get(name), dict):
         raise UserError(f"params.yaml: section '{name}' must be a mapping with keys {', '.join(required)}")
-    unknown = [str(key) for key in params[name] if key not in fields]
-    if unknown:
-        raise UserError(
-            f"params.yaml: unknown key '{name}.{unknown[0][:60]}'; allowed in '{name}': {', '.join(fields)}"
-        )
+    if unknown := [str(key) for key in params[name] if key not in fields]:
+        allowed = f"allowed in '{name}': {', '.join(fields)}"
+        raise UserError(f"params.yaml: unknown key '{name}.{unknown[0][:60]}'; {allowed}")
     try:
         return SECTIONS[name](**params[name])
     except ValidationError as error:
@@ -132,10 +120,9 @@ def _section(params: dict[str, Any], name: str) -> Any:
 
 def data_params(params: dict[str, Any]) -> DataParams:
     data = _section(params, "data")
-    if data.source in TABLES:
-        for key, what in (("path", "the table's path"), ("label", "the label column")):
-            if getattr(data, key) is None:
-                raise UserError(f"params.yaml: data.{key} must be {what} when data.source is {data.source}, got None")
+    for key, what in (("path", "the table's path"), ("label", "the label column")):
+        if data.source in TABLES and getattr(data, key) is None:
+            raise UserError(f"params.yaml: data.{key} must be {what} when data.source is {data.source}, got None")
     return data
 
 

@@ -18,7 +18,6 @@ from typing import Any, NoReturn
 
 STAGES = ("prepare", "train", "evaluate", "predict")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-BUG_STATUS = 70  # a bug (sysexits.h's EX_SOFTWARE), apart from a user's mistake (1) and a wrong command line (2)
 TRACEBACK = "SOFTMAX_TRACEBACK=1 shows the traceback"
 
 
@@ -27,7 +26,6 @@ class UserError(Exception):
 
 
 def abbreviate(value: Any) -> str:
-    """repr(value), cut short to well under a line."""
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:76]} ..."
 
@@ -62,9 +60,8 @@ def _stopped(stage: str, signum: int, frame: object) -> None:
 
 
 def ending() -> None:
-    """From here on the stop signals change nothing: none stops the renames of the outputs halfway or adds
-    a line after the stage's last. Only run_stage's handlers are replaced (a stage run inside a test leaves
-    the test's alone), and not by SIG_IGN: Python would report a signal that came before as lost."""
+    """From here on the stop signals change nothing (the module's docstring says when). Only run_stage's handlers are
+    replaced (a test's stay), and not by SIG_IGN: Python would report a signal that came before as lost."""
     for stop in STOP_SIGNALS:
         if getattr(signal.getsignal(stop), "func", None) is _stopped:
             signal.signal(stop, lambda signum, frame: None)
@@ -93,7 +90,7 @@ def boundary(name: str, main: Callable[[], object]) -> int:
             line, status = f"{name}: error: {what} ({TRACEBACK})", 1
         else:
             line = f"{name}: bug: {what} (not your mistake: please report it with params.yaml; {TRACEBACK})"
-            status = BUG_STATUS
+            status = 70  # sysexits.h's EX_SOFTWARE: a bug, apart from a user's mistake (1) and a wrong command line (2)
     ending()
     say(line)
     return status
@@ -103,10 +100,9 @@ def run_stage(argv: list[str]) -> NoReturn:
     """The stage process (`argv`: the stage's name and arguments), ended by os._exit once stdout and stderr
     are flushed: Python's teardown of torch's thousands of modules takes half a second, and its atexit
     callbacks (torch.distributed's, after another process died) would add lines after the stage's last."""
-    if not argv or argv[0] not in STAGES:
+    if not argv or (stage := argv[0]) not in STAGES:
         say(f"stages: error: the stage must be one of {', '.join(STAGES)}; usage: python -m stages STAGE ARGS")
         os._exit(2)
-    stage = argv[0]
     for stop in STOP_SIGNALS:
         if signal.getsignal(stop) != signal.SIG_IGN:  # one ignored before the stage began (nohup) stays so
             signal.signal(stop, functools.partial(_stopped, stage))

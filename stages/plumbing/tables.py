@@ -9,11 +9,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import PurePosixPath
 
 import numpy as np
 
-from stages.plumbing.files import DATASETS_DIR, open_input
+from stages.plumbing.files import open_input
 from stages.plumbing.params import DELIMITERS
 from stages.plumbing.process import UserError, abbreviate, first_line, listing
 
@@ -33,14 +32,6 @@ MISSING_FIX = "set data.missing: drop (leave such rows out) or mean (fill in the
 TEXT_FIX = "list each in data.categorical, or in data.exclude to leave it out"
 
 
-def check_dataset_path(path: str) -> None:
-    parts = PurePosixPath(path).parts
-    if PurePosixPath(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] != DATASETS_DIR:
-        fix = "put the file there (or `dvc add` it there) so that DVC tracks it as a dependency of prepare"
-        raise UserError(f"data.path: {path} is not under {DATASETS_DIR}/; {fix}")
-    open_input(path, "table data.path names", "check data.path (relative to the repository root)").close()
-
-
 def detect_delimiter(header: str) -> str:
     """The most frequent of comma, semicolon, tab and bar in the header line (a comma on a tie or
     when there is none): predictable, unlike guessing from the data."""
@@ -53,17 +44,12 @@ def nameless(column: str) -> bool:
     return not column or re.fullmatch(r"Unnamed: [0-9]+", column) is not None
 
 
-def _columns(
-    path: str, header: list[str], label: str | None, features: Sequence[str] | None, categorical: Sequence[str],
-    exclude: Sequence[str], index: list[str]
-) -> list[str]:  # fmt: skip
-    """The numeric feature columns, checked against the header: the label is no feature, and by default
-    every column is one but the label, the categorical ones, the excluded ones, the index (the columns
-    the file says are one) and a first column without a name (row names). A column both in `features`
-    and in `categorical` is a categorical one."""
-    used = None if features is None else {*features, *categorical, label}  # None: every column
-    twice = [column for column, count in Counter(header).items() if count > 1 and (not used or column in used)]
-    if twice:  # a column read by name must be one column
+def _columns(path, header: list[str], label, features, categorical, exclude, index: list[str]) -> list[str]:
+    """The numeric feature columns, checked against the header: the label is no feature, and by default every column is
+    one but the label, the categorical ones, the excluded ones, the index (the columns the file says are one) and a
+    first column without a name (row names). A column both in `features` and in `categorical` is a categorical one."""
+    used = None if features is None else {*features, *categorical, label}  # None: all (a name read must be one column)
+    if twice := [column for column, count in Counter(header).items() if count > 1 and (not used or column in used)]:
         raise UserError(f"{path}: the header names column {abbreviate(twice[0])} more than once; name each once")
     columns = f"columns: {listing(header)}"
     if label is not None and label not in header:
@@ -93,12 +79,11 @@ def _columns(
 def read_table(path: str, label: str | None, features: Sequence[str] | None, categorical: Sequence[str] = (),
                exclude: Sequence[str] = (), missing: str | None = MISSING_FIX, delimiter: str | None = None,
                encoding: str = "utf-8") -> Table:  # fmt: skip
-    """A table with a header row: Parquet (by its first bytes, whatever its name) or CSV, read as
-    spreadsheets and databases export it (pyarrow's reader: a byte-order mark dropped, LF, CRLF or CR
-    line ends, quoted fields with line breaks, blank lines skipped; the delimiter is `delimiter`, or else
-    the header line's most frequent). A value is missing where pyarrow finds one (CSV: empty, NA, N/A,
-    NaN, null, ...; Parquet: a null, or NaN): with `missing` (a fix to name) that is an error, without
-    it NaN, None or the class -1. Only the columns used are read. `label` None: predict's rows."""
+    """A table with a header row: Parquet (by its first bytes, whatever its name) or CSV, read as spreadsheets and
+    databases export it (pyarrow's reader: a byte-order mark dropped, LF, CRLF or CR line ends, quoted fields with line
+    breaks, blank lines skipped; the delimiter is `delimiter`, or else the header's most frequent). A value is missing
+    where pyarrow finds one (CSV: empty, NA, N/A, NaN, null, ...; Parquet: a null, or NaN): with `missing` (a fix to
+    name) that is an error, without it NaN, None or the class -1. Only the columns used are read. No label: predict."""
     import pyarrow as pa  # imported only here: a third of a second
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
@@ -110,13 +95,12 @@ def read_table(path: str, label: str | None, features: Sequence[str] | None, cat
     texts = [*categorical, *([label] if label is not None else [])]
     if start[:4] == b"PAR1":
         try:
-            schema = pq.read_schema(path)
+            header = (schema := pq.read_schema(path)).names
             index = []  # the frame's index, as pandas' metadata names it (none when it is missing or malformed)
             with contextlib.suppress(TypeError, KeyError, ValueError):
                 index = [column for column in schema.pandas_metadata["index_columns"] if isinstance(column, str)]
-            names = _columns(path, schema.names, label, features, categorical, exclude, index)
+            names = _columns(path, header, label, features, categorical, exclude, index)
             table = pq.read_table(path, columns=[*names, *texts])
-            header = schema.names
         except (pa.ArrowException, OSError) as error:
             raise UserError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     else:
@@ -131,8 +115,7 @@ def read_table(path: str, label: str | None, features: Sequence[str] | None, cat
             inferred = pa_csv.open_csv(path, read, parse).schema  # the types pyarrow infers from a first block
             header = inferred.names
             names = _columns(path, header, label, features, categorical, exclude, [])
-            numbers = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
-            words = [c for c in names if not any(number(inferred.field(c).type) for number in numbers)]
+            words = [c for c in names if inferred.field(c).type not in (pa.int64(), pa.float64(), pa.null())]
             if label is not None and words:
                 raise UserError(f"{path}: text, not numbers, in column(s) {listing(words)}; {TEXT_FIX}")
             types = {c: pa.float32() for c in names} | {c: pa.string() for c in texts}
@@ -142,22 +125,18 @@ def read_table(path: str, label: str | None, features: Sequence[str] | None, cat
             problem = first_line(error)
             if where := re.match(r"In CSV column #([0-9]+): ", problem):  # the file's column, counted from 0
                 problem = f"column {abbreviate(header[int(where[1])])}: {problem[where.end() :]}"
-            fix = (
-                "" if "to float" not in problem else TEXT_FIX if label is not None else "the model reads it as a number"
-            )
+            fix = ("to float" in problem) * (TEXT_FIX if label is not None else "the model reads it as a number")
             if "UTF8" in problem or "decod" in problem:
                 fix = f"set {option}encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
             raise UserError(f"{path}: not a readable CSV ({problem})" + f"; {fix}" * bool(fix)) from None
-    result = _table(path, table, names, texts, label, missing, features is None and nameless(header[0]))
+    result = _table(path, table, names, label, missing, features is None and nameless(header[0]))
     del table  # the memory pyarrow read the file with goes back to the system: the stage has other uses for it
     pa.default_memory_pool().release_unused()
     return result
 
 
-def _table(path: str, table, names: list[str], texts: list[str], label: str | None, missing: str | None,
-           row_names: bool) -> Table:  # fmt: skip
-    """The Table of the columns pyarrow read (`names`, then `texts`): the numbers as float32, the text
-    as text, each row's class."""
+def _table(path: str, table, names: list[str], label: str | None, missing: str | None, row_names: bool) -> Table:
+    """The Table of the columns read (`names`, then text ones): numbers as float32, text as text, each row's class."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
@@ -173,12 +152,11 @@ def _table(path: str, table, names: list[str], texts: list[str], label: str | No
             fix = TEXT_FIX if label is not None else "the model reads it as a number"
             kind = table.column(j).type
             raise UserError(f"{path}: column {abbreviate(column)} holds {kind}, not numbers; {fix}") from None
-        bad = np.flatnonzero(np.isinf(x[:, j]) | (np.isnan(x[:, j]) & bool(missing)))
-        if len(bad):
+        if len(bad := np.flatnonzero(np.isinf(x[:, j]) | (np.isnan(x[:, j]) & bool(missing)))):
             what = f"is missing; {missing}" if np.isnan(x[bad[0], j]) else "is beyond float32's range; fix that value"
             raise UserError(f"{path}, row {bad[0] + 1}: column {abbreviate(column)} {what}")
     values = {}
-    for column, data in zip(texts, table.columns[len(names) :], strict=True):
+    for column, data in list(zip(table.column_names, table.columns, strict=True))[len(names) :]:
         # Any type as text (2007.0 is 2007, a float32's 0.1 is 0.1; pandas' categories), stripped, and null
         # where missing, however the file stores it: what the CSV reader reads as missing is missing.
         text = pc.utf8_trim_whitespace(data.cast(pa.string()))
@@ -197,16 +175,14 @@ def _table(path: str, table, names: list[str], texts: list[str], label: str | No
     classes = sorted(found)
     with contextlib.suppress(InvalidOperation):  # not every one a number
         classes = sorted(classes, key=Decimal)
-    rank = {name: i for i, name in enumerate(classes)}
-    lookup = np.array([rank[name] for name in found] + [-1])  # -1: the label is missing
+    lookup = np.array([*map({name: i for i, name in enumerate(classes)}.get, found), -1])  # -1: the label is missing
     y = lookup[labels.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
     return Table(x, y, tuple(classes), tuple(names), categorical, row_names)
 
 
 def csv_blocks(columns: dict[str, np.ndarray], rows: int = 1 << 16) -> Iterator[bytes]:
-    """Columns as CSV, as read_table reads them back, `rows` rows at a time (a table's CSV need not be
-    held whole): UTF-8, LF line ends, floats in their shortest form, a missing value as an empty field;
-    the header and text fields quoted."""
+    """Columns as CSV, as read_table reads them back, `rows` rows at a time (the CSV need not be held whole): UTF-8,
+    LF line ends, floats in their shortest form, a missing value as an empty field; header and text fields quoted."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
