@@ -44,7 +44,10 @@ def nameless(column: str) -> bool:
     return not column or re.fullmatch(r"Unnamed: [0-9]+", column) is not None
 
 
-def _columns(path, header: list[str], label, features, categorical, exclude, index: list[str]) -> list[str]:
+def _columns(
+    path: str, header: list[str], label: str | None, features: Sequence[str] | None, categorical: Sequence[str],
+    exclude: Sequence[str], index: list[str]
+) -> list[str]:  # fmt: skip
     """The numeric feature columns, checked against the header: the label is no feature, and by default every column is
     one but the label, the categorical ones, the excluded ones, the index (the columns the file says are one) and a
     first column without a name (row names). A column both in `features` and in `categorical` is a categorical one."""
@@ -175,7 +178,8 @@ def _table(path: str, table, names: list[str], label: str | None, missing: str |
     classes = sorted(found)
     with contextlib.suppress(InvalidOperation):  # not every one a number
         classes = sorted(classes, key=Decimal)
-    lookup = np.array([*map({name: i for i, name in enumerate(classes)}.get, found), -1])  # -1: the label is missing
+    rank = {name: i for i, name in enumerate(classes)}
+    lookup = np.array([rank[name] for name in found] + [-1])  # -1: the label is missing
     y = lookup[labels.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
     return Table(x, y, tuple(classes), tuple(names), categorical, row_names)
 
