@@ -41,7 +41,7 @@ def model_bytes(state: dict[str, np.ndarray], preprocessing: Preprocessing, info
 def load_classifier(path: str | Path, fix: str = FIX) -> Classifier:
     """The model in the file `path`: one line for a file that is not a model of this version."""
     tensors = Tensors(path, "trained model", FORMAT, fix)
-    arrays, info = tensors.arrays(), tensors.info
+    arrays, info = {name: tensors.rows(name) for name in tensors.shapes}, tensors.info
     W, b = (arrays[name].astype(np.float64) for name in "Wb")
     return Classifier(W, b, tuple(info["classes"]), Preprocessing.from_tensors(arrays, info["preprocessing"]), info)
 
@@ -79,7 +79,7 @@ def onnx_bytes(W: np.ndarray, b: np.ndarray, classes: list[str], preprocessing: 
     logits = node("Add", node("MatMul", x, constant(W.astype(np.float64))), constant(b.astype(np.float64)))
     nodes.append(helper.make_node("Cast", [node("Softmax", logits, axis=1)], ["probabilities"], to=TensorProto.FLOAT))
     typed = [(name, TensorProto.FLOAT) for name in preprocessing.numeric]
-    typed += [(name, TensorProto.STRING) for name in preprocessing.text_columns]
+    typed += [(name, TensorProto.STRING) for name, _ in preprocessing.categories]
     inputs = [helper.make_tensor_value_info(name, kind, ["rows", 1]) for name, kind in typed]
     outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["rows", len(classes)])]
     graph = helper.make_graph(nodes, "softmax_classifier", inputs, outputs, constants)

@@ -201,7 +201,3 @@ class PreparedFile:
         train = self.rows("train", share(self.n_rows("train")))
         test = self.rows("eval", share(self.n_rows("eval"))) if self.has_test else train
         return Prepared(train, test, self.classes, self.has_test, self.preprocessing, self.sha256)
-
-
-def load_prepared(path: str | Path) -> Prepared:
-    return PreparedFile(path).load()

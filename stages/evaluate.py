@@ -24,12 +24,9 @@ class Tally:
         log_p = log_probabilities(model, data.x)
         predicted = log_p.argmax(axis=1)
         self.cost += float(-log_p[np.arange(len(data.y)), data.y].sum())
-        self.count(data.y, predicted)
-        return predicted
-
-    def count(self, actual: np.ndarray, predicted: np.ndarray) -> None:
         k = len(self.confusion)
-        self.confusion += np.bincount(actual * k + predicted, minlength=k * k).reshape(k, k)
+        self.confusion += np.bincount(data.y * k + predicted, minlength=k * k).reshape(k, k)
+        return predicted
 
     def scores(self) -> dict[str, float]:
         """Accuracy, mean cross-entropy and macro F1 of the rows counted. Macro F1 averages over the classes that occur

@@ -31,10 +31,6 @@ class Preprocessing:
         """The input vector's entries by name: a one-hot entry is `column=category`."""
         return [*self.numeric, *(f"{c}={k}" for c, categories in self.categories for k in categories)]
 
-    @property
-    def text_columns(self) -> tuple[str, ...]:
-        return tuple(column for column, _ in self.categories)
-
     def inputs(self, table: Table) -> tuple[np.ndarray, int]:
         """The rows' input vectors before filling in and scaling, and how many rows hold a category new to the model."""
         parts, unknown = [table.x], np.zeros(len(table.x), dtype=bool)

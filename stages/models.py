@@ -59,9 +59,6 @@ class RawLinear:
     def parameters(self) -> list[Tensor]:
         return [self.W, self.b]
 
-    def state_dict(self) -> dict[str, Tensor]:
-        return {"W": self.W.detach(), "b": self.b.detach()}
-
 
 class SoftmaxClassifier(nn.Module):
     """The high-level model: one nn.Linear; softmax lives inside F.cross_entropy."""

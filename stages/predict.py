@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     pre = model.preprocessing
     missing = f"the model was trained with data.missing: {pre.missing}, so it needs every value; fill it in"
     missing = None if pre.missing == "mean" else missing
-    rows = read_table(args.table, None, pre.numeric, pre.text_columns, (), missing, args.delimiter, args.encoding)
+    texts = [column for column, _ in pre.categories]
+    rows = read_table(args.table, None, pre.numeric, texts, (), missing, args.delimiter, args.encoding)
     probabilities, unknown, filled = predict(model, rows, args.table)
     predicted = probabilities.argmax(1)
     counts = np.bincount(predicted, minlength=len(model.classes)).tolist()

@@ -16,7 +16,7 @@ from stages.data import Prepared, PreparedFile
 from stages.models import IMPLEMENTATIONS, Model, build_model, cost_function, lesson_weights
 from stages.plumbing import distributed
 from stages.plumbing.files import StageArguments, float32_text, write_outputs
-from stages.plumbing.params import TrainParams, load_params, train_params
+from stages.plumbing.params import TrainParams, load_params, section
 from stages.plumbing.process import UserError, say
 
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_output("test_costs", help="where to write the test cost (TSV), e.g. plots/test_cost/low_level.tsv")
     parser.add_output("onnx", help="where to write the model as ONNX, e.g. models/low_level.onnx")
     args = parser.parse_args(argv)
-    params = train_params(load_params())
+    params: TrainParams = section(load_params(), "train")
     data = PreparedFile(args.data)  # checked; its rows are read once this process knows its share
     if params.processes > 1 and not distributed.launched():
         distributed.launch(params.processes, ["train", *(sys.argv[1:] if argv is None else argv)])

@@ -16,10 +16,10 @@ from ruamel.yaml import YAML
 from safetensors import safe_open
 
 from stages import evaluate, prepare, train
-from stages.data import Prepared, Split, load_prepared, load_table, prepare_table, prepared_bytes, toy
+from stages.data import Prepared, PreparedFile, Split, load_table, prepare_table, prepared_bytes, toy
 from stages.features import Preprocessing
 from stages.plumbing.files import tensors_bytes, write_outputs
-from stages.plumbing.params import DataParams, train_params
+from stages.plumbing.params import DataParams, section
 from stages.plumbing.process import boundary
 from stages.plumbing.tables import MISSING_FIX, TEXT_FIX, Table
 from tests.stage_runs import ARGS, EVALUATE_ARGS, MAINS, TRAIN_ARGS, files, params_text, run
@@ -79,8 +79,8 @@ def test_a_bad_parameter_is_one_line(workdir, stage, text, expected):
 
 
 def test_an_integral_float_is_that_integer():  # as `dvc exp run -S train.epochs=1e3` writes it
-    params = train_params({"train": {"epochs": 1e3, "lr": 0.1, "seed": 1.0, "device": "cpu", "log_every": 100,
-                                     "double_softmax": False}})  # fmt: skip
+    params = section({"train": {"epochs": 1e3, "lr": 0.1, "seed": 1.0, "device": "cpu", "log_every": 100,
+                                "double_softmax": False}}, "train")  # fmt: skip
     assert (params.epochs, params.seed) == (1000, 1)
 
 
@@ -182,7 +182,7 @@ def test_a_table_as_it_is_exported_is_read(workdir, capsys, extra, text, classes
     (workdir / "datasets" / "t.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
     (workdir / "params.yaml").write_text(csv_params(extra))
     prepare.main(ARGS["prepare"])
-    prepared = load_prepared("out.safetensors")
+    prepared = PreparedFile("out.safetensors").load()
     assert prepared.classes == classes and (x is None or prepared.train.x.tolist() == x)
     assert capsys.readouterr().err.count("\n") == 1  # a class name cannot break or forge a line of the log
 
@@ -190,7 +190,7 @@ def test_a_table_as_it_is_exported_is_read(workdir, capsys, extra, text, classes
 def test_a_source_alone_is_enough(workdir):
     (workdir / "params.yaml").write_text("data:\n  source: iris\n")
     prepare.main(ARGS["prepare"])
-    assert load_prepared("out.safetensors").classes == ("setosa", "versicolor", "virginica")
+    assert PreparedFile("out.safetensors").load().classes == ("setosa", "versicolor", "virginica")
 
 
 def test_a_quoted_line_break_where_pyarrow_starts_a_block(workdir):
@@ -199,7 +199,7 @@ def test_a_quoted_line_break_where_pyarrow_starts_a_block(workdir):
     (workdir / "datasets" / "t.csv").write_bytes(b"a,b,y\n" + filler + b'7,8,"q\n5,6,z"\n' + b"3,4,w\n" * 20)
     (workdir / "params.yaml").write_text(csv_params())
     prepare.main(ARGS["prepare"])
-    prepared = load_prepared("out.safetensors")
+    prepared = PreparedFile("out.safetensors").load()
     assert prepared.classes == ("q\n5,6,z", "w", "x") and len(prepared.train.y) == len(filler) // 6 + 21
 
 

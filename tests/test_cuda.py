@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stages import evaluate, prepare, train
-from stages.models import IMPLEMENTATIONS
+from stages.models import IMPLEMENTATIONS, lesson_weights
 from stages.plumbing.params import TrainParams
 from stages.train import train as train_model
 from tests.stage_runs import params_text
@@ -33,6 +33,5 @@ def test_cuda_matches_cpu_and_repeats_bit_for_bit(impl, toy_data, lesson_params:
     cuda, again = (train_model(impl, toy_data, lesson_params, torch.device("cuda")) for _ in range(2))
     assert cuda.costs == again.costs
     assert max(abs(a - b) for a, b in zip(cpu.costs, cuda.costs, strict=True)) < 1e-5
-    cpu_state = cpu.model.state_dict()
-    for name, value in cuda.model.state_dict().items():
-        torch.testing.assert_close(value.cpu(), cpu_state[name], rtol=1e-4, atol=1e-5)
+    for on_cpu, on_cuda in zip(lesson_weights(cpu.model), lesson_weights(cuda.model), strict=True):
+        torch.testing.assert_close(on_cuda.detach().cpu(), on_cpu.detach(), rtol=1e-4, atol=1e-5)

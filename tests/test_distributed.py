@@ -20,7 +20,7 @@ import torch
 from safetensors.numpy import load_file
 
 from stages import train
-from stages.data import PreparedFile, load_prepared
+from stages.data import PreparedFile
 from stages.plumbing import distributed
 from stages.plumbing.process import UserError
 from tests.stage_runs import REPO
@@ -96,7 +96,7 @@ def test_two_processes_equal_one(tmp_path, data, impl):
 
 def test_each_process_reads_only_its_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(prepare(tmp_path, "synthetic")[0])
-    whole = load_prepared("prepared.safetensors")
+    whole = PreparedFile("prepared.safetensors").load()
     file = PreparedFile("prepared.safetensors")
     tracemalloc.start()
     try:

@@ -69,7 +69,7 @@ def test_tensor_files_have_the_same_bytes_on_every_run(tmp_path):
     assert all(tensors_bytes(arrays, info) == first for _ in range(20))  # a Rust HashMap would reorder keys
     (tmp_path / "m.safetensors").write_bytes(first)
     tensors = Tensors(tmp_path / "m.safetensors", "trained model", "f", "fix")
-    read, read_info = tensors.arrays(), tensors.info
+    read, read_info = {name: tensors.rows(name) for name in tensors.shapes}, tensors.info
     assert read_info == info
     np.testing.assert_array_equal(read["W"], arrays["W"])
 
@@ -89,7 +89,7 @@ def test_a_tensor_file_holding_a_non_finite_number(tmp_path, bad):
         tensors_bytes({"W": W}, {"impl": "low_level"})  # no stage writes one
     (tmp_path / "m.safetensors").write_bytes(save({"W": W}, metadata={"info": '{"format": "f"}'}))  # by hand
     with pytest.raises(UserError, match=r"^.*m.safetensors: W holds NaN or infinite values; run it$"):
-        Tensors(tmp_path / "m.safetensors", "trained model", "f", "run it").arrays()
+        Tensors(tmp_path / "m.safetensors", "trained model", "f", "run it").rows("W")
 
 
 def test_ctrl_c_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 
 from stages import evaluate, predict, prepare, train
 from stages.classifier import load_classifier, log_probabilities
-from stages.data import load_prepared, split
+from stages.data import PreparedFile, split
 from stages.features import Preprocessing, fit
 from stages.plumbing.params import DataParams
 from stages.plumbing.process import boundary
@@ -134,8 +134,8 @@ def test_predict_evaluate_and_onnx_agree_on_the_evaluation_rows(survey, columns,
     (survey / "datasets" / "mixed.csv").write_text(table)
     (survey / "params.yaml").write_text(params_yaml(**(MIXED | data)))
     paths = run_pipeline(survey, impl)
-    model, prepared = load_classifier(paths["model"]), load_prepared(paths["prepared"])
-    assert model.preprocessing.text_columns == tuple(data["categorical"])
+    model, prepared = load_classifier(paths["model"]), PreparedFile(paths["prepared"]).load()
+    assert [c for c, _ in model.preprocessing.categories] == data["categorical"]
     assert ("rare" in paths["new.csv"].read_text()) == (gaps == "rare")
     rows = list(csv.DictReader(io.StringIO(paths["out.csv"].read_text())))
     confusion = list(csv.DictReader(io.StringIO(paths["confusion"].read_text())))
@@ -183,7 +183,7 @@ def test_the_quality_bar_against_scikit_learn(survey, missing):
     data = SURVEY | {"categorical": ["island", "sex"], "missing": missing}
     (survey / "params.yaml").write_text(params_yaml(TRAIN.replace("300", "1000"), **data))
     paths = run_pipeline(survey)
-    prepared = load_prepared(paths["prepared"])
+    prepared = PreparedFile(paths["prepared"]).load()
     reference = LogisticRegression(max_iter=5000).fit(prepared.train.x, prepared.train.y)
     theirs = reference.score(prepared.eval.x, prepared.eval.y)
     ours = json.loads((survey / "metrics.json").read_text())["test"]["accuracy"]
@@ -215,7 +215,7 @@ def test_the_model_file_alone_carries_the_preprocessing(survey):
     (survey / "params.yaml").write_text(params_yaml(**SURVEY, categorical=["island", "sex"], missing="mean"))
     run_pipeline(survey)
     model = load_classifier("model")
-    assert str(model.preprocessing) == str(load_prepared("prepared").preprocessing)
+    assert str(model.preprocessing) == str(PreparedFile("prepared").load().preprocessing)
     numeric = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
     islands = ["island=Biscoe", "island=Dream", "island=Torgersen"]
     assert model.preprocessing.features == [*numeric, *islands, "sex=female", "sex=male"]
@@ -254,7 +254,7 @@ def test_new_rows_read_back_as_the_table_was_read(survey, table, data):
         pq.write_table(pa.table(table), survey / "datasets/t.parquet")
     (survey / "params.yaml").write_text(params_yaml(source=source, path=f"datasets/t.{source}", label="y", **data))
     paths = run_pipeline(survey, "functional")
-    model, prepared = load_classifier(paths["model"]), load_prepared(paths["prepared"])
+    model, prepared = load_classifier(paths["model"]), PreparedFile(paths["prepared"]).load()
     written = np.loadtxt(paths["out.csv"], delimiter=",", skiprows=1, usecols=range(2, 4), dtype=np.float32)
     assert np.array_equal(written, np.exp(log_probabilities(model, prepared.eval.x)).astype(np.float32))
 

@@ -159,9 +159,6 @@ class Tensors:
             raise UserError(f"{self.path}: {name} holds NaN or infinite values; {self.fix}")
         return array
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: self.rows(name) for name in self.shapes}
-
 
 def float32_text(value: float, what: str) -> str:
     """`value` as a float32, in the shortest decimal that reads back as that float32: numpy's repr of

@@ -96,7 +96,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return params
 
 
-def _section(params: dict[str, Any], name: str) -> Any:
+def section(params: dict[str, Any], name: str) -> Any:
     """The section's dataclass, every value checked; a missing optional key takes its default."""
     fields = SECTIONS[name].__pydantic_fields__
     required = [key for key, field in fields.items() if field.is_required()]
@@ -119,12 +119,8 @@ def _section(params: dict[str, Any], name: str) -> Any:
 
 
 def data_params(params: dict[str, Any]) -> DataParams:
-    data = _section(params, "data")
+    data = section(params, "data")
     for key, what in (("path", "the table's path"), ("label", "the label column")):
         if data.source in TABLES and getattr(data, key) is None:
             raise UserError(f"params.yaml: data.{key} must be {what} when data.source is {data.source}, got None")
     return data
-
-
-def train_params(params: dict[str, Any]) -> TrainParams:
-    return _section(params, "train")
