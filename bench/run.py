@@ -293,7 +293,7 @@ def against_sklearn(data_params: DataParams, train_params: TrainParams, check_ev
         sklearn_seconds = time.perf_counter() - start
     target = float((sklearn_model.predict(prepared.eval.x) == prepared.eval.y).mean())
     ours = {"optimizer": train_params.optimizer, "lr": train_params.lr, "batch_size": train_params.batch_size}
-    result = {"rows": [len(prepared.train.y), len(prepared.eval.y)], "features": prepared.n_features,
+    result = {"rows": [len(prepared.train.y), len(prepared.eval.y)], "features": prepared.train.x.shape[1],
               "sklearn_s": sklearn_seconds, "sklearn_iterations": int(sklearn_model.n_iter_.max()),
               "target_accuracy": target, "ours": ours}  # fmt: skip
     for impl in ("functional", "high_level"):

@@ -48,10 +48,6 @@ class Prepared:
     preprocessing: Preprocessing  # what made the inputs from the table's columns
     sha256: str = ""  # of the file it was read from
 
-    @property
-    def n_features(self) -> int:
-        return self.train.x.shape[1]
-
 
 def toy() -> Table:
     return Table(np.array(TOY_X, dtype=np.float32), np.array(TOY_Y, dtype=np.int64), ("0", "1", "2"), TOY_COLUMNS)

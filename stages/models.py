@@ -29,14 +29,10 @@ def log_softmax(z: Tensor) -> Tensor:
     return shifted - torch.log(torch.sum(torch.exp(shifted), dim=1, keepdim=True))
 
 
-def one_hot(y: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
-    return torch.zeros(len(y), n_classes, dtype=dtype, device=y.device).scatter_(1, y.unsqueeze(1), 1)
-
-
 def low_level_cross_entropy(z: Tensor, y: Tensor, double_softmax: bool = False) -> Tensor:
     """Mean cross-entropy of logits z against class indices y. double_softmax=True is the lesson's published code,
     -log(softmax(softmax(z))): a bug that squashes the probabilities towards uniform (costs unlike F.cross_entropy)."""
-    y_one_hot = one_hot(y, z.shape[1], z.dtype)
+    y_one_hot = torch.zeros_like(z).scatter_(1, y.unsqueeze(1), 1)  # as the lesson builds it
     log_p = torch.log(softmax(softmax(z))) if double_softmax else log_softmax(z)
     return torch.sum(y_one_hot * -log_p, dim=1).mean()
 

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         + (f"{len(prepared.eval.y)} test rows, " if prepared.has_test else "evaluated on the training rows, ")
         + (f"{left_out} left out for missing values (data.missing: {params.missing}), " if left_out else "")
         + ("column 1 (no name) read as row names and left out, " if new_rows.row_names else "")
-        + f"{prepared.n_features} features, classes {listing([f'{i}={c}' for i, c in enumerate(prepared.classes)])}"
+        + f"{prepared.train.x.shape[1]} features, classes "
+        + listing([f"{i}={c}" for i, c in enumerate(prepared.classes)])
     )
     # The rows as the table had them (and, from a table, their classes: a row is never blank then).
     columns = {column: new_rows.x[:, j] for j, column in enumerate(new_rows.columns)} | new_rows.categorical

@@ -89,7 +89,7 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
     torch.manual_seed(params.seed)
     torch.rand(3, 5), torch.randint(5, (3,))
     data, standardized = prepared.train, prepared.preprocessing.mean is not None
-    model = build_model(impl, prepared.n_features, len(prepared.classes), device)
+    model = build_model(impl, data.x.shape[1], len(prepared.classes), device)
     cost_of = cost_function(impl, params.double_softmax)
     optimizer = make_optimizer(model.parameters(), params)
     # This process's rows: all of them alone; under torchrun, rows start..stop of the n_rows.

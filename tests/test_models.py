@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.models import log_softmax, low_level_cross_entropy, one_hot, softmax
+from stages.models import log_softmax, low_level_cross_entropy, softmax
 
 
 def random_logits(scale: float, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +58,3 @@ def test_ours_match_pytorch_in_value_and_gradient(ours, reference, z, y):
     assert torch.isfinite(value).all() and torch.isfinite(grad).all()
     torch.testing.assert_close(value, ref_value)
     torch.testing.assert_close(grad, ref_grad)
-
-
-def test_one_hot_matches_pytorch():
-    y = torch.tensor([2, 0, 1, 1])
-    assert torch.equal(one_hot(y, 3, torch.float32), F.one_hot(y, 3).float())
