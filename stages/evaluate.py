@@ -1,7 +1,5 @@
-"""Stage `evaluate`: score one trained implementation; write its metrics and its confusion matrix.
-
-It runs on numpy alone, in float64: an independent check of the three torch implementations (and a
-stage that does not spend seconds importing torch)."""
+"""Stage `evaluate`: score one trained implementation; write its metrics and its confusion matrix. It runs on
+numpy alone, in float64: an independent check of the three torch implementations (and no torch import's seconds)."""
 
 import json
 
@@ -14,8 +12,7 @@ from stages.plumbing.process import UserError
 
 
 class Tally:
-    """What the scores are computed from, added up a block of rows at a time, so that evaluate holds one block, however
-    many rows a split has: the confusion matrix (actual class, predicted class) and the sum of the costs."""
+    """The confusion matrix (actual, predicted) and the sum of the costs, added up a block of rows at a time."""
 
     def __init__(self, n_classes: int) -> None:
         self.confusion, self.cost = np.zeros((n_classes, n_classes), np.int64), 0.0

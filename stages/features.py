@@ -44,8 +44,7 @@ class Preprocessing:
         return (np.hstack(parts) if len(parts) > 1 else table.x), int(unknown.sum())  # no copy without categories
 
     def apply(self, x: np.ndarray, table: str = "") -> np.ndarray:
-        """Input vectors filled in and scaled, as the model takes them; `table` names the new rows they
-        come from (predict's), when they do not come from the training data."""
+        """Input vectors filled in and scaled, as the model takes them; `table` names predict's rows, if they are."""
         if self.fill is not None:
             x = np.where(np.isnan(x), self.fill, x)
         if self.mean is None:

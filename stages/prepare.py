@@ -1,6 +1,5 @@
-"""Stage `prepare`: turn the dataset named by `data.source` into tensors under data/, and write the rows
-that predict classifies in the pipeline: the toy's new rows, or else the evaluation rows as the table
-had them."""
+"""Stage `prepare`: turn the dataset named by `data.source` into tensors under data/, and write the rows that
+predict classifies in the pipeline: the toy's new rows, or else the evaluation rows as the table had them."""
 
 import numpy as np
 

@@ -120,8 +120,6 @@ def test_a_closed_stdout_after_a_complete_run_is_no_failure(workdir):
 # (the device note aside), whether it wrote its outputs.
 HOOKS = {
     "a failed import": ("torch/__init__.py", "raise ImportError('libtorch_cpu.so: failed to map')\n", 1, ["train: error: ImportError: libtorch_cpu.so: failed to map (SOFTMAX_TRACEBACK=1 shows the traceback)"], False),
-    # Ctrl-C while `python -m stages` imports what sets the stage up (its first milliseconds): no traceback
-    "Ctrl-C before the stage is set up": ("sitecustomize.py", "import os, signal, sys\ndef interrupt(event, args):\n    if event == 'import' and args[0] == 'stages.plumbing.process':\n        os.kill(os.getpid(), signal.SIGINT)\nsys.addaudithook(interrupt)\n", -signal.SIGINT, [], False),
     # SIGTERM right after the first rename: the stage still renames the others, and ends with 0
     "SIGTERM while the outputs are renamed": ("sitecustomize.py", "import os, signal\nreplace = os.replace\ndef renamed_then_terminated(*args):\n    replace(*args)\n    os.kill(os.getpid(), signal.SIGTERM)\nos.replace = renamed_then_terminated\n", 0, [], True),
 }  # fmt: skip

@@ -18,9 +18,7 @@ from safetensors.numpy import save
 
 from stages.plumbing.process import UserError, abbreviate, ending, first_line, say
 
-# The user's tables live here (data.path must name a file in it), so that `prepare` can declare them
-# as a dependency in dvc.yaml; no stage writes in it.
-DATASETS_DIR = "datasets"
+DATASETS_DIR = "datasets"  # the user's tables (data.path), which dvc.yaml declares; no stage writes in it
 
 # What each output is, keyed by path: bytes or text, or blocks of bytes made as they are written (in
 # the order of the keys), so that an output need not be held whole; written together by write_outputs.

@@ -37,8 +37,7 @@ def first_line(error: BaseException) -> str:
 
 
 def listing(names: Sequence[Any], most: int = 20) -> str:
-    """Names joined by commas for a message: at most `most` of them (each cut at 40 characters), then how
-    many; a name that is empty or has spaces around it is quoted, so that they show."""
+    """Names for a message, comma-separated: at most `most` (each cut at 40 characters); empty or padded ones quoted."""
     shown = ", ".join(repr(n) if n != n.strip() or not n else n for n in (str(n)[:40] for n in names[:most]))
     return shown if len(names) <= most else f"{shown} ... ({len(names)})"
 

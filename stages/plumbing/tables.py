@@ -60,13 +60,12 @@ def _columns(
     if label is not None and label in [*(features or []), *categorical]:
         fix = "a model must not see the answer: remove it from data.features and data.categorical"
         raise UserError(f"data.features or data.categorical names the label column {abbreviate(label)}; {fix}")
-    present = set(header)
-    for column in [column for column in [*(features or []), *categorical, *exclude] if column not in present]:
+    if absent := [column for column in [*(features or []), *categorical, *exclude] if column not in set(header)]:
         if label is None:  # predict's table
             fix = "give a table with the model's columns (under dvc repro, predict.path names it)"
-            raise UserError(f"{path}: no column {abbreviate(column)}, which the model reads; {columns}; {fix}")
-        key = "features" if column in (features or ()) else "categorical" if column in categorical else "exclude"
-        raise UserError(f"{path}: no column {abbreviate(column)} (data.{key}); {columns}")
+            raise UserError(f"{path}: no column {abbreviate(absent[0])}, which the model reads; {columns}; {fix}")
+        key = "features" if absent[0] in (features or ()) else "categorical" if absent[0] in categorical else "exclude"
+        raise UserError(f"{path}: no column {abbreviate(absent[0])} (data.{key}); {columns}")
     if features is not None:
         return [column for column in features if column not in {*categorical, *exclude}]
     unnamed = [i for i, column in enumerate(header, 1) if nameless(column)]
