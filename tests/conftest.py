@@ -25,10 +25,14 @@ torch.set_num_threads(1)
 ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests (processes, DVC, the benchmark) first, so that the quick ones fill in the gaps at
-    the end and no worker of `pytest -n auto` starts a long test while the others have nothing left."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests (processes, DVC, the benchmark) first, so that the quick ones fill in the gaps at the
+    end. `pytest -n N --dist worksteal` hands each worker a contiguous Nth of the list, and the one that runs
+    out steals from the end of another's: each Nth starts with its share of the slow tests."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    quick = [item for item in items if not item.get_closest_marker("slow")]
+    items[:] = [item for w in range(workers) for item in slow[w::workers] + quick[w::workers]]
 
 
 @pytest.fixture(autouse=True)
