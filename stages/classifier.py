@@ -12,7 +12,7 @@ import numpy as np
 from stages.features import Preprocessing
 from stages.plumbing.files import Tensors, tensors_bytes
 
-FORMAT = "softmax-three-ways model 2"  # in every model file: a file without it is not one this code reads
+FORMAT = "softmax-three-ways model 3"  # in every model file: a file without it is not one this code reads
 IMPLEMENTATIONS = ("low_level", "functional", "high_level")  # stages/models.py's (which imports torch)
 FIX = "run `dvc repro` to train it"
 

@@ -239,7 +239,7 @@ INPUTS = {
     "no prepared data": ("train", lambda w: (w / PREPARED).unlink(), f"{PREPARED}: prepared data not found; {DVC_PREPARE}"),
     "prepared data is a CSV": ("train", write(PREPARED, "x,y\n1,2\n"), f"{PREPARED}: not a readable prepared data ("),
     "prepared data a directory": ("train", both(lambda w: (w / PREPARED).unlink(), lambda w: (w / PREPARED).mkdir()), f"{PREPARED}: is a directory, not the prepared data; {DVC_PREPARE}"),
-    "a model as prepared data": ("evaluate", lambda w: (w / PREPARED).write_bytes((w / MODEL).read_bytes()), f"{PREPARED}: not a prepared data of this version of the project ('softmax-three-ways model 2', not 'softmax-three-ways prepared data 2'); {DVC_PREPARE}"),
+    "a model as prepared data": ("evaluate", lambda w: (w / PREPARED).write_bytes((w / MODEL).read_bytes()), f"{PREPARED}: not a prepared data of this version of the project ('softmax-three-ways model 3', not 'softmax-three-ways prepared data 2'); {DVC_PREPARE}"),
     "no model": ("evaluate", lambda w: (w / MODEL).unlink(), f"{MODEL}: trained model not found; {DVC_TRAIN}"),
     "model truncated": ("evaluate", lambda w: (w / MODEL).write_bytes((w / MODEL).read_bytes()[:100]), f"{MODEL}: not a readable trained model ("),
     "weights beyond float32": ("evaluate", rewrite(MODEL, {"W": np.float32([[-1e38, 1e38, 1e38]] * 4), "b": np.zeros(1, np.float32)}), "train.cost is "),  # finite; the cost, in float64, far beyond float32
@@ -254,9 +254,9 @@ INPUTS = {
     "new rows, none": ("predict", write("new.csv", "x1,x2,x3,x4\n"), "new.csv: the table is empty; it needs a header row and at least one data row"),
     "new rows missing": ("predict", lambda w: None, "new.csv: table not found; check the path"),
     "model is prepared data": ("predict", both(write("new.csv", "x1,x2,x3,x4\n1,2,3,4\n"), lambda w: (w / MODEL).write_bytes((w / PREPARED).read_bytes())), f"{MODEL}: not a trained model of this version of the project ('softmax-three-ways prepared data 2', not"),
-    "model of another version": ("predict", both(write("new.csv", "x1\n1\n"), rewrite(MODEL, info={"format": "softmax-three-ways model 0"})), f"{MODEL}: not a trained model of this version of the project ('softmax-three-ways model 0', not 'softmax-three-ways model 2')"),
+    "model of another version": ("predict", both(write("new.csv", "x1\n1\n"), rewrite(MODEL, info={"format": "softmax-three-ways model 0"})), f"{MODEL}: not a trained model of this version of the project ('softmax-three-ways model 0', not 'softmax-three-ways model 3')"),
     # Files of format 1 kept the text columns in a mapping, read back in alphabetical order: never read.
-    "model of format 1": ("predict", rewrite(MODEL, info={"format": "softmax-three-ways model 1", "preprocessing": {"numeric": ["x1", "x2"], "categories": {"x4": ["a"], "x3": ["b"]}, "missing": "error"}}), f"{MODEL}: not a trained model of this version of the project ('softmax-three-ways model 1', not 'softmax-three-ways model 2'); give the path"),
+    "model of format 1": ("predict", rewrite(MODEL, info={"format": "softmax-three-ways model 1", "preprocessing": {"numeric": ["x1", "x2"], "categories": {"x4": ["a"], "x3": ["b"]}, "missing": "error"}}), f"{MODEL}: not a trained model of this version of the project ('softmax-three-ways model 1', not 'softmax-three-ways model 3'); give the path"),
     "prepared data of format 1": ("train", rewrite(PREPARED, drop="format", info={"preprocessing": {"numeric": ["x1", "x2", "x3", "x4"], "categories": {}, "missing": "error"}}), f"{PREPARED}: not a prepared data of this version of the project (None, not 'softmax-three-ways prepared data 2'); {DVC_PREPARE}"),
 }  # fmt: skip
 
