@@ -12,5 +12,7 @@ os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = os.environ["OPEN
 
 # `python -m stages.train ARGS` would import the stage and run nothing: it runs `python -m stages train ARGS`.
 # (sys.argv[0] is "-m" only while Python imports the module that -m names.)
-if sys.argv[:1] == ["-m"] and sys.orig_argv[(m := sys.orig_argv.index("-m") + 1)].startswith("stages."):
-    os.execv(sys.executable, [*sys.orig_argv[:m], "stages", sys.orig_argv[m][7:], *sys.orig_argv[m + 1 :]])
+if sys.argv[:1] == ["-m"] and "-m" in sys.orig_argv:  # -m as a word of its own (not -mstages)
+    m = sys.orig_argv.index("-m") + 1
+    if sys.orig_argv[m].startswith("stages."):
+        os.execv(sys.executable, [*sys.orig_argv[:m], "stages", sys.orig_argv[m][7:], *sys.orig_argv[m + 1 :]])

@@ -50,12 +50,16 @@ def test_a_stage_that_is_not_one_is_one_line(argv):
 
 
 def test_python_m_stages_dot_stage_is_the_stage(workdir):
-    """`python -m stages.prepare ARGS` (a module's usual form) runs `python -m stages prepare ARGS`."""
+    """`python -m stages.prepare ARGS` (a module's usual form) runs `python -m stages prepare ARGS`, and so
+    does `python -mstages prepare ARGS`."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for command in (["stages", "prepare", "a.safetensors", "a.csv"], ["stages.prepare", "b.safetensors", "b.csv"]):
-        subprocess.run([sys.executable, "-m", *command], cwd=workdir, env=env, check=True, capture_output=True)
-    assert (workdir / "a.safetensors").read_bytes() == (workdir / "b.safetensors").read_bytes()
-    assert (workdir / "a.csv").read_bytes() == (workdir / "b.csv").read_bytes()
+    for command in (["-m", "stages", "prepare", "a"], ["-m", "stages.prepare", "b"], ["-mstages", "prepare", "c"]):
+        *command, name = command
+        run = [sys.executable, *command, f"{name}.safetensors", f"{name}.csv"]
+        subprocess.run(run, cwd=workdir, env=env, check=True, capture_output=True)
+    for name in "bc":
+        assert (workdir / f"{name}.safetensors").read_bytes() == (workdir / "a.safetensors").read_bytes()
+        assert (workdir / f"{name}.csv").read_bytes() == (workdir / "a.csv").read_bytes()
 
 
 @pytest.mark.parametrize("signum, status, line", [
