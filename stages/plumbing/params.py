@@ -74,8 +74,7 @@ class TrainParams:
 
 
 SECTIONS = {"data": DataParams, "train": TrainParams}
-# predict's values reach its command line through dvc.yaml, and predict checks its command line itself.
-NAMES = (*SECTIONS, "predict")
+NAMES = (*SECTIONS, "predict")  # predict's values reach its command line (dvc.yaml), checked there by argparse
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
