@@ -57,6 +57,7 @@ def test_deps_are_the_commands_import_closure_and_the_files_it_reads(name):
     code_deps = {dep for dep in stage["deps"] if dep.endswith(".py")}
     # stages/__main__.py imports the stage's module by its name (words[4]) once the process is set up
     assert code_deps == import_closure("stages.__main__") | import_closure(f"stages.{words[4]}")
+    assert all((REPO / dep).stat().st_size for dep in code_deps)  # DVC warns about an empty one at every run
     declared = stage.get("outs", []) + stage.get("metrics", [])
     outputs = [next(iter(out)) if isinstance(out, dict) else out for out in declared]
     inputs = [arg for arg in words[5:] if ("/" in arg or arg == "${predict.path}") and arg not in outputs]
