@@ -149,9 +149,8 @@ def split(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
 def prepare_split(train: Table, test: Table, params: DataParams) -> Prepared:
     pre = fit(train, params.missing, params.source in TABLES if params.standardize == "auto" else params.standardize)
     train_split = Split(pre.apply(pre.inputs(train)[0]), train.y)
-    has_test = params.test_size > 0
-    test_split = Split(pre.apply(pre.inputs(test)[0]), test.y) if has_test else train_split
-    return Prepared(train_split, test_split, train.classes, has_test, pre)
+    test_split = Split(pre.apply(pre.inputs(test)[0]), test.y) if params.test_size > 0 else train_split
+    return Prepared(train_split, test_split, train.classes, params.test_size > 0, pre)
 
 
 def prepare_table(table: Table, params: DataParams) -> Prepared:

@@ -127,6 +127,7 @@ def read_table(path: str, label: str | None, features: Sequence[str] | None, cat
             problem = first_line(error)
             if where := re.match(r"In CSV column #([0-9]+): ", problem):  # the file's column, counted from 0
                 problem = f"column {abbreviate(header[int(where[1])])}: {problem[where.end() :]}"
+            problem = re.sub(r"Row #([0-9]+)", lambda m: f"row {int(m[1]) - 1}", problem)  # pyarrow counts the header
             fix = ("to float" in problem) * (TEXT_FIX if label is not None else "the model reads it as a number")
             if "UTF8" in problem or "decod" in problem:
                 fix = f"set {option}encoding to the file's encoding (e.g. latin-1, cp1252, utf-16) or save it as UTF-8"
