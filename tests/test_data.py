@@ -203,16 +203,16 @@ def test_parquet_labels_and_chosen_features(datasets, columns, features, classes
 
 
 @pytest.mark.parametrize("columns, expected", [
-    ({"x": [1.0, None], "y": ["a", "b"]}, f"datasets/t.parquet, row 2: column 'x' is missing; {MISSING_FIX}"),
-    ({"x": [1.0, 2.0], "y": ["a", None]}, "datasets/t.parquet, row 2: column 'y' is missing; every row needs its class"),
-    ({"x": [1.0, float("nan")], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is missing; set data.missing"),
+    ({"x": [1.0, None], "y": ["a", "b"]}, f"datasets/t.parquet, row 2: column 'x' has no value; {MISSING_FIX}"),
+    ({"x": [1.0, 2.0], "y": ["a", None]}, "datasets/t.parquet, row 2: column 'y' has no value; every row needs its class"),
+    ({"x": [1.0, float("nan")], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' has no value; set data.missing"),
     ({"x": [1.0, 1e300], "y": ["a", "b"]}, "datasets/t.parquet, row 2: column 'x' is beyond float32's range"),
     ({"x": ["1", "z"], "y": ["a", "b"]}, "datasets/t.parquet: column 'x' holds string, not numbers; list each in data.categorical"),
-    ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: column 'y' is missing"),
+    ({"x": [1.0, 2.0], "y": ["a", " "]}, "datasets/t.parquet, row 2: column 'y' has no value"),
     ({"x": pa.array([], pa.float64()), "y": pa.array([], pa.string())}, "datasets/t.parquet: the table is empty"),
     ({"x": [1.0], "z": ["a"]}, "datasets/t.parquet: no label column 'y' (data.label); columns: x, z"),
     # pandas stores a missing label of a float column as NaN, not as null
-    ({"x": [1.0, 2.0], "y": [1.0, float("nan")]}, "datasets/t.parquet, row 2: column 'y' is missing"),
+    ({"x": [1.0, 2.0], "y": [1.0, float("nan")]}, "datasets/t.parquet, row 2: column 'y' has no value"),
     (pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0]), pa.array(["a"])], ["x", "x", "y"]), "datasets/t.parquet: the header names column 'x' more than once"),
 ])  # fmt: skip
 def test_bad_parquet(datasets, columns, expected):
@@ -231,8 +231,8 @@ def test_a_damaged_parquet_file(datasets):
 @pytest.mark.parametrize("value, problem", [
     (".5", None), ("5.", None), ("+.5", None), (" 1 ", None), ("1e-400", None), ("-0", None),
     ("3.4028235e38", None), ("1_000", ": text, not numbers, in column(s) a"), ("١٢", ": text, not numbers"),
-    ("1.5e", ": text, not numbers"), ("0x10", ": not a readable CSV (column 'a'"), ("", ", row 2: column 'a' is missing"),
-    ("Infinity", ", row 2: column 'a' is beyond float32"), ("NaN", ", row 2: column 'a' is missing"),
+    ("1.5e", ": text, not numbers"), ("0x10", ": not a readable CSV (column 'a'"), ("", ", row 2: column 'a' has no value"),
+    ("Infinity", ", row 2: column 'a' is beyond float32"), ("NaN", ", row 2: column 'a' has no value"),
     ("1e39", ", row 2: column 'a' is beyond float32"),
 ])  # fmt: skip
 def test_a_number_is_read_as_float_reads_it_or_its_row_is_named(datasets, value, problem):

@@ -156,7 +156,7 @@ def _table(path: str, table, names: list[str], label: str | None, missing: str |
             kind = table.column(j).type
             raise UserError(f"{path}: column {abbreviate(column)} holds {kind}, not numbers; {fix}") from None
         if len(bad := np.flatnonzero(np.isinf(x[:, j]) | (np.isnan(x[:, j]) & bool(missing)))):
-            what = f"is missing; {missing}" if np.isnan(x[bad[0], j]) else "is beyond float32's range; fix that value"
+            what = f"has no value; {missing}" if np.isnan(x[bad[0], j]) else "is beyond float32's range; fix that value"
             raise UserError(f"{path}, row {bad[0] + 1}: column {abbreviate(column)} {what}")
     values = {}
     for column, data in list(zip(table.column_names, table.columns, strict=True))[len(names) :]:
@@ -167,7 +167,7 @@ def _table(path: str, table, names: list[str], label: str | None, missing: str |
         if missing and values[column].null_count:
             row = pc.index(values[column].is_null(), True).as_py() + 1
             fix = "every row needs its class (data.missing: drop or mean leaves such rows out)" * (column == label)
-            raise UserError(f"{path}, row {row}: column {abbreviate(column)} is missing; {fix or missing}")
+            raise UserError(f"{path}, row {row}: column {abbreviate(column)} has no value; {fix or missing}")
     labels = values.pop(label).combine_chunks().dictionary_encode() if label is not None else None
     categorical = {column: value.to_numpy(zero_copy_only=False) for column, value in values.items()}
     if labels is None:
