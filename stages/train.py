@@ -117,8 +117,8 @@ def train(impl: str, prepared: Prepared, params: TrainParams, device: torch.devi
             costs[epoch] = total / n_rows
         if epoch % params.log_every == 0 or epoch == params.epochs:
             if not torch.isfinite(costs[epoch]):  # NaN stays NaN: the first such epoch is the one to name
-                first = int((~torch.isfinite(costs[: epoch + 1])).nonzero()[0])
-                raise diverged(f"the cost became {costs[first].item()}", first, params, standardized)
+                bad = int((~torch.isfinite(costs[: epoch + 1])).nonzero()[0])
+                raise diverged(f"the cost became {costs[bad].item()}", bad, params, standardized)
             if epoch % params.log_every == 0 and distributed.rank() == 0:
                 print(f"Epoch {epoch:4d}/{params.epochs} Cost: {costs[epoch].item():.6f}", flush=True)
     if not all(torch.isfinite(tensor).all() for tensor in lesson_weights(model)):  # the update after the last cost

@@ -146,9 +146,9 @@ class Tensors:
                 self.shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
         except (SafetensorError, ValueError, KeyError, TypeError) as error:
             raise UserError(f"{path}: not a readable {what} ({first_line(error)}); {fix}") from None
-        if not isinstance(self.info, dict) or self.info.get("format") != format:
-            got = abbreviate(self.info.get("format") if isinstance(self.info, dict) else None)
-            raise UserError(f"{path}: not a {what} of this version of the project ({got}, not {format!r}); {fix}")
+        if (got := self.info.get("format") if isinstance(self.info, dict) else None) != format:
+            problem = f"not a {what} of this version of the project ({abbreviate(got)}, not {format!r})"
+            raise UserError(f"{path}: {problem}; {fix}")
 
     def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         with safe_open(self.path, framework="np") as f:  # opened for each read: no mapping outlives it
